@@ -1,0 +1,13 @@
+# One image for the web app and the workers. On a GPU host the pinned torch wheel from
+# PyPI is the CUDA build; run the gpu worker with the NVIDIA container runtime.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY audit ./audit
+COPY workers ./workers
+RUN pip install --no-cache-dir .
+COPY . .
+RUN DATABASE_URL=sqlite:////tmp/build.sqlite3 SECRET_KEY=build-only python manage.py collectstatic --noinput
+EXPOSE 8000
+CMD ["gunicorn", "audit.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

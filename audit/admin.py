@@ -1,0 +1,63 @@
+from django.contrib import admin
+
+from . import models
+
+
+class MembershipInline(admin.TabularInline):
+    model = models.Membership
+    extra = 0
+
+
+@admin.register(models.Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "grid_intensity_g_per_kwh", "pue")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = [MembershipInline]
+
+
+@admin.register(models.ModelAsset)
+class ModelAssetAdmin(admin.ModelAdmin):
+    list_display = ("name", "team", "task", "created_at")
+    list_filter = ("team", "task")
+    search_fields = ("name",)
+
+
+@admin.register(models.ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("asset", "label", "format", "size_bytes", "sha256", "created_at")
+    list_filter = ("format",)
+    search_fields = ("asset__name", "label", "sha256")
+
+
+@admin.register(models.Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ("name", "team", "format", "task", "n_samples", "created_at")
+
+
+class VariantInline(admin.TabularInline):
+    model = models.Variant
+    extra = 0
+    fields = ("position", "recipe", "status", "params", "flops", "macs", "error")
+    readonly_fields = fields
+
+
+@admin.register(models.Audit)
+class AuditAdmin(admin.ModelAdmin):
+    list_display = ("id", "model_version", "status", "stage", "progress", "attempts", "target_queue", "created_at")
+    list_filter = ("status", "target_queue", "review_status")
+    inlines = [VariantInline]
+
+
+@admin.register(models.Measurement)
+class MeasurementAdmin(admin.ModelAdmin):
+    list_display = ("variant", "batch_size", "latency_p50_ms", "energy_j_per_inference", "energy_method")
+    list_filter = ("energy_method",)
+
+
+@admin.register(models.WorkerNode)
+class WorkerNodeAdmin(admin.ModelAdmin):
+    list_display = ("hostname", "queue", "device", "last_seen")
+
+
+admin.site.register(models.Evaluation)
+admin.site.register(models.Review)

@@ -1,0 +1,130 @@
+import json
+
+from django import forms
+
+from workers.engine.registry import architecture_names
+
+from .models import Dataset, Task
+from .selectors import live_queues
+
+
+class TeamChoiceMixin:
+    """A team picker that disappears when the user is in a single team."""
+
+    def add_team_field(self, teams) -> None:
+        self._only_team = teams.first() if teams.count() == 1 else None
+        field = forms.ModelChoiceField(queryset=teams, empty_label=None, required=self._only_team is None)
+        if self._only_team:
+            field.widget = forms.HiddenInput()
+            field.initial = self._only_team.pk
+        self.fields["team"] = field
+
+    def clean_team(self):
+        return self.cleaned_data.get("team") or self._only_team
+
+
+class ModelUploadForm(TeamChoiceMixin, forms.Form):
+    name = forms.CharField(max_length=200, help_text="The model's name; a new upload under the same name is a new version.")
+    label = forms.CharField(max_length=100, required=False, help_text="Version label, e.g. v2 or a git tag. Empty: v1, v2, ...")
+    task = forms.ChoiceField(choices=Task.choices)
+    file = forms.FileField(
+        help_text="Hugging Face folder as a zip (config.json + safetensors), ONNX, or safetensors weights "
+        "of a registered architecture. Pickled models are refused."
+    )
+    architecture = forms.ChoiceField(
+        required=False,
+        help_text="For bare safetensors weights: the registered architecture that builds the module "
+        "(not needed when the file's metadata names it).",
+    )
+    architecture_config = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": '{"in_features": 64, "hidden": [128], "num_classes": 10}'}),
+        help_text="JSON arguments for the architecture builder.",
+    )
+    seq_len = forms.IntegerField(required=False, min_value=1, max_value=32768, label="Sequence length",
+                                 help_text="Text models: tokens per sample (default from the config, at most 128).")
+    image_size = forms.IntegerField(required=False, min_value=8, max_value=4096,
+                                    help_text="Vision models: input height and width in pixels.")
+
+    def __init__(self, *args, teams, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_team_field(teams)
+        self.fields["architecture"].choices = [("", "— from the file —")] + [(n, n) for n in architecture_names()]
+        self.order_fields(["team", "name", "label", "task", "file"])
+
+    def clean_architecture_config(self):
+        raw = self.cleaned_data["architecture_config"].strip()
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from exc
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Give a JSON object of builder arguments.")
+        return value
+
+    def input_spec(self) -> dict:
+        data = self.cleaned_data
+        spec: dict = {}
+        if data.get("architecture"):
+            spec["architecture"] = data["architecture"]
+        if data.get("architecture_config"):
+            spec["architecture_config"] = data["architecture_config"]
+        if data.get("seq_len"):
+            spec["seq_len"] = data["seq_len"]
+        if data.get("image_size"):
+            spec["input_overrides"] = {"image_size": data["image_size"]}
+        return spec
+
+
+class DatasetUploadForm(TeamChoiceMixin, forms.Form):
+    name = forms.CharField(max_length=200)
+    task = forms.ChoiceField(choices=Task.choices)
+    file = forms.FileField(help_text="CSV or JSONL with text and label, NPZ with inputs and labels, or plain text.")
+
+    def __init__(self, *args, teams, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_team_field(teams)
+        self.order_fields(["team", "name", "task", "file"])
+
+
+def _parse_int_list(raw: str, what: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in raw.replace(" ", "").split(",") if part})
+    except ValueError as exc:
+        raise forms.ValidationError(f"Give {what} as whole numbers separated by commas, e.g. 1,8.") from exc
+    if not values:
+        raise forms.ValidationError(f"Give at least one {what[:-1]}.")
+    return values
+
+
+class AuditRequestForm(forms.Form):
+    target = forms.ChoiceField(label="Hardware", help_text="Queues with a live worker.")
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False, empty_label="— none —")
+    batch_sizes = forms.CharField(initial="1,8", help_text="Comma-separated, e.g. 1,8,32.")
+    recipes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, initial=["baseline"])
+
+    def __init__(self, *args, team, recipes, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.queues = live_queues()
+        choices = [(q["queue"], f"{q['queue']}: {q['hardware']} ({q['workers']} worker{'s' if q['workers'] != 1 else ''})") for q in self.queues]
+        if not choices:
+            choices = [("cpu", "cpu: no worker online now; the audit waits in the queue")]
+        self.fields["target"].choices = choices
+        self.fields["dataset"].queryset = Dataset.objects.filter(team=team).order_by("name")
+        self.fields["recipes"].choices = [(r, r) for r in recipes]
+
+    def clean_batch_sizes(self):
+        values = _parse_int_list(self.cleaned_data["batch_sizes"], "batch sizes")
+        if values[0] < 1 or values[-1] > 4096:
+            raise forms.ValidationError("Batch sizes must be between 1 and 4096.")
+        if len(values) > 8:
+            raise forms.ValidationError("At most 8 batch sizes per audit.")
+        return values
+
+    def device_for(self, queue: str) -> str:
+        for q in self.queues:
+            if q["queue"] == queue:
+                return q["device"]
+        return "cuda" if queue.startswith("gpu") else "cpu"

@@ -1,0 +1,279 @@
+"""The data model of docs/ARCHITECTURE.md. Every object belongs to one team,
+through its model or dataset; views reach objects only through selectors that
+scope by the requesting user's teams."""
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=120, unique=True)
+    grid_intensity_g_per_kwh = models.FloatField(null=True, blank=True)
+    pue = models.FloatField(null=True, blank=True)
+    carbon_source = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        MEMBER = "member", "Member"
+        LEAD = "lead", "Lead"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Task(models.TextChoices):
+    CLASSIFICATION = "classification", "Classification"
+    TEXT_CLASSIFICATION = "text-classification", "Text classification"
+    IMAGE_CLASSIFICATION = "image-classification", "Image classification"
+    REGRESSION = "regression", "Regression"
+    LANGUAGE_MODELING = "language-modeling", "Language modelling"
+    FEATURE_EXTRACTION = "feature-extraction", "Feature extraction"
+    OTHER = "other", "Other"
+
+
+class ModelAsset(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="model_assets")
+    name = models.CharField(max_length=200)
+    task = models.CharField(max_length=40, choices=Task.choices, default=Task.CLASSIFICATION)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="model_name_unique_in_team")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("model-detail", args=[self.pk])
+
+
+def model_upload_to(instance: "ModelVersion", filename: str) -> str:
+    return f"models/{instance.asset.team_id}/{instance.sha256[:2]}/{instance.sha256}/{filename}"
+
+
+def dataset_upload_to(instance: "Dataset", filename: str) -> str:
+    return f"datasets/{instance.team_id}/{instance.sha256[:2]}/{instance.sha256}/{filename}"
+
+
+class ModelVersion(models.Model):
+    asset = models.ForeignKey(ModelAsset, on_delete=models.CASCADE, related_name="versions")
+    label = models.CharField(max_length=100)
+    file = models.FileField(upload_to=model_upload_to, max_length=500)
+    format = models.CharField(max_length=30)
+    format_detail = models.CharField(max_length=300, blank=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.BigIntegerField()
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    # Architecture (for bare weights) and input overrides: sequence length, image size...
+    input_spec = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["asset", "label"], name="version_label_unique")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.asset.name} {self.label}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("model-detail", args=[self.asset_id]) + f"#version-{self.pk}"
+
+
+class Dataset(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    file = models.FileField(upload_to=dataset_upload_to, max_length=500)
+    format = models.CharField(max_length=20)
+    task = models.CharField(max_length=40, choices=Task.choices, default=Task.CLASSIFICATION)
+    n_samples = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.BigIntegerField()
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="dataset_name_unique_in_team")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("dataset-list") + f"#dataset-{self.pk}"
+
+
+class Audit(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    class ReviewStatus(models.TextChoices):
+        NOT_READY = "not-ready", "Not ready"
+        PENDING = "pending", "Awaiting review"
+        APPROVED = "approved", "Approved"
+        CHANGES_REQUESTED = "changes-requested", "Changes requested"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="audits")
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="audits")
+    target_queue = models.CharField(max_length=60, default="cpu")
+    device = models.CharField(max_length=20, default="cpu")
+    # batch_sizes, recipes, engine knobs, carbon intensity/PUE/source: everything the run used.
+    options = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    stage = models.CharField(max_length=60, blank=True)
+    progress = models.FloatField(default=0.0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker_hostname = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    fingerprint = models.JSONField(default=dict, blank=True)
+    engine_version = models.CharField(max_length=20, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    review_status = models.CharField(
+        max_length=20, choices=ReviewStatus.choices, default=ReviewStatus.NOT_READY, db_index=True
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="audit_status_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"Audit #{self.pk} of {self.model_version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("audit-detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class Variant(models.Model):
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="variants")
+    position = models.PositiveSmallIntegerField(default=0)
+    recipe = models.CharField(max_length=60)
+    recipe_params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    error = models.TextField(blank=True)
+    params = models.BigIntegerField(null=True)
+    nonzero_params = models.BigIntegerField(null=True)
+    size_bytes = models.BigIntegerField(null=True)
+    flops = models.BigIntegerField(null=True, help_text="floating-point operations per inference (2 per multiply-add)")
+    macs = models.BigIntegerField(null=True, help_text="multiply-accumulate operations per inference")
+    layer_profile = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["audit", "position"]
+
+    def __str__(self) -> str:
+        return f"{self.recipe} ({self.status})"
+
+
+class Measurement(models.Model):
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="measurements")
+    batch_size = models.PositiveIntegerField()
+    input_shape = models.JSONField(default=dict)
+    latency_mean_ms = models.FloatField()
+    latency_std_ms = models.FloatField()
+    latency_p50_ms = models.FloatField()
+    latency_p95_ms = models.FloatField()
+    latency_p99_ms = models.FloatField()
+    latency_ci95_ms = models.FloatField()
+    throughput_samples_per_s = models.FloatField()
+    energy_j_per_inference = models.FloatField(db_index=True)
+    energy_j_per_inference_active = models.FloatField()
+    energy_j_per_sample = models.FloatField()
+    wh_per_1000_inferences = models.FloatField(db_index=True)
+    samples_per_joule = models.FloatField()
+    avg_power_w = models.FloatField()
+    idle_power_w = models.FloatField()
+    energy_method = models.CharField(max_length=30)
+    energy_estimated = models.BooleanField()
+    energy_uncertainty_rel = models.FloatField()
+    co2e_g_per_inference = models.FloatField()
+    peak_memory_bytes = models.BigIntegerField(null=True)
+    iterations = models.PositiveIntegerField()
+    windows = models.PositiveIntegerField()
+    window_s = models.FloatField()
+    cv = models.FloatField()
+    power_trace = models.JSONField(default=list, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["variant", "batch_size"]
+
+    def __str__(self) -> str:
+        return f"{self.variant} @ batch {self.batch_size}"
+
+
+class Evaluation(models.Model):
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="evaluations")
+    metric = models.CharField(max_length=40)
+    value = models.FloatField()
+    n_samples = models.PositiveIntegerField()
+    fidelity = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value:.4g}"
+
+
+class WorkerNode(models.Model):
+    hostname = models.CharField(max_length=200, unique=True)
+    queue = models.CharField(max_length=60, db_index=True)
+    device = models.CharField(max_length=20, default="cpu")
+    fingerprint = models.JSONField(default=dict)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["queue", "hostname"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({self.queue})"
+
+
+class Review(models.Model):
+    class Decision(models.TextChoices):
+        APPROVED = "approved", "Approved"
+        CHANGES_REQUESTED = "changes-requested", "Changes requested"
+        COMMENT = "comment", "Comment"
+
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    decision = models.CharField(max_length=20, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.reviewer}"

@@ -1,0 +1,1 @@
+"""Writes. Each service is a transaction with keyword-only arguments, named <entity>_<action>."""

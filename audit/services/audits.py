@@ -1,0 +1,299 @@
+"""The audit lifecycle, driven by the task: queued -> running -> succeeded | failed | cancelled.
+
+Every write made on behalf of a running task is conditional on the attempt that
+claimed the audit, so a worker that lost its claim (the reaper requeued it,
+someone cancelled it, another worker took the redelivered task) cannot overwrite
+the state; its writes match no row and it stops."""
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ..models import Audit, Dataset, Evaluation, Measurement, ModelVersion, Variant
+
+DEFAULT_BATCH_SIZES = [1, 8]
+DEFAULT_RECIPES = ["baseline"]
+MAX_BATCH_SIZE = 4096
+
+
+def _dispatch(audit_id: int, queue: str) -> None:
+    from workers.tasks import run_audit  # the Celery app needs Django set up first
+
+    run_audit.apply_async(args=[audit_id], queue=queue)
+
+
+def carbon_settings(team) -> dict:
+    """The grid intensity and PUE an audit of this team uses, with where they came from."""
+    intensity = team.grid_intensity_g_per_kwh
+    return {
+        "grid_intensity_g_per_kwh": intensity if intensity is not None else settings.DEFAULT_GRID_INTENSITY_G_PER_KWH,
+        "pue": team.pue if team.pue is not None else settings.DEFAULT_PUE,
+        "carbon_source": team.carbon_source
+        or (f"team setting ({team.name})" if intensity is not None else settings.DEFAULT_CARBON_SOURCE),
+    }
+
+
+@transaction.atomic
+def audit_request(
+    *,
+    user,
+    model_version: ModelVersion,
+    dataset: Dataset | None = None,
+    target_queue: str = "cpu",
+    device: str = "cpu",
+    batch_sizes: list[int] | None = None,
+    recipes: list[str] | None = None,
+    engine_options: dict | None = None,
+) -> Audit:
+    """Create an audit and dispatch it to its hardware queue once the row is committed."""
+    batch_sizes = sorted(set(batch_sizes or DEFAULT_BATCH_SIZES))
+    if any(b < 1 or b > MAX_BATCH_SIZE for b in batch_sizes):
+        raise ValidationError(f"Batch sizes must be between 1 and {MAX_BATCH_SIZE}.")
+    if dataset is not None and dataset.team_id != model_version.asset.team_id:
+        raise ValidationError("The dataset belongs to another team.")
+    options = {
+        "batch_sizes": batch_sizes,
+        "recipes": list(dict.fromkeys(recipes or DEFAULT_RECIPES)),
+        "window_s": settings.ENGINE_WINDOW_S,
+        "time_cap_s": settings.ENGINE_TIME_CAP_S,
+        "idle_s": settings.ENGINE_IDLE_S,
+        **carbon_settings(model_version.asset.team),
+        **(engine_options or {}),
+    }
+    audit = Audit.objects.create(
+        model_version=model_version,
+        dataset=dataset,
+        target_queue=target_queue,
+        device=device,
+        options=options,
+        requested_by=user,
+        stage="waiting for a worker",
+    )
+    transaction.on_commit(lambda: _dispatch(audit.pk, target_queue))
+    return audit
+
+
+@dataclass
+class Claim:
+    """What a task found when it tried to take an audit."""
+
+    outcome: str  # claimed | finished | busy | exhausted | missing
+    attempt: int = 0
+    audit: Audit | None = None
+
+
+def _stale_before(now):
+    return now - timedelta(seconds=settings.AUDIT_STALE_AFTER_S)
+
+
+def audit_claim(*, audit_id: int, hostname: str) -> Claim:
+    """Take an audit for this worker with one conditional UPDATE.
+
+    Claimable: queued, or running with a stale heartbeat (its worker died and the
+    broker redelivered the task). A finished audit is left alone; a running one
+    with a fresh heartbeat belongs to a live worker."""
+    now = timezone.now()
+    claimable = Q(status=Audit.Status.QUEUED) | Q(status=Audit.Status.RUNNING, heartbeat_at__lt=_stale_before(now))
+    with transaction.atomic():
+        updated = (
+            Audit.objects.filter(pk=audit_id)
+            .filter(claimable)
+            .filter(attempts__lt=settings.AUDIT_MAX_ATTEMPTS)
+            .update(
+                status=Audit.Status.RUNNING,
+                attempts=F("attempts") + 1,
+                heartbeat_at=now,
+                started_at=now,
+                worker_hostname=hostname[:200],
+                stage="starting",
+                progress=0.0,
+                error="",
+            )
+        )
+        audit = Audit.objects.filter(pk=audit_id).select_related("model_version", "model_version__asset", "dataset").first()
+    if audit is None:
+        return Claim("missing")
+    if updated:
+        return Claim("claimed", attempt=audit.attempts, audit=audit)
+    if audit.is_finished:
+        return Claim("finished", audit=audit)
+    if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS and (
+        audit.status == Audit.Status.QUEUED or (audit.heartbeat_at and audit.heartbeat_at < _stale_before(now))
+    ):
+        _fail_exhausted(audit)
+        return Claim("exhausted", audit=audit)
+    return Claim("busy", audit=audit)
+
+
+def _fail_exhausted(audit: Audit) -> None:
+    Audit.objects.filter(pk=audit.pk, status__in=[Audit.Status.QUEUED, Audit.Status.RUNNING]).update(
+        status=Audit.Status.FAILED,
+        finished_at=timezone.now(),
+        error=(
+            f"Gave up after {audit.attempts} attempts: the worker running this audit stopped "
+            f"(last heartbeat {audit.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC on {audit.worker_hostname or 'an unknown host'})."
+            if audit.heartbeat_at
+            else f"Gave up after {audit.attempts} attempts."
+        ),
+    )
+
+
+def _running(audit_id: int, attempt: int):
+    return Audit.objects.filter(pk=audit_id, attempts=attempt, status=Audit.Status.RUNNING)
+
+
+def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, percent: float | None = None) -> bool:
+    """Record progress and a heartbeat. False when this attempt no longer owns the audit
+    (cancelled, requeued or taken over): the caller must stop."""
+    fields = {"heartbeat_at": timezone.now()}
+    if stage is not None:
+        fields["stage"] = stage[:60]
+    if percent is not None:
+        fields["progress"] = max(0.0, min(100.0, float(percent)))
+    return _running(audit_id, attempt).update(**fields) == 1
+
+
+def audit_fail(*, audit_id: int, attempt: int, error: str) -> bool:
+    return (
+        _running(audit_id, attempt).update(
+            status=Audit.Status.FAILED, error=error[:5000], finished_at=timezone.now(), stage="failed"
+        )
+        == 1
+    )
+
+
+def audit_requeue(*, audit_id: int, attempt: int, reason: str) -> bool:
+    """Give the audit back to the queue (a transient failure); it is dispatched again."""
+    with transaction.atomic():
+        updated = _running(audit_id, attempt).update(status=Audit.Status.QUEUED, stage=f"requeued: {reason}"[:60])
+        if updated:
+            audit = Audit.objects.get(pk=audit_id)
+            transaction.on_commit(lambda: _dispatch(audit.pk, audit.target_queue))
+    return updated == 1
+
+
+def audit_cancel(*, audit: Audit) -> bool:
+    """Cancel a queued or running audit; a running worker notices at its next heartbeat."""
+    return (
+        Audit.objects.filter(pk=audit.pk, status__in=[Audit.Status.QUEUED, Audit.Status.RUNNING]).update(
+            status=Audit.Status.CANCELLED, finished_at=timezone.now(), stage="cancelled"
+        )
+        == 1
+    )
+
+
+MEASUREMENT_FIELDS = [
+    "latency_ms_mean:latency_mean_ms",
+    "latency_ms_std:latency_std_ms",
+    "latency_ms_p50:latency_p50_ms",
+    "latency_ms_p95:latency_p95_ms",
+    "latency_ms_p99:latency_p99_ms",
+    "latency_ci95_ms",
+    "throughput_samples_per_s",
+    "energy_j_per_inference",
+    "energy_j_per_inference_active",
+    "energy_j_per_sample",
+    "wh_per_1000_inferences",
+    "samples_per_joule",
+    "avg_power_w",
+    "idle_power_w",
+    "energy_method",
+    "energy_estimated",
+    "energy_uncertainty_rel",
+    "co2e_g_per_inference",
+    "peak_memory_bytes",
+    "iterations",
+    "windows",
+    "window_s",
+    "cv",
+    "power_trace",
+    "flags",
+]
+
+
+def _measurement_from_result(variant: Variant, doc: dict) -> Measurement:
+    values = {}
+    for spec in MEASUREMENT_FIELDS:
+        source, _, target = spec.partition(":")
+        values[target or source] = doc[source]
+    return Measurement(variant=variant, batch_size=doc["batch_size"], input_shape=doc.get("input_shape", {}), **values)
+
+
+def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
+    """Store the engine's result document: variants, measurements, evaluations, fingerprint.
+
+    An audit succeeds when at least one variant succeeded; failed and skipped
+    variants are kept with their reasons."""
+    with transaction.atomic():
+        audit = _running(audit_id, attempt).select_for_update().first()
+        if audit is None:
+            return False
+        audit.variants.all().delete()  # a previous attempt may have died mid-write; start clean
+        measurements, evaluations = [], []
+        for position, doc in enumerate(result.get("variants", [])):
+            variant = Variant.objects.create(
+                audit=audit,
+                position=position,
+                recipe=doc["recipe"],
+                recipe_params=doc.get("recipe_params") or {},
+                status=doc["status"],
+                error=doc.get("error") or "",
+                params=doc.get("params"),
+                nonzero_params=doc.get("nonzero_params"),
+                size_bytes=doc.get("size_bytes"),
+                flops=doc.get("flops"),
+                macs=doc.get("macs"),
+                layer_profile=doc.get("layer_profile") or [],
+            )
+            measurements += [_measurement_from_result(variant, m) for m in doc.get("measurements") or []]
+            evaluation = doc.get("evaluation")
+            if evaluation:
+                evaluations.append(
+                    Evaluation(
+                        variant=variant,
+                        metric=evaluation["metric"],
+                        value=evaluation["value"],
+                        n_samples=evaluation["n_samples"],
+                        fidelity=evaluation.get("fidelity") or {},
+                    )
+                )
+        Measurement.objects.bulk_create(measurements)
+        Evaluation.objects.bulk_create(evaluations)
+        succeeded = audit.variants.filter(status=Variant.Status.SUCCEEDED).exists()
+        audit.fingerprint = result.get("fingerprint") or {}
+        audit.engine_version = str(result.get("engine_version", ""))[:20]
+        audit.warnings = result.get("warnings") or []
+        audit.finished_at = timezone.now()
+        audit.heartbeat_at = audit.finished_at
+        audit.progress = 100.0
+        if succeeded:
+            audit.status = Audit.Status.SUCCEEDED
+            audit.stage = "done"
+            audit.review_status = Audit.ReviewStatus.PENDING
+        else:
+            audit.status = Audit.Status.FAILED
+            audit.stage = "failed"
+            reasons = "; ".join(f"{v.get('recipe')}: {v.get('error') or v.get('status')}" for v in result.get("variants", []))
+            audit.error = f"No variant could be measured. {reasons}"[:5000]
+        audit.save()
+    return True
+
+
+def audits_reap_stale(*, now=None) -> dict:
+    """Audits whose worker stopped sending heartbeats: requeue while attempts remain,
+    otherwise fail them with the reason. Returns counts for the log."""
+    now = now or timezone.now()
+    stale = Audit.objects.filter(status=Audit.Status.RUNNING, heartbeat_at__lt=_stale_before(now))
+    requeued = failed = 0
+    for audit in stale:
+        if audit.attempts < settings.AUDIT_MAX_ATTEMPTS:
+            if audit_requeue(audit_id=audit.pk, attempt=audit.attempts, reason="worker stopped responding"):
+                requeued += 1
+        else:
+            _fail_exhausted(audit)
+            failed += 1
+    return {"requeued": requeued, "failed": failed}

@@ -1,0 +1,158 @@
+"""Energy Audit settings, read from the environment (django-environ).
+
+With nothing set, the project runs as a zero-setup demo: SQLite and kombu's
+filesystem broker under var/. Production names its services and secrets in the
+environment (README.md, "Production settings").
+"""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+# --- core -------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-key-set-SECRET_KEY-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "audit.apps.AuditConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "audit.urls"
+WSGI_APPLICATION = "audit.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- files --------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "staticfiles")
+STORAGE_ROOT = env.path("STORAGE_ROOT", default=VAR_DIR / "storage")
+MEDIA_ROOT = STORAGE_ROOT
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": env.str(
+            "STATICFILES_BACKEND",
+            default="whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if not DEBUG
+            else "django.contrib.staticfiles.storage.StaticFilesStorage",
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+# Uploads: the whole model must fit the limit; larger request bodies stream to disk.
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=512 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_PERMISSIONS = 0o640
+# Archive caps, checked before anything is extracted.
+ARCHIVE_MAX_MEMBERS = env.int("ARCHIVE_MAX_MEMBERS", default=1000)
+ARCHIVE_MAX_TOTAL_BYTES = env.int("ARCHIVE_MAX_TOTAL_BYTES", default=4 * 1024**3)
+ARCHIVE_MAX_RATIO = env.float("ARCHIVE_MAX_RATIO", default=100.0)
+
+# --- measurement defaults -----------------------------------------------------
+DEFAULT_GRID_INTENSITY_G_PER_KWH = env.float("DEFAULT_GRID_INTENSITY_G_PER_KWH", default=475.0)
+DEFAULT_PUE = env.float("DEFAULT_PUE", default=1.0)
+DEFAULT_CARBON_SOURCE = env.str(
+    "DEFAULT_CARBON_SOURCE", default="world average 475 gCO2e/kWh (default)"
+)
+# Engine knobs, passed to the engine child with every audit (overridable per audit).
+ENGINE_WINDOW_S = env.float("ENGINE_WINDOW_S", default=1.0)
+ENGINE_TIME_CAP_S = env.float("ENGINE_TIME_CAP_S", default=20.0)
+ENGINE_IDLE_S = env.float("ENGINE_IDLE_S", default=2.0)
+ENGINE_TIMEOUT_S = env.int("ENGINE_TIMEOUT_S", default=3000)
+
+# --- Celery ---------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_FS_BROKER_DIR = env.path("CELERY_FS_BROKER_DIR", default=VAR_DIR / "broker")
+# Hard limit on one audit task; the soft limit leaves time to record the failure.
+AUDIT_TASK_HARD_LIMIT_S = env.int("AUDIT_TASK_HARD_LIMIT_S", default=3600)
+AUDIT_TASK_SOFT_LIMIT_S = env.int("AUDIT_TASK_SOFT_LIMIT_S", default=AUDIT_TASK_HARD_LIMIT_S - 60)
+# Redis/SQS redeliver an unacknowledged task after this long; it must exceed the hard
+# limit or a running audit would be handed to a second worker.
+CELERY_VISIBILITY_TIMEOUT_S = env.int(
+    "CELERY_VISIBILITY_TIMEOUT_S", default=AUDIT_TASK_HARD_LIMIT_S + 600
+)
+AUDIT_MAX_ATTEMPTS = env.int("AUDIT_MAX_ATTEMPTS", default=3)
+AUDIT_HEARTBEAT_S = env.float("AUDIT_HEARTBEAT_S", default=10.0)
+AUDIT_STALE_AFTER_S = env.int("AUDIT_STALE_AFTER_S", default=120)
+AUDIT_REAPER_INTERVAL_S = env.float("AUDIT_REAPER_INTERVAL_S", default=60.0)
+WORKER_STALE_AFTER_S = env.int("WORKER_STALE_AFTER_S", default=120)
+
+# --- email, security -------------------------------------------------------------
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="energy-audit@localhost")
+
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+CELERY_UNACKED_RESTORE_INTERVAL_S = env.int("CELERY_UNACKED_RESTORE_INTERVAL_S", default=10)

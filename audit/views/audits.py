@@ -1,0 +1,106 @@
+"""Requesting audits, following their progress, and the first report."""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from ..forms import AuditRequestForm
+from ..selectors import audit_report, audits_for_user, describe_hardware, flatten_fingerprint, model_versions_for_user
+from ..services.audits import audit_cancel, audit_request
+
+# htmx stops polling when a response has this status (django-htmx's HttpResponseStopPolling).
+HTMX_STOP_POLLING = 286
+
+
+def available_recipes() -> list[str]:
+    from workers.engine.profile import RECIPES
+
+    return list(RECIPES)
+
+
+@login_required
+def audit_list(request):
+    return render(request, "audit/audit_list.html", {"audits": audits_for_user(request.user)[:200]})
+
+
+@login_required
+@require_POST
+def audit_create(request, version_pk: int):
+    version = get_object_or_404(model_versions_for_user(request.user), pk=version_pk)
+    form = AuditRequestForm(request.POST, team=version.asset.team, recipes=available_recipes())
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            audit = audit_request(
+                user=request.user,
+                model_version=version,
+                dataset=data["dataset"],
+                target_queue=data["target"],
+                device=form.device_for(data["target"]),
+                batch_sizes=data["batch_sizes"],
+                recipes=data["recipes"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Audit #{audit.pk} queued on {audit.target_queue}.")
+            return redirect(audit)
+    asset = version.asset
+    return render(
+        request,
+        "audit/model_detail.html",
+        {
+            "asset": asset,
+            "versions": asset.versions.order_by("-created_at"),
+            "audits": audits_for_user(request.user).filter(model_version__asset=asset)[:50],
+            "form": form,
+            "form_version": version,
+        },
+        status=400,
+    )
+
+
+def _report_context(audit) -> dict:
+    variants = audit_report(audit) if audit.status in (audit.Status.SUCCEEDED, audit.Status.FAILED) else []
+    return {
+        "audit": audit,
+        "variants": variants,
+        "hardware": describe_hardware(audit.fingerprint),
+        "fingerprint_rows": flatten_fingerprint(audit.fingerprint),
+        "estimated": any(m.energy_estimated for v in variants for m in v.measurements.all()),
+    }
+
+
+@login_required
+def audit_detail(request, pk: int):
+    audit = get_object_or_404(audits_for_user(request.user), pk=pk)
+    return render(request, "audit/audit_detail.html", _report_context(audit))
+
+
+@login_required
+def audit_progress(request, pk: int):
+    """The live part of the audit page; once the audit has ended, htmx is told to stop polling
+    and the page reloads itself to show the report."""
+    audit = get_object_or_404(audits_for_user(request.user), pk=pk)
+    response = render(request, "audit/_progress.html", {"audit": audit})
+    if audit.is_finished:
+        response.status_code = HTMX_STOP_POLLING
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def audit_cancel_view(request, pk: int):
+    audit = get_object_or_404(audits_for_user(request.user), pk=pk)
+    if audit_cancel(audit=audit):
+        messages.info(request, f"Audit #{audit.pk} cancelled.")
+    else:
+        messages.warning(request, f"Audit #{audit.pk} had already ended.")
+    return redirect(audit)
+
+
+def healthz(request):
+    return HttpResponse("ok", content_type="text/plain")

@@ -1,0 +1,62 @@
+import os
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from audit.models import Membership, Team
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+def _storage(settings, tmp_path):
+    """Each test stores uploads in its own folder, so 'no file left behind' can be checked."""
+    settings.STORAGE_ROOT = tmp_path / "storage"
+    settings.MEDIA_ROOT = settings.STORAGE_ROOT
+    settings.STORAGE_ROOT.mkdir()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    return settings.STORAGE_ROOT
+
+
+def stored_files(root) -> list:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.fixture
+def team(db):
+    return Team.objects.create(name="Vision Lab", slug="vision-lab")
+
+
+@pytest.fixture
+def other_team(db):
+    return Team.objects.create(name="Other Lab", slug="other-lab")
+
+
+def make_user(username: str, team: Team, role: str = Membership.Role.MEMBER):
+    user = get_user_model().objects.create_user(username=username, password="pw-" + username)
+    Membership.objects.create(user=user, team=team, role=role)
+    return user
+
+
+@pytest.fixture
+def member(team):
+    return make_user("mia", team)
+
+
+@pytest.fixture
+def lead(team):
+    return make_user("lee", team, Membership.Role.LEAD)
+
+
+@pytest.fixture
+def outsider(other_team):
+    return make_user("otto", other_team)
+
+
+@pytest.fixture
+def member_client(client, member):
+    client.force_login(member)
+    return client

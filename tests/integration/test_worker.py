@@ -1,0 +1,94 @@
+"""End to end with a real Celery worker process: upload through the web client,
+request an audit, and see it measured and stored; kill the worker mid-audit and
+see the audit redelivered and finished, never left running."""
+import psutil
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from audit.models import Audit, Measurement, ModelVersion, Variant
+
+from ..models import mlp_safetensors_bytes
+from .conftest import audit_state, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+
+def upload_and_request(client, *, batch_sizes: str) -> Audit:
+    response = client.post(
+        reverse("model-upload"),
+        {"name": "digits-mlp", "task": "classification",
+         "file": SimpleUploadedFile("model.safetensors", mlp_safetensors_bytes(config={"in_features": 64, "hidden": [256, 256], "num_classes": 10}))},
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    version = ModelVersion.objects.get()
+    response = client.post(
+        reverse("audit-create", args=[version.pk]),
+        {"target": "cpu", "batch_sizes": batch_sizes, "recipes": ["baseline"]},
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    return Audit.objects.get()
+
+
+def test_uploaded_model_is_audited_by_a_real_worker(client, member, start_worker):
+    worker = start_worker()
+    client.force_login(member)
+    audit = upload_and_request(client, batch_sizes="1,4")
+
+    final = wait_for(
+        lambda: (a := audit_state(audit.pk)).is_finished and a, timeout=180, what="the audit to finish", logs=worker.log
+    )
+    assert final.status == Audit.Status.SUCCEEDED, final.error + worker.log()
+    assert final.attempts == 1 and final.progress == 100.0
+    baseline = Variant.objects.get(audit=final, recipe="baseline")
+    # 64->256->256->10 MLP: 2 FLOPs per multiply-add, per sample
+    assert baseline.macs == 64 * 256 + 256 * 256 + 256 * 10
+    assert baseline.flops == 2 * baseline.macs
+    assert baseline.params == (64 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)
+    rows = Measurement.objects.filter(variant=baseline).order_by("batch_size")
+    assert [m.batch_size for m in rows] == [1, 4]
+    for m in rows:
+        assert 0 < m.latency_p50_ms <= m.latency_p95_ms <= m.latency_p99_ms
+        assert m.iterations >= 10
+        assert m.energy_j_per_inference > 0
+        assert m.energy_method in {"rapl", "estimate-tdp"}
+        assert m.energy_j_per_sample == pytest.approx(m.energy_j_per_inference / m.batch_size)
+    assert final.fingerprint  # the hardware it ran on is stored with the result
+
+    page = client.get(final.get_absolute_url()).content.decode()
+    assert "report-table" in page and rows[0].energy_method in page
+
+
+def engine_children() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "workers.engine" in cmd and "child" in cmd:
+            found.append(proc)
+    return found
+
+
+def test_killed_worker_mid_audit_is_redelivered_and_finishes(client, member, start_worker, settings):
+    settings.ENGINE_WINDOW_S = 0.5
+    settings.ENGINE_TIME_CAP_S = 3.0
+    first = start_worker()
+    client.force_login(member)
+    audit = upload_and_request(client, batch_sizes="1,2,4,8,16")
+
+    wait_for(
+        lambda: (a := audit_state(audit.pk)).status == "running" and "measuring" in a.stage,
+        timeout=120, what="the audit to start measuring", logs=first.log,
+    )
+    first.kill()
+    wait_for(lambda: not engine_children(), timeout=15, what="the engine child to die with its worker")
+    assert audit_state(audit.pk).status == "running"  # nobody has noticed yet
+
+    second = start_worker()
+    final = wait_for(
+        lambda: (a := audit_state(audit.pk)).is_finished and a, timeout=240, what="the redelivered audit to finish",
+        logs=lambda: first.log() + "\n---- second worker ----\n" + second.log(),
+    )
+    assert final.status == Audit.Status.SUCCEEDED, final.error
+    assert final.attempts == 2
+    assert final.worker_hostname == second.hostname
+    assert Measurement.objects.filter(variant__audit=final).count() == 5

@@ -1,0 +1,143 @@
+"""The audit state machine as the task drives it: claims, heartbeats, results, the reaper."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import Audit, Measurement, Variant
+from audit.services import audits as services
+
+from .factories import make_audit, measurement_doc, result_doc
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_dispatch(monkeypatch):
+    """Record dispatches instead of sending them: these tests are about the database state."""
+    sent = []
+    monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: sent.append((audit_id, queue)))
+    return sent
+
+
+def test_request_dispatches_after_commit_with_options(member, team, django_capture_on_commit_callbacks, no_dispatch):
+    from .factories import make_version
+
+    version = make_version(team)
+    with django_capture_on_commit_callbacks(execute=True):
+        audit = services.audit_request(user=member, model_version=version, batch_sizes=[8, 1, 8], target_queue="cpu")
+    assert no_dispatch == [(audit.pk, "cpu")]
+    assert audit.options["batch_sizes"] == [1, 8]
+    assert audit.options["grid_intensity_g_per_kwh"] == 475.0
+    assert audit.status == Audit.Status.QUEUED
+
+
+def test_claim_takes_a_queued_audit_once(team):
+    audit = make_audit(team)
+    first = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    second = services.audit_claim(audit_id=audit.pk, hostname="w2")
+    assert (first.outcome, first.attempt) == ("claimed", 1)
+    assert second.outcome == "busy"
+    audit.refresh_from_db()
+    assert (audit.status, audit.worker_hostname, audit.attempts) == ("running", "w1", 1)
+
+
+def test_redelivered_task_for_finished_audit_does_nothing(team):
+    audit = make_audit(team, status=Audit.Status.SUCCEEDED, attempts=1)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w2")
+    assert claim.outcome == "finished"
+    audit.refresh_from_db()
+    assert (audit.status, audit.attempts) == ("succeeded", 1)
+
+
+def test_stale_running_audit_is_reclaimed_with_next_attempt(team, settings):
+    stale = timezone.now() - timedelta(seconds=settings.AUDIT_STALE_AFTER_S + 5)
+    audit = make_audit(team, status=Audit.Status.RUNNING, attempts=1, heartbeat_at=stale, worker_hostname="dead")
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w2")
+    assert (claim.outcome, claim.attempt) == ("claimed", 2)
+    # the dead worker's attempt can no longer write
+    assert services.audit_progress(audit_id=audit.pk, attempt=1, stage="zombie") is False
+    assert services.audit_progress(audit_id=audit.pk, attempt=2, stage="measuring", percent=40) is True
+    audit.refresh_from_db()
+    assert (audit.stage, audit.progress) == ("measuring", 40.0)
+
+
+def test_claim_after_last_attempt_fails_with_reason(team, settings):
+    stale = timezone.now() - timedelta(seconds=settings.AUDIT_STALE_AFTER_S + 5)
+    audit = make_audit(
+        team, status=Audit.Status.RUNNING, attempts=settings.AUDIT_MAX_ATTEMPTS, heartbeat_at=stale, worker_hostname="w9"
+    )
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w2")
+    assert claim.outcome == "exhausted"
+    audit.refresh_from_db()
+    assert audit.status == "failed"
+    assert f"after {settings.AUDIT_MAX_ATTEMPTS} attempts" in audit.error and "w9" in audit.error
+
+
+def test_reaper_requeues_then_fails(team, settings, no_dispatch, django_capture_on_commit_callbacks):
+    stale = timezone.now() - timedelta(seconds=settings.AUDIT_STALE_AFTER_S + 5)
+    fresh = make_audit(team, status=Audit.Status.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    retry = make_audit(team, status=Audit.Status.RUNNING, attempts=1, heartbeat_at=stale)
+    give_up = make_audit(team, status=Audit.Status.RUNNING, attempts=settings.AUDIT_MAX_ATTEMPTS, heartbeat_at=stale)
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = services.audits_reap_stale()
+    assert counts == {"requeued": 1, "failed": 1}
+    statuses = dict(Audit.objects.values_list("pk", "status"))
+    assert statuses == {fresh.pk: "running", retry.pk: "queued", give_up.pk: "failed"}
+    assert no_dispatch == [(retry.pk, "cpu")]
+    assert "stopped" in Audit.objects.get(pk=give_up.pk).error
+
+
+def test_store_result_writes_variants_and_measurements(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    assert services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=result_doc())
+    audit.refresh_from_db()
+    assert audit.status == "succeeded" and audit.progress == 100.0
+    assert audit.review_status == Audit.ReviewStatus.PENDING
+    assert audit.fingerprint["cpu"]["model"] == "Test CPU"
+    variant = Variant.objects.get(audit=audit)
+    assert (variant.flops, variant.macs) == (4672, 2336)
+    rows = list(Measurement.objects.filter(variant=variant).values_list("batch_size", "latency_p50_ms", "energy_method"))
+    assert rows == [(1, 0.2, "estimate-tdp"), (8, 0.2, "estimate-tdp")]
+
+
+def test_failed_variant_does_not_sink_the_audit(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    doc = result_doc()
+    doc["variants"].append({"recipe": "int8-dynamic", "status": "failed", "error": "no int8 kernel", "measurements": []})
+    services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
+    audit.refresh_from_db()
+    assert audit.status == "succeeded"
+    assert Variant.objects.get(audit=audit, recipe="int8-dynamic").error == "no int8 kernel"
+
+
+def test_audit_with_no_measured_variant_fails_with_reasons(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    doc = result_doc(variants=[{"recipe": "baseline", "status": "failed", "error": "shape mismatch", "measurements": []}])
+    services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
+    audit.refresh_from_db()
+    assert audit.status == "failed" and "shape mismatch" in audit.error
+
+
+def test_cancelled_audit_rejects_the_running_attempt(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    assert services.audit_cancel(audit=audit)
+    assert services.audit_progress(audit_id=audit.pk, attempt=claim.attempt) is False
+    assert services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=result_doc()) is False
+    assert Audit.objects.get(pk=audit.pk).status == "cancelled"
+    assert Variant.objects.count() == 0
+
+
+def test_measurement_doc_fields_all_stored(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [measurement_doc(4, flags=["contended"], energy_method="rapl", energy_estimated=False)]
+    services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
+    m = Measurement.objects.get()
+    assert (m.batch_size, m.flags, m.energy_method, m.energy_estimated) == (4, ["contended"], "rapl", False)
+    assert m.power_trace == [[0.0, 9.8], [0.5, 10.1]]

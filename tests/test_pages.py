@@ -1,0 +1,101 @@
+"""What a person sees: scoped pages, live progress that stops, the first report, failures."""
+import pytest
+from django.urls import reverse
+
+from audit.models import Audit
+from audit.services import audits as services
+
+from .factories import make_audit, make_version, result_doc
+
+pytestmark = pytest.mark.django_db
+
+
+def finished_audit(team, result=None) -> Audit:
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=result or result_doc())
+    return Audit.objects.get(pk=audit.pk)
+
+
+def test_pages_need_login(client):
+    response = client.get(reverse("home"))
+    assert response.status_code == 302 and reverse("login") in response["Location"]
+
+
+def test_other_teams_objects_are_not_found(client, outsider, team):
+    audit = finished_audit(team)
+    client.force_login(outsider)
+    for url in [
+        audit.get_absolute_url(),
+        reverse("audit-progress", args=[audit.pk]),
+        audit.model_version.asset.get_absolute_url(),
+    ]:
+        assert client.get(url).status_code == 404, url
+    assert client.post(reverse("audit-cancel", args=[audit.pk])).status_code == 404
+    assert client.post(reverse("audit-create", args=[audit.model_version.pk]), {"target": "cpu"}).status_code == 404
+    assert audit.model_version.asset.name not in client.get(reverse("home")).content.decode()
+
+
+def test_progress_partial_polls_while_running_and_stops_when_done(member_client, team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, stage="measuring (1/1)", percent=42)
+    running = member_client.get(reverse("audit-progress", args=[audit.pk]))
+    assert running.status_code == 200
+    body = running.content.decode()
+    assert 'hx-trigger="every 1s"' in body and "measuring (1/1)" in body and "42%" in body
+
+    services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=result_doc())
+    done = member_client.get(reverse("audit-progress", args=[audit.pk]))
+    assert done.status_code == 286  # htmx stops polling
+    assert "hx-trigger" not in done.content.decode()
+
+
+def test_report_shows_each_variant_and_batch_with_units_and_method(member_client, team):
+    audit = finished_audit(team)
+    page = member_client.get(audit.get_absolute_url()).content.decode()
+    assert "report-table" in page
+    assert "estimate-tdp" in page and "estimated" in page  # an estimate says so
+    assert "2 mJ" in page  # 0.002 J per inference
+    assert "4.67 kFLOPs" in page and "2.34 kMACs" in page
+    assert "Test CPU" in page  # hardware fingerprint
+    for bad in ("None", "nan", "NaN", "Traceback"):
+        assert bad not in page
+
+
+def test_failed_audit_shows_its_reason(member_client, team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    services.audit_fail(audit_id=audit.pk, attempt=claim.attempt, error="The model could not be loaded: bad header")
+    page = member_client.get(audit.get_absolute_url()).content.decode()
+    assert "The model could not be loaded: bad header" in page
+    assert "report-table" not in page
+
+
+def test_request_audit_from_the_model_page(member_client, team, monkeypatch, django_capture_on_commit_callbacks):
+    sent = []
+    monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: sent.append((audit_id, queue)))
+    version = make_version(team)
+    page = member_client.get(version.asset.get_absolute_url()).content.decode()
+    assert "Request an audit" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = member_client.post(
+            reverse("audit-create", args=[version.pk]), {"target": "cpu", "batch_sizes": "32, 1", "recipes": ["baseline"]}
+        )
+    audit = Audit.objects.get()
+    assert response.status_code == 302 and response["Location"] == audit.get_absolute_url()
+    assert audit.options["batch_sizes"] == [1, 32] and sent == [(audit.pk, "cpu")]
+
+
+def test_bad_batch_sizes_are_refused_on_the_form(member_client, team):
+    version = make_version(team)
+    response = member_client.post(reverse("audit-create", args=[version.pk]), {"target": "cpu", "batch_sizes": "1,x", "recipes": ["baseline"]})
+    assert response.status_code == 400
+    assert "whole numbers" in response.content.decode()
+    assert Audit.objects.count() == 0
+
+
+def test_cancel_a_queued_audit(member_client, team):
+    audit = make_audit(team)
+    member_client.post(reverse("audit-cancel", args=[audit.pk]))
+    assert Audit.objects.get(pk=audit.pk).status == "cancelled"

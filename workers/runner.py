@@ -1,0 +1,65 @@
+"""Between a claimed audit and the engine's sandboxed child: builds the engine
+request from the stored audit and relays progress and heartbeats back."""
+from django.conf import settings
+
+from audit.models import Audit
+from audit.services import audits as audit_services
+from workers.engine.sandbox import run_engine
+
+ENGINE_OPTION_KEYS = (
+    "threads", "warmup_iters", "window_s", "time_cap_s", "target_rel_ci", "idle_s",
+    "grid_intensity_g_per_kwh", "pue", "carbon_source",
+)
+
+
+class AuditLost(Exception):
+    """This attempt no longer owns the audit (cancelled, requeued, or taken over)."""
+
+
+def build_engine_request(audit: Audit) -> dict:
+    version = audit.model_version
+    spec = version.input_spec or {}
+    options = {key: audit.options[key] for key in ENGINE_OPTION_KEYS if key in audit.options}
+    options.update(
+        architecture=spec.get("architecture"),
+        architecture_config=spec.get("architecture_config") or {},
+        input_overrides=spec.get("input_overrides") or {},
+    )
+    return {
+        "command": "profile",
+        "path": version.file.path,
+        "format": version.format,
+        "device": audit.device,
+        "batch_sizes": audit.options.get("batch_sizes", [1]),
+        "seq_len": spec.get("seq_len"),
+        "recipes": audit.options.get("recipes", ["baseline"]),
+        "dataset": audit.dataset.file.path if audit.dataset else None,
+        "options": options,
+    }
+
+
+def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
+    """Run the engine; every event and tick is a heartbeat, and a lost claim stops the child."""
+
+    def on_event(event: dict) -> None:
+        if event.get("event") != "progress":
+            return
+        stage = event.get("stage") or ""
+        if event.get("n_variants"):
+            stage = f"{stage} ({event.get('variant', 0)}/{event['n_variants']})"
+        if not audit_services.audit_progress(
+            audit_id=audit_id, attempt=attempt, stage=stage, percent=event.get("percent")
+        ):
+            raise AuditLost()
+
+    def on_tick() -> None:
+        if not audit_services.audit_progress(audit_id=audit_id, attempt=attempt):
+            raise AuditLost()
+
+    return run_engine(
+        request,
+        timeout_s=settings.ENGINE_TIMEOUT_S,
+        on_event=on_event,
+        tick_s=settings.AUDIT_HEARTBEAT_S,
+        on_tick=on_tick,
+    )

@@ -1,0 +1,60 @@
+"""A worker announces itself (queue, device, hardware fingerprint) when it is ready,
+keeps a heartbeat while it lives, and retires when it shuts down cleanly."""
+import logging
+import os
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from audit.services.workers import worker_node_heartbeat, worker_node_register, worker_node_retire
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+MAINTENANCE_QUEUES = {"maintenance", "celery"}
+
+
+def _hardware_queue(consumer) -> str:
+    names = sorted(consumer.app.amqp.queues.consume_from or {})
+    hardware = [n for n in names if n not in MAINTENANCE_QUEUES]
+    return hardware[0] if hardware else ""
+
+
+def _heartbeat_loop(hostname: str, interval: float) -> None:
+    while not _stop.wait(interval):
+        try:
+            close_old_connections()
+            worker_node_heartbeat(hostname=hostname)
+        except Exception:  # the database may be briefly away; try again next beat
+            log.exception("worker heartbeat failed")
+        finally:
+            connection.close()
+
+
+@worker_ready.connect
+def announce_worker(sender, **kwargs):
+    queue = _hardware_queue(sender)
+    if not queue:
+        return  # a maintenance-only worker offers no hardware
+    from workers.engine.fingerprint import host_fingerprint
+
+    device = os.environ.get("AUDIT_WORKER_DEVICE", "cuda" if queue.startswith("gpu") else "cpu")
+    try:
+        fingerprint = host_fingerprint(device)
+    except Exception as exc:  # a broken NVML must not keep the worker from serving
+        log.exception("hardware fingerprint failed")
+        fingerprint = {"error": str(exc)}
+    worker_node_register(hostname=sender.hostname, queue=queue, device=device, fingerprint=fingerprint)
+    connection.close()
+    interval = max(1.0, settings.WORKER_STALE_AFTER_S / 4)
+    threading.Thread(target=_heartbeat_loop, args=(sender.hostname, interval), daemon=True, name="node-heartbeat").start()
+
+
+@worker_shutdown.connect
+def retire_worker(sender, **kwargs):
+    _stop.set()
+    try:
+        worker_node_retire(hostname=sender.hostname)
+    except Exception:
+        log.exception("could not retire worker node")
