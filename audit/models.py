@@ -12,6 +12,8 @@ class Team(models.Model):
     grid_intensity_g_per_kwh = models.FloatField(null=True, blank=True)
     pue = models.FloatField(null=True, blank=True)
     carbon_source = models.CharField(max_length=200, blank=True)
+    # Energy badges of the team's model versions are private unless the team publishes them.
+    publish_badges = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -155,6 +157,10 @@ class Audit(models.Model):
     review_status = models.CharField(
         max_length=20, choices=ReviewStatus.choices, default=ReviewStatus.NOT_READY, db_index=True
     )
+    # Verdict against the team's energy budgets: "" until checked, then pass or fail,
+    # with one entry per limit in budget_results.
+    budget_verdict = models.CharField(max_length=10, blank=True, db_index=True)
+    budget_results = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -277,3 +283,33 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.reviewer}"
+
+
+class EnergyBudget(models.Model):
+    """Limits a team lead sets; every audit of the team (or of one model) is checked against them.
+    A limit left empty is not checked."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
+    model_asset = models.ForeignKey(
+        ModelAsset, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets",
+        help_text="Empty: the budget applies to every model of the team.",
+    )
+    name = models.CharField(max_length=120)
+    batch_size = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The batch size the limits apply at; empty: every measured batch size."
+    )
+    max_j_per_inference = models.FloatField(null=True, blank=True)
+    max_wh_per_1000_inferences = models.FloatField(null=True, blank=True)
+    max_latency_p95_ms = models.FloatField(null=True, blank=True)
+    max_accuracy_drop = models.FloatField(
+        null=True, blank=True, help_text="Largest accepted drop from the baseline, in percentage points."
+    )
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team", "name"]
+
+    def __str__(self) -> str:
+        return self.name
