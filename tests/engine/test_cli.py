@@ -1,0 +1,64 @@
+"""The command line: progress on stderr, a table on stdout, the JSON document, clean errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.engine import models as m
+from workers.engine.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--time-cap", "0.2", "--window", "0.05", "--idle", "0.05"]
+
+
+def test_profile_prints_table_and_writes_json(mlp_safetensors, tmp_path, capsys):
+    out_json = tmp_path / "result.json"
+    code = main(["profile", str(mlp_safetensors), "--batch-sizes", "1,4", "--threads", "1",
+                 "--json", str(out_json), *FAST])
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = captured.out.splitlines()
+    assert lines[0].split()[:4] == ["variant", "batch", "p50", "ms"]
+    rows = [line.split() for line in lines[2:4]]
+    assert [r[:2] for r in rows] == [["baseline", "1"], ["baseline", "4"]]
+    assert "estimate-tdp" in captured.out or "rapl" in captured.out
+    assert "\r[" in captured.err and "100.0% done" in captured.err
+    doc = json.loads(out_json.read_text())
+    assert doc["variants"][0]["flops"] == 2 * (16 * 32 + 32 * 16 + 16 * 4)
+    assert [x["batch_size"] for x in doc["variants"][0]["measurements"]] == [1, 4]
+    assert doc["fingerprint"]["threads"] == 1
+
+
+def test_hf_folder_with_seq_len(bert_dir, capsys):
+    assert main(["profile", str(bert_dir), "--seq-len", "8", "--quiet", *FAST]) == 0
+    captured = capsys.readouterr()
+    assert "baseline" in captured.out and captured.err == ""
+
+
+def test_model_errors_are_one_line_and_exit_2(tmp_path):
+    bad = m.save_pickled_module(tmp_path / "model.onnx")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_ALLOW")}
+    proc = subprocess.run([sys.executable, "-m", "workers.engine", "profile", str(bad), *FAST],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 2
+    err_lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1 and "pickled nn.Module is refused" in err_lines[0]
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_load_error_exit_2(tmp_path, capsys):
+    weights = m.save_safetensors(tmp_path / "w.safetensors", "mlp", m.MLP_CONFIG, with_metadata=False)
+    assert main(["profile", str(weights), *FAST]) == 2
+    assert "without an architecture" in capsys.readouterr().err
+    code = main(["profile", str(weights), "--architecture", "mlp", "--architecture-config",
+                 json.dumps(m.MLP_CONFIG), "--quiet", *FAST])
+    assert code == 0
+
+
+def test_unknown_recipe_shows_in_table(mlp_safetensors, capsys):
+    assert main(["profile", str(mlp_safetensors), "--recipes", "baseline,nope", "--quiet", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "nope: skipped: unknown recipe 'nope'" in out

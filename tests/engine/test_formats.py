@@ -1,0 +1,157 @@
+"""Format detection: from content, never from the name; pickles are inspected, never loaded."""
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from tests.engine import models as m
+from workers.engine.errors import ArchiveError, FormatError
+from workers.engine.formats import detect_format, pickle_globals
+
+
+def test_hf_folder_and_zip_are_detected(bert_dir, bert_zip, vit_zip):
+    info = detect_format(bert_dir)
+    assert info.format == "hf"
+    assert "BertForSequenceClassification" in info.detail
+    assert detect_format(bert_zip).format == "hf"  # config.json one folder deep
+    assert detect_format(vit_zip).format == "hf"  # config.json at the top
+
+
+def test_hf_without_safetensors_is_refused_with_advice(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(FormatError, match="safe_serialization=True"):
+        detect_format(tmp_path)
+
+
+def test_safetensors_detected_with_architecture(mlp_safetensors, tmp_path):
+    info = detect_format(mlp_safetensors)
+    assert info.format == "safetensors"
+    assert "architecture=mlp" in info.detail
+    renamed = tmp_path / "weights.onnx"  # the name lies; the content decides
+    shutil.copy(mlp_safetensors, renamed)
+    assert detect_format(renamed).format == "safetensors"
+
+
+def test_onnx_detected_by_content(mlp_onnx, tmp_path):
+    assert detect_format(mlp_onnx).format == "onnx"
+    renamed = tmp_path / "model.bin"
+    shutil.copy(mlp_onnx, renamed)
+    assert detect_format(renamed).format == "onnx"
+
+
+def test_state_dict_zip_detected(mlp_state_dict):
+    info = detect_format(mlp_state_dict)
+    assert info.format == "state-dict"
+
+
+def test_pickled_module_refused_with_export_advice(tmp_path):
+    path = m.save_pickled_module(tmp_path / "model.pt")
+    with pytest.raises(FormatError) as err:
+        detect_format(path)
+    message = str(err.value)
+    assert "pickled nn.Module is refused" in message
+    assert "safetensors.torch.save_file" in message and "torch.onnx.export" in message
+    assert "torch.nn.modules" in message
+
+
+def test_pickled_custom_class_refused(tmp_path):
+    path = m.save_pickled_custom_object(tmp_path / "ckpt.pt")
+    with pytest.raises(FormatError, match="pickled nn.Module is refused.*PickledNet"):
+        detect_format(path)
+
+
+def test_pickle_named_onnx_is_refused(tmp_path):
+    path = m.save_pickled_module(tmp_path / "model.onnx")
+    with pytest.raises(FormatError, match="pickled nn.Module is refused"):
+        detect_format(path)
+    raw = m.save_raw_pickle(tmp_path / "other.onnx")
+    with pytest.raises(FormatError, match="raw pickle"):
+        detect_format(raw)
+
+
+def test_legacy_torch_save_is_a_raw_pickle(tmp_path):
+    import torch
+
+    path = tmp_path / "legacy.pt"
+    torch.save(m.build("mlp", m.MLP_CONFIG).state_dict(), path, _use_new_zipfile_serialization=False)
+    with pytest.raises(FormatError, match="raw pickle"):
+        detect_format(path)
+
+
+def test_torchscript_and_torch_export_detected(tmp_path):
+    import torch
+
+    module = m.build("mlp", m.MLP_CONFIG)
+    example = torch.randn(2, m.MLP_CONFIG["in_features"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(module, example), tmp_path / "ts.pt")
+        torch.export.save(torch.export.export(module, (example,)), tmp_path / "prog.pt2")
+    assert detect_format(tmp_path / "ts.pt").format == "torchscript"
+    assert detect_format(tmp_path / "prog.pt2").format == "torch-export"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty"), (os.urandom(4096), "unknown model format"), (b"hello world, not a model\n" * 10, "unknown")],
+    ids=["empty", "random", "text"],
+)
+def test_junk_is_refused_with_clear_message(tmp_path, content, message):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    with pytest.raises(FormatError, match=message):
+        detect_format(path)
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    with pytest.raises(FormatError, match="no file"):
+        detect_format(tmp_path / "nope")
+    with pytest.raises(FormatError, match="no model"):
+        detect_format(tmp_path)
+
+
+def test_zip_that_breaks_caps_is_refused_at_detection(tmp_path):
+    path = m.make_zip(tmp_path / "m.zip", {"../config.json": b"{}", "model.safetensors": b"x"})
+    with pytest.raises(ArchiveError, match="climbs out"):
+        detect_format(path)
+
+
+def test_pickle_globals_reads_stack_global_without_unpickling():
+    import pickle
+
+    data = pickle.dumps(m.PickledNet(), protocol=4)
+    assert ("tests.engine.models", "PickledNet") in pickle_globals(data)
+
+
+def test_detect_format_imports_no_heavy_library(mlp_safetensors, bert_dir):
+    code = (
+        "import sys; from workers.engine.formats import detect_format; "
+        f"detect_format({str(mlp_safetensors)!r}); detect_format({str(bert_dir)!r}); "
+        "from workers.engine.registry import architecture_names; architecture_names(); "
+        "import workers.engine.archive, workers.engine.errors; "
+        "print(sorted(x for x in ('torch', 'transformers', 'onnx', 'onnxruntime') if x in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.stdout.strip() == "[]"
+
+
+def test_truncated_onnx_is_not_onnx(mlp_onnx, tmp_path):
+    data = mlp_onnx.read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match="unknown model format"):
+        detect_format(path)
+
+
+def test_large_onnx_is_recognised_by_walking_fields_only(mlp_onnx, monkeypatch):
+    from workers.engine import formats
+
+    monkeypatch.setattr(formats, "ONNX_FULL_PARSE_MAX_BYTES", 0)  # as if the file were huge
+    info = detect_format(mlp_onnx)
+    assert info.format == "onnx" and "producer pytorch" in info.detail and "node(s)" not in info.detail

@@ -1,0 +1,176 @@
+"""The engine on its own: ``python -m workers.engine profile PATH [options]``.
+
+Progress goes to stderr as one plain-text bar redrawn with ``\\r``; the summary table goes to
+stdout; ``--json OUT`` writes the same result document the worker stores. A model that cannot
+be detected or loaded is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EngineError
+
+EXIT_MODEL_ERROR = 2
+BAR_WIDTH = 30
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one recipe name")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workers.engine", description="Measure what a model costs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("profile", help="FLOPs, latency and energy of a model file, folder or zip")
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "hf", "onnx", "safetensors", "state-dict", "torchscript", "torch-export"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1], metavar="1,8")
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--recipes", type=_name_list, default=["baseline"], metavar="baseline,...")
+    p.add_argument("--dataset", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    p.add_argument("--time-cap", type=float, default=None, metavar="S",
+                   help="seconds of measuring per variant and batch size at most")
+    p.add_argument("--window", type=float, default=None, metavar="S", help="measurement window in seconds")
+    p.add_argument("--idle", type=float, default=None, metavar="S", help="seconds of idle-power baseline")
+    p.add_argument("--architecture", default=None, help="registered architecture for weights-only files")
+    p.add_argument("--architecture-config", default=None, metavar="JSON")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result document here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+class ProgressBar:
+    """One stderr line: ``[#####-----]  42.0% measuring  message``, redrawn in place."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.last_len = 0
+
+    def __call__(self, event: dict) -> None:
+        percent = float(event.get("percent", 0.0))
+        filled = int(BAR_WIDTH * percent / 100)
+        line = (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {percent:5.1f}% "
+                f"{event.get('stage', '')}: {event.get('message', '')}")[:120]
+        pad = " " * max(0, self.last_len - len(line))
+        self.stream.write("\r" + line + pad)
+        self.last_len = len(line)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.last_len:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.last_len = 0
+
+
+def _fmt_count(n) -> str:
+    if not n:
+        return "0"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _fmt_energy(m: dict) -> str:
+    joules = m.get("energy_j_per_inference")
+    if joules is None:
+        return "-"
+    estimated = "~" if m.get("energy_estimated") else ""
+    return f"{estimated}{joules:.4g} ({m.get('energy_method', '?')})"
+
+
+def summary_table(result: dict) -> str:
+    """The stdout table: one row per variant and batch size."""
+    header = ["variant", "batch", "p50 ms", "p95 ms", "J/inference (method)", "FLOPs", "params", "status"]
+    rows = []
+    for v in result["variants"]:
+        base = [v["recipe"]]
+        counted = v["status"] == "succeeded" or v.get("flops")
+        tail = [_fmt_count(v.get("flops")) if counted else "-", _fmt_count(v.get("params")) if counted else "-",
+                v["status"]]
+        if not v["measurements"]:
+            rows.append(base + ["-", "-", "-", "-"] + tail)
+        for m in v["measurements"]:
+            rows.append(base + [str(m["batch_size"]), f"{m['latency_ms_p50']:.3f}", f"{m['latency_ms_p95']:.3f}",
+                                _fmt_energy(m)] + tail)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for v in result["variants"]:
+        if v["error"]:
+            lines.append(f"{v['recipe']}: {v['status']}: {v['error']}")
+    for w in result.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def _options(args) -> dict:
+    options: dict = {}
+    if args.threads is not None:
+        options["threads"] = args.threads
+    if args.time_cap is not None:
+        options["time_cap_s"] = args.time_cap
+    if args.window is not None:
+        options["window_s"] = args.window
+    if args.idle is not None:
+        options["idle_s"] = args.idle
+    if args.architecture:
+        options["architecture"] = args.architecture
+    if args.architecture_config:
+        try:
+            options["architecture_config"] = json.loads(args.architecture_config)
+        except ValueError:
+            raise EngineError("--architecture-config is not valid JSON") from None
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .profile import profile_model
+
+    bar = None if args.quiet else ProgressBar()
+    try:
+        result = profile_model(
+            args.path,
+            format=args.format,
+            device=args.device,
+            batch_sizes=args.batch_sizes,
+            seq_len=args.seq_len,
+            recipes=args.recipes,
+            dataset=str(args.dataset) if args.dataset else None,
+            options=_options(args),
+            progress=bar,
+        )
+    except EngineError as exc:
+        if bar:
+            bar.finish()
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_MODEL_ERROR
+    if bar:
+        bar.finish()
+    print(summary_table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(f"result written to {args.json}", file=sys.stderr)
+    return 0

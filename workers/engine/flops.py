@@ -1,0 +1,262 @@
+"""FLOPs and MACs of one forward call, with a per-layer breakdown.
+
+Convention (the same for torch and ONNX so the two agree): one multiply-add is 2 FLOPs and
+1 MAC; ``macs = flops // 2``. Only the ops that dominate inference are counted: matrix
+products, convolutions and attention. Elementwise work (bias adds, activations, norms,
+softmax, pooling) is counted as 0; it is typically well under 1% of a transformer's or CNN's
+multiply-adds, and torch's FlopCounterMode leaves it out too.
+
+- torch: ``torch.utils.flop_counter.FlopCounterMode`` (covers mm/addmm/bmm/conv and
+  scaled-dot-product attention).
+- ONNX: from the graph after ``onnx.shape_inference.infer_shapes`` with concrete input shapes:
+  Conv, ConvTranspose, Gemm, MatMul (attention in exported graphs is MatMul), Einsum is not
+  counted (reported in ``uncounted_ops``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+MAX_LAYER_ENTRIES = 50
+
+
+@dataclass
+class FlopReport:
+    flops: int
+    macs: int
+    layer_profile: list[dict]
+    uncounted_ops: list[str] = field(default_factory=list)
+
+
+def _finish_profile(entries: list[dict], total: int) -> list[dict]:
+    """Sort by FLOPs, keep the top entries, fold the rest into one '(other layers)' row."""
+    entries = [e for e in entries if e["flops"] > 0]
+    entries.sort(key=lambda e: e["flops"], reverse=True)
+    if len(entries) > MAX_LAYER_ENTRIES:
+        rest = entries[MAX_LAYER_ENTRIES - 1:]
+        entries = entries[: MAX_LAYER_ENTRIES - 1]
+        entries.append(
+            {
+                "name": f"(other {len(rest)} layers)",
+                "type": "",
+                "flops": sum(e["flops"] for e in rest),
+                "params": sum(e["params"] for e in rest),
+            }
+        )
+    for e in entries:
+        e["macs"] = e["flops"] // 2
+        e["share"] = round(e["flops"] / total, 6) if total else 0.0
+    return [{k: e[k] for k in ("name", "type", "flops", "macs", "params", "share")} for e in entries]
+
+
+# --- torch ---------------------------------------------------------------------------------
+
+
+def count_torch(module, values, *, call: str = "kwargs") -> FlopReport:
+    """Count one forward call of ``module`` on ``values`` (dict of named inputs).
+
+    The breakdown lists leaf modules, plus a '(own ops)' row for a parent module whose own
+    code does work its children do not (attention's matmuls in a self-attention block), so
+    the rows add up to the total.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_extra_torch_formulas())
+    with torch.inference_mode(), counter:
+        if call == "positional":
+            module(*values.values())
+        else:
+            module(**values)
+    total = int(counter.get_total_flops())
+    per_module = {name: int(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
+    root = type(module).__name__
+    inclusive: dict[str, int] = {}
+    for name, flops in per_module.items():
+        if name == "Global":
+            continue
+        if name == root:
+            inclusive[""] = flops
+        elif name.startswith(root + "."):
+            inclusive[name[len(root) + 1:]] = flops
+    return FlopReport(total, total // 2, _finish_profile(_torch_entries(module, inclusive), total))
+
+
+def _extra_torch_formulas() -> dict:
+    """Attention kernels FlopCounterMode's registry misses (the CPU flash kernel, torch 2.13).
+
+    Without these, scaled_dot_product_attention on CPU would count as 0 FLOPs.
+    """
+    import torch
+    from torch.utils import flop_counter
+
+    def sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    extra = {}
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable"):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None and op not in flop_counter.flop_registry:
+            extra[op] = sdpa
+    return extra
+
+
+def _tracked_descendants(prefix: str, sub, inclusive: dict[str, int]) -> list[str]:
+    """The nearest descendants the counter saw run; containers never called (ModuleList) are
+    looked through."""
+    found = []
+    for child_name, child in sub.named_children():
+        full = f"{prefix}.{child_name}" if prefix else child_name
+        if full in inclusive:
+            found.append(full)
+        else:
+            found.extend(_tracked_descendants(full, child, inclusive))
+    return found
+
+
+def _torch_entries(module, inclusive: dict[str, int]) -> list[dict]:
+    entries = []
+    for name, sub in module.named_modules():
+        flops = inclusive.get(name, 0)
+        if not flops:
+            continue
+        children = _tracked_descendants(name, sub, inclusive)
+        own = flops - sum(inclusive.get(c, 0) for c in children)
+        params = sum(p.numel() for p in sub.parameters(recurse=False))
+        if not children:
+            entries.append({"name": name or "(model)", "type": type(sub).__name__, "flops": flops, "params": params})
+        elif own > 0:
+            entries.append(
+                {"name": f"{name or '(model)'} (own ops)", "type": type(sub).__name__, "flops": own, "params": params}
+            )
+    return entries
+
+
+# --- ONNX ----------------------------------------------------------------------------------
+
+
+def count_onnx(model_path, input_shapes: dict[str, list[int]]) -> FlopReport:
+    """Count one run of the ONNX model at ``model_path`` with inputs of ``input_shapes``."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    _fix_input_shapes(model, input_shapes)
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = _known_shapes(inferred)
+    if not _all_counted_ops_resolved(inferred, shapes):
+        # onnx's inference loses dims through Reshape/Shape chains (exported transformers);
+        # onnxruntime's symbolic inference carries the concrete input sizes through them.
+        symbolic = _symbolic_shapes(model)
+        if symbolic is not None:
+            inferred, shapes = symbolic, _known_shapes(symbolic)
+    model = inferred
+    params_of = {t.name: math.prod(t.dims) for t in model.graph.initializer}
+    entries = []
+    uncounted: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        flops = _node_flops(node, shapes)
+        if flops is None:
+            if node.op_type in ("Einsum", "Attention", "MultiHeadAttention", "ConvInteger", "MatMulInteger",
+                                "QLinearConv", "QLinearMatMul"):
+                uncounted.add(node.op_type)
+            continue
+        params = sum(params_of.get(i, 0) for i in node.input)
+        entries.append({"name": node.name or f"{node.op_type}_{index}", "type": node.op_type, "flops": flops,
+                        "params": params})
+    total = sum(e["flops"] for e in entries)
+    return FlopReport(total, total // 2, _finish_profile(entries, total), sorted(uncounted))
+
+
+_COUNTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+
+
+def _all_counted_ops_resolved(model, shapes) -> bool:
+    for node in model.graph.node:
+        if node.op_type in _COUNTED_OPS:
+            names = list(node.input[:2]) + (list(node.output[:1]) if node.op_type.startswith("Conv") else [])
+            if any(n not in shapes for n in names):
+                return False
+    return True
+
+
+def _symbolic_shapes(model):
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:
+        return None
+
+
+def _fix_input_shapes(model, input_shapes: dict[str, list[int]]) -> None:
+    for value in model.graph.input:
+        if value.name not in input_shapes:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, input_shapes[value.name]):
+            dim.Clear()
+            dim.dim_value = int(size)
+
+
+def _known_shapes(model) -> dict[str, list[int]]:
+    shapes = {}
+    for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [int(d.dim_value) for d in dims]
+    for tensor in model.graph.initializer:
+        shapes[tensor.name] = [int(d) for d in tensor.dims]
+    return shapes
+
+
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            if a.type == a.INT:
+                return a.i
+            if a.type == a.INTS:
+                return list(a.ints)
+    return default
+
+
+def _node_flops(node, shapes) -> int | None:
+    op = node.op_type
+    if op in ("MatMul", "Gemm"):
+        a = shapes.get(node.input[0])
+        b = shapes.get(node.input[1])
+        if a is None or b is None:
+            return None
+        if op == "Gemm":
+            m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
+            n = b[0] if _attr(node, "transB", 0) else b[1]
+            return 2 * m * n * k
+        if len(a) == 1:
+            a = [1] + a
+        if len(b) == 1:
+            b = b + [1]
+        m, k, n = a[-2], a[-1], b[-1]
+        batch = math.prod(_broadcast(a[:-2], b[:-2]))
+        return 2 * batch * m * n * k
+    if op in ("Conv", "ConvTranspose"):
+        x = shapes.get(node.input[0])
+        w = shapes.get(node.input[1])
+        y = shapes.get(node.output[0])
+        if x is None or w is None or y is None:
+            return None
+        group = _attr(node, "group", 1)
+        kernel = math.prod(w[2:])
+        if op == "Conv":
+            # w: [C_out, C_in/group, k...]; every output element takes C_in/group * kernel MACs
+            return 2 * math.prod(y) * w[1] * kernel
+        # ConvTranspose w: [C_in, C_out/group, k...]; every input element scatters C_out/group * kernel
+        return 2 * math.prod(x) * w[1] * kernel
+    return None
+
+
+def _broadcast(a: list[int], b: list[int]) -> list[int]:
+    n = max(len(a), len(b))
+    a = [1] * (n - len(a)) + list(a)
+    b = [1] * (n - len(b)) + list(b)
+    return [max(x, y) for x, y in zip(a, b)]

@@ -1,0 +1,419 @@
+"""What kind of model an upload is, decided from its bytes, never from its name.
+
+Imported by the web process: nothing here imports torch, transformers or onnx at
+module import time (onnx is imported inside ``_check_onnx`` only, to confirm a
+file that already looks like an ONNX protobuf).
+"""
+
+from __future__ import annotations
+
+import json
+import pickletools
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .archive import check_archive
+from .errors import FormatError
+
+FORMATS = ("hf", "onnx", "safetensors", "state-dict", "torchscript", "torch-export")
+
+# A safetensors header bigger than this is not a header: refuse rather than read it all.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+# A state dict's data.pkl only indexes the tensors (their bytes are separate members).
+MAX_PICKLE_BYTES = 256 * 1024 * 1024
+
+PICKLED_MODULE_MESSAGE = (
+    "pickled nn.Module is refused; export with "
+    "`safetensors.torch.save_file(model.state_dict(), ...)` + a registered architecture, "
+    "`save_pretrained(safe_serialization=True)`, or `torch.onnx.export`"
+)
+
+# What a torch.save(state_dict) pickle may reference: tensor rebuilders, storages, dtypes.
+_ALLOWED_TORCH_UTILS = {
+    "_rebuild_tensor",
+    "_rebuild_tensor_v2",
+    "_rebuild_tensor_v3",
+    "_rebuild_parameter",
+    "_rebuild_parameter_with_state",
+    "_rebuild_qtensor",
+    "_rebuild_sparse_tensor",
+    "_rebuild_nested_tensor",
+    "_rebuild_wrapper_subclass",
+    "_rebuild_device_tensor_from_numpy",
+    "_rebuild_meta_tensor_no_storage",
+}
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch._tensor", "_rebuild_from_type_v2"),
+    ("torch.nn.parameter", "Parameter"),
+    ("torch", "Tensor"),
+    ("torch.serialization", "_get_layout"),
+    ("builtins", "set"),
+    ("__builtin__", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+}
+_TORCH_DTYPE_NAMES = {
+    "float16", "float32", "float64", "bfloat16", "half", "float", "double",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
+    "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "qint8", "quint8", "qint32",
+    "strided", "sparse_coo", "sparse_csr", "per_tensor_affine", "per_channel_affine",
+}
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """``format`` is one of FORMATS; ``detail`` is a short human description of what was found."""
+
+    format: str
+    detail: str
+
+
+def detect_format(path) -> FormatInfo:
+    """Tell what model ``path`` (a file or a folder) holds; raise FormatError if it is not loadable."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"no file or folder at {path}")
+    if path.is_dir():
+        return _detect_folder(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise FormatError("the file is empty")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _detect_zip(path)
+    st = _safetensors_header(path, size)
+    if st is not None:
+        return FormatInfo("safetensors", _describe_safetensors(st))
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
+        if _looks_like_pickle(path):
+            raise FormatError(
+                "the file is a raw pickle stream (legacy torch.save or pickle.dump); unpickling runs "
+                "code, so it is refused. " + _export_advice()
+            )
+    if head[:1] == b"\x08":
+        info = _check_onnx(path)
+        if info is not None:
+            return info
+    raise FormatError(
+        "unknown model format: the file is not a Hugging Face folder or zip, ONNX, safetensors, "
+        "or a torch state dict. " + _export_advice()
+    )
+
+
+def _export_advice() -> str:
+    return (
+        "Export with `safetensors.torch.save_file(model.state_dict(), ...)` + a registered "
+        "architecture, `save_pretrained(safe_serialization=True)`, or `torch.onnx.export`."
+    )
+
+
+# --- folders -------------------------------------------------------------------------------
+
+
+def _detect_folder(path: Path) -> FormatInfo:
+    names = [str(p.relative_to(path).as_posix()) for p in path.rglob("*") if p.is_file()]
+    info = _classify_members(
+        names, lambda name: (path / name).read_bytes(), lambda name: (path / name).stat().st_size, "folder"
+    )
+    if info is None:
+        raise FormatError(
+            "the folder holds no model this service can load: expected config.json with "
+            "*.safetensors weights (Hugging Face), or one .onnx file. " + _export_advice()
+        )
+    return info
+
+
+def _hf_root(names: list[str]) -> str | None:
+    """The prefix ('' or 'top/') under which config.json sits, at most one folder deep."""
+    for name in sorted(names, key=len):
+        parts = PurePosixPath(name).parts
+        if parts[-1] == "config.json" and len(parts) <= 2:
+            return "" if len(parts) == 1 else parts[0] + "/"
+    return None
+
+
+def _classify_members(names, read, size_of, container: str) -> FormatInfo | None:
+    """Shared by folders and zips: HF layout or ONNX with external data; None if neither."""
+    root = _hf_root(names)
+    if root is not None:
+        weights = [n for n in names if n.startswith(root) and n.endswith(".safetensors")]
+        if weights:
+            if size_of(root + "config.json") > MAX_CONFIG_BYTES:
+                raise FormatError("config.json is larger than 10 MB; that is not a model config")
+            try:
+                config = json.loads(read(root + "config.json"))
+            except (ValueError, UnicodeDecodeError):
+                raise FormatError("config.json is not valid JSON") from None
+            if not isinstance(config, dict):
+                raise FormatError("config.json does not hold a JSON object")
+            arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
+            return FormatInfo(
+                "hf",
+                f"Hugging Face {container}: model_type={config.get('model_type', '?')}, {arch}, "
+                f"{len(weights)} safetensors file(s)",
+            )
+        if any(n.endswith((".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")) for n in names):
+            raise FormatError(
+                "the Hugging Face model has no .safetensors weights; only safetensors are loaded "
+                "(pickled .bin weights can run code). Save it with "
+                "`model.save_pretrained(folder, safe_serialization=True)`."
+            )
+    onnx_files = [n for n in names if n.lower().endswith(".onnx")]
+    if len(onnx_files) == 1:
+        return FormatInfo("onnx", f"ONNX {container} with {onnx_files[0]} and {len(names) - 1} other file(s)")
+    if len(onnx_files) > 1:
+        raise FormatError(f"the {container} holds {len(onnx_files)} .onnx files; upload one model at a time")
+    return None
+
+
+# --- zips ----------------------------------------------------------------------------------
+
+
+def _detect_zip(path: Path) -> FormatInfo:
+    infos = check_archive(path)
+    names = [i.filename for i in infos if not i.is_dir()]
+    if not names:
+        raise FormatError("the zip archive is empty")
+    with zipfile.ZipFile(path) as zf:
+        info = _classify_torch_zip(zf, names)
+        if info is not None:
+            return info
+        info = _classify_members(names, zf.read, lambda name: zf.getinfo(name).file_size, "zip")
+        if info is not None:
+            return info
+    raise FormatError(
+        "the zip archive holds no model this service can load: expected config.json with "
+        "*.safetensors (Hugging Face), an .onnx file, or a torch.save state dict. " + _export_advice()
+    )
+
+
+def _classify_torch_zip(zf: zipfile.ZipFile, names: list[str]) -> FormatInfo | None:
+    """torch.save, torch.jit.save and torch.export.save all write '<top>/...' zips."""
+    tops = {PurePosixPath(n).parts[0] for n in names}
+    if len(tops) != 1:
+        return None
+    top = next(iter(tops))
+    rel = {n[len(top) + 1:] for n in names if "/" in n}
+    if "archive_format" in rel or "models/model.json" in rel or any(
+        r.startswith("serialized_exported_program") for r in rel
+    ):
+        return FormatInfo("torch-export", "torch.export program (.pt2)")
+    if "constants.pkl" in rel and any(r.startswith("code/") for r in rel):
+        return FormatInfo("torchscript", "TorchScript archive (torch.jit.save)")
+    if "data.pkl" in rel:
+        if zf.getinfo(f"{top}/data.pkl").file_size > MAX_PICKLE_BYTES:
+            raise FormatError("the archive's data.pkl is too large to be a state dict's index")
+        data = zf.read(f"{top}/data.pkl")
+        refs = pickle_globals(data)
+        bad = [ref for ref in refs if not _allowed_global(*ref)]
+        if bad:
+            shown = ", ".join(f"{m}.{n}" for m, n in bad[:3])
+            raise FormatError(f"{PICKLED_MODULE_MESSAGE} (the pickle references {shown})")
+        n_storages = sum(1 for r in rel if r.startswith("data/"))
+        return FormatInfo("state-dict", f"torch.save state dict ({n_storages} storage(s))")
+    return None
+
+
+# --- pickles (inspected, never loaded) -----------------------------------------------------
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+               "SHORT_BINSTRING"}
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """Every (module, name) a pickle would import, read with pickletools.genops (nothing runs).
+
+    STACK_GLOBAL takes its two strings from the stack; they are tracked through the memo,
+    which is how protocol 4 pickles usually supply them.
+    """
+    found: list[tuple[str, str]] = []
+    recent: list[object] = []
+    memo: dict[object, object] = {}
+    memo_index = 0
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            name = opcode.name
+            if name == "GLOBAL" or name == "INST":
+                module, _, attr = str(arg).partition(" ")
+                found.append((module, attr))
+                recent.append(None)
+            elif name == "STACK_GLOBAL":
+                if len(recent) >= 2 and isinstance(recent[-1], str) and isinstance(recent[-2], str):
+                    found.append((recent[-2], recent[-1]))
+                else:
+                    found.append(("?", "?"))
+                recent.append(None)
+            elif name in _STRING_OPS:
+                recent.append(arg if isinstance(arg, str) else arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+            elif name in _PUT_OPS:
+                memo[arg] = recent[-1] if recent else None
+            elif name == "MEMOIZE":
+                memo[memo_index] = recent[-1] if recent else None
+                memo_index += 1
+            elif name in _GET_OPS:
+                recent.append(memo.get(arg))
+            else:
+                recent.append(None)
+            if len(recent) > 64:
+                del recent[:32]
+    except Exception as exc:  # genops raises ValueError and friends on garbage
+        raise FormatError(f"the pickle inside the archive is malformed ({exc})") from None
+    return found
+
+
+def _allowed_global(module: str, name: str) -> bool:
+    if (module, name) in _ALLOWED_GLOBALS:
+        return True
+    if module == "torch._utils" and name in _ALLOWED_TORCH_UTILS:
+        return True
+    if module == "torch" and (name.endswith("Storage") or name in _TORCH_DTYPE_NAMES):
+        return True
+    return module == "torch.storage" and name in {"UntypedStorage", "TypedStorage"}
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        data = fh.read(1024 * 1024)
+    try:
+        ops = 0
+        for _ in pickletools.genops(data):
+            ops += 1
+            if ops >= 4:
+                return True
+        return ops > 0
+    except Exception:
+        return ops >= 4
+
+
+# --- safetensors ---------------------------------------------------------------------------
+
+
+def _safetensors_header(path: Path, size: int) -> dict | None:
+    if size < 10:
+        return None
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n < 2 or n > MAX_SAFETENSORS_HEADER or n > size - 8:
+            return None
+        first = fh.read(1)
+        if first != b"{":
+            return None
+        raw = first + fh.read(n - 1)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and {"dtype", "shape", "data_offsets"} <= entry.keys()):
+            return None
+    return header
+
+
+def read_safetensors_header(path) -> dict:
+    """The JSON header of a safetensors file; FormatError if it is not one."""
+    path = Path(path)
+    header = _safetensors_header(path, path.stat().st_size)
+    if header is None:
+        raise FormatError(f"{path.name} is not a safetensors file")
+    return header
+
+
+def safetensors_metadata(path) -> dict:
+    """The ``__metadata__`` string map of a safetensors file ({} when absent)."""
+    meta = read_safetensors_header(path).get("__metadata__") or {}
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def _describe_safetensors(header: dict) -> str:
+    n = sum(1 for k in header if k != "__metadata__")
+    meta = header.get("__metadata__") or {}
+    arch = meta.get("architecture") if isinstance(meta, dict) else None
+    suffix = f", architecture={arch}" if arch else ", no architecture in metadata"
+    return f"safetensors weights: {n} tensor(s){suffix}"
+
+
+# --- ONNX ----------------------------------------------------------------------------------
+
+# ModelProto's top-level fields: number -> protobuf wire type (0 varint, 2 length-delimited).
+_MODELPROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+# Below this size the file is also parsed with onnx to describe its graph.
+ONNX_FULL_PARSE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _read_varint(fh) -> int | None:
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = fh.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+    return None
+
+
+def _walk_modelproto(path: Path, size: int) -> dict | None:
+    """Walk the top-level protobuf fields by seeking over them (a multi-GB model costs a few
+    reads); None unless the whole file is a well-formed ModelProto with a graph."""
+    found: dict = {}
+    with open(path, "rb") as fh:
+        while fh.tell() < size:
+            tag = _read_varint(fh)
+            if tag is None:
+                return None
+            number, wire = tag >> 3, tag & 7
+            if _MODELPROTO_FIELDS.get(number) != wire:
+                return None
+            if wire == 0:
+                value = _read_varint(fh)
+                if value is None:
+                    return None
+                found[number] = value
+                continue
+            length = _read_varint(fh)
+            if length is None or fh.tell() + length > size:
+                return None
+            if number == 2 and length <= 256:
+                found[2] = fh.read(length).decode("utf-8", "replace")
+            else:
+                found.setdefault(number, 0)
+                fh.seek(length, 1)
+    if not found.get(1) or 7 not in found:
+        return None
+    return found
+
+
+def _check_onnx(path: Path) -> FormatInfo | None:
+    size = path.stat().st_size
+    fields = _walk_modelproto(path, size)
+    if fields is None:
+        return None
+    detail = f"ONNX model: ir_version {fields[1]}, producer {fields.get(2) or 'unknown'}"
+    if size <= ONNX_FULL_PARSE_MAX_BYTES:
+        try:
+            import onnx  # lazy: the web process must not pay for it at import time
+
+            model = onnx.load(str(path), load_external_data=False)
+        except ImportError:  # pragma: no cover - onnx is a dependency
+            return FormatInfo("onnx", detail)
+        except Exception:
+            return None
+        if not model.graph.node:
+            return None
+        ops = sorted({n.op_type for n in model.graph.node})
+        detail += f", {len(model.graph.node)} node(s), ops {', '.join(ops[:8])}{'...' if len(ops) > 8 else ''}"
+    return FormatInfo("onnx", detail)
