@@ -1,0 +1,145 @@
+"""The timing loop on a tiny torch model on CPU, with short windows."""
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from workers.engine import timing
+from workers.engine.meters import Reading, select_meter
+
+spec = importlib.util.spec_from_file_location("_audit_fake_pynvml", Path(__file__).with_name("fake_pynvml.py"))
+fake = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = fake
+spec.loader.exec_module(fake)
+
+FAST = {"window_s": 0.05, "time_cap_s": 0.5, "warmup_iters": 10}
+
+
+class ConstantMeter:
+    """A meter that reports a fixed power: the energy of a window is watts x its duration."""
+
+    method = "test-constant"
+    estimated = False
+    uncertainty_rel = 0.01
+
+    def __init__(self, watts):
+        self.watts = watts
+
+    def begin(self):
+        self.t0 = time.perf_counter()
+
+    def end(self):
+        d = time.perf_counter() - self.t0
+        return Reading(self.watts * d, d, self.watts, [(0.0, self.watts), (d, self.watts)], [])
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def linear():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 8).eval()
+    x = torch.randn(4, 16)
+
+    def fn():
+        with torch.inference_mode():
+            model(x)
+
+    return fn
+
+
+def test_measure_tiny_linear(linear):
+    m = timing.measure(linear, batch_size=4, device="cpu", meter=ConstantMeter(20.0), idle_power_w=5.0,
+                       options=dict(FAST, pue=1.2, grid_intensity_g_per_kwh=400.0))
+    assert m["iterations"] > 10 and m["windows"] >= 3
+    assert 0 < m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"]
+    assert m["latency_ms_mean"] > 0 and m["latency_ms_std"] >= 0
+    assert m["cv"] == pytest.approx(m["latency_ms_std"] / m["latency_ms_mean"])
+    j = m["energy_j_per_inference"]
+    assert j > 0
+    assert m["energy_j_per_sample"] == pytest.approx(j / 4)
+    assert m["wh_per_1000_inferences"] == pytest.approx(j * 1000 / 3600)
+    assert m["samples_per_joule"] == pytest.approx(4 / j)
+    assert m["co2e_g_per_inference"] == pytest.approx(j / 3.6e6 * 1.2 * 400.0)
+    assert m["avg_power_w"] == pytest.approx(20.0)
+    assert m["energy_j_per_inference_active"] == pytest.approx(j * 15.0 / 20.0, rel=1e-6)
+    assert m["idle_power_w"] == 5.0
+    assert m["energy_method"] == "test-constant" and m["energy_uncertainty_rel"] == 0.01
+    assert m["peak_memory_bytes"] > 10 << 20
+    assert 2 <= len(m["power_trace"]) <= 500
+    assert m["throughput_samples_per_s"] == pytest.approx(4000 / m["latency_ms_mean"], rel=0.5)
+    assert m["window_s"] == 0.05
+    if "time-cap-reached" not in m["flags"]:
+        assert m["latency_ci95_ms"] <= 0.02 * m["latency_ms_mean"]
+
+
+def test_time_cap_reached_is_flagged():
+    calls = []
+
+    def noisy():  # alternating 1 ms / 3 ms calls: a 2% CI needs far more than 0.3 s
+        calls.append(1)
+        time.sleep(0.001 if len(calls) % 7 else 0.01)
+
+    start = time.perf_counter()
+    m = timing.measure(noisy, batch_size=1, device="cpu", meter=ConstantMeter(1.0), idle_power_w=0.0,
+                       options={"window_s": 0.02, "time_cap_s": 0.3, "target_rel_ci": 0.0001})
+    assert time.perf_counter() - start < 1.5
+    assert "time-cap-reached" in m["flags"] and "high-cv" in m["flags"]
+
+
+def test_idle_above_total_is_clamped_and_flagged(linear):
+    m = timing.measure(linear, batch_size=1, device="cpu", meter=ConstantMeter(10.0), idle_power_w=50.0,
+                       options=FAST)
+    assert m["energy_j_per_inference_active"] == 0.0
+    assert "active-energy-negative-clamped" in m["flags"]
+
+
+def test_nvml_counter_gives_exact_joules_per_inference(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setitem(sys.modules, "pynvml", fake.make_nvml([fake.FakeGPU("GPU-a", energy_step_mj=3000)]))
+    meter = select_meter("cuda", {})
+    n = []
+    m = timing.measure(lambda: n.append(1), batch_size=2, device="cpu", meter=meter, idle_power_w=0.0,
+                       options={"window_s": 0.02, "time_cap_s": 0.1})
+    meter.close()
+    assert m["energy_method"] == "nvml-counter"
+    assert m["energy_j_per_inference"] == pytest.approx(3.0 * m["windows"] / m["iterations"])
+    assert len(n) == m["iterations"] + 10  # warm-up calls are not counted
+
+
+def test_measure_idle_returns_watts():
+    assert timing.measure_idle(ConstantMeter(42.0), 0.02) == 42.0
+
+
+def test_helpers():
+    assert timing.t975(1) == pytest.approx(12.706)
+    assert timing.t975(1000) == 1.96
+    assert timing.ci95_half_width([1.0, 1.0, 1.0]) == 0.0
+    assert len(timing.downsample([(i, i) for i in range(5000)])) == 500
+    assert timing._percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+
+
+def test_a_failing_call_stops_the_meter():
+    class Tracking(ConstantMeter):
+        ended = 0
+
+        def end(self):
+            Tracking.ended += 1
+            return super().end()
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 15:
+            raise RuntimeError("boom")
+
+    meter = Tracking(1.0)
+    with pytest.raises(RuntimeError):
+        timing.measure(flaky, batch_size=1, device="cpu", meter=meter, idle_power_w=0.0, options=FAST)
+    assert Tracking.ended == 1
