@@ -5,6 +5,9 @@ import os
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "audit.settings")
+# Number GPUs the way nvidia-smi and NVML do, so an index in CUDA_VISIBLE_DEVICES means the
+# same card to torch in the engine child and to NVML in the energy meter.
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 import django  # noqa: E402
 
