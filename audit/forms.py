@@ -99,11 +99,42 @@ def _parse_int_list(raw: str, what: str) -> list[int]:
     return values
 
 
+class RecipeSpecsField(forms.MultipleChoiceField):
+    """Ticked recipe names plus typed specs ("prune-unstructured:0.5, distill:200"; any posted
+    value may hold several, comma-separated), checked by the engine's parser. Cleans to the
+    specs as strings, which the engine takes as its ``recipes`` list."""
+
+    def to_python(self, value):
+        items = super().to_python(value)
+        return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+    def validate(self, value):
+        from workers.engine.recipes import RecipeSpecError, parse_recipe_spec
+
+        if self.required and not value:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
+        for spec in value:
+            try:
+                parse_recipe_spec(spec)
+            except RecipeSpecError as exc:
+                raise forms.ValidationError(str(exc), code="invalid_recipe") from exc
+
+    def clean(self, value):
+        from workers.engine.recipes import parse_recipe_list, spec_string
+
+        specs = super().clean(value)
+        return [spec_string(name, params) for name, params in parse_recipe_list(specs)]
+
+
 class AuditRequestForm(forms.Form):
     target = forms.ChoiceField(label="Hardware", help_text="Queues with a live worker.")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False, empty_label="— none —")
     batch_sizes = forms.CharField(initial="1,8", help_text="Comma-separated, e.g. 1,8,32.")
-    recipes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, initial=["baseline"])
+    recipes = RecipeSpecsField(
+        widget=forms.CheckboxSelectMultiple,
+        initial=["baseline"],
+        help_text="Tick plain recipes; parameterised ones as text, e.g. prune-unstructured:0.5, distill:200.",
+    )
 
     def __init__(self, *args, team, recipes, **kwargs):
         super().__init__(*args, **kwargs)

@@ -17,7 +17,7 @@ MEASUREMENT_FIELDS = {
     "avg_power_w", "idle_power_w", "co2e_g_per_inference", "peak_memory_bytes", "power_trace", "flags",
 }
 VARIANT_FIELDS = {"recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes", "flops",
-                  "macs", "layer_profile", "measurements", "evaluation"}
+                  "macs", "layer_profile", "measurements", "evaluation", "notes"}
 
 
 def _check_document(doc):

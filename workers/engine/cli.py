@@ -45,8 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], metavar="1,8")
     p.add_argument("--seq-len", type=int, default=None)
-    p.add_argument("--recipes", type=_name_list, default=["baseline"], metavar="baseline,...")
-    p.add_argument("--dataset", type=Path, default=None)
+    p.add_argument("--recipes", type=_name_list, default=["baseline"], metavar="baseline,int8-dynamic,...",
+                   help="recipe specs, e.g. baseline,int8-dynamic,prune-unstructured:0.5,distill:200")
+    p.add_argument("--dataset", default=None, metavar="FILE|builtin:NAME",
+                   help="CSV/JSONL (text, label), NPZ (inputs, labels), plain text, or builtin:digits / "
+                        "builtin:iris / builtin:diabetes")
+    p.add_argument("--eval-samples", type=int, default=None, metavar="N", help="evaluate on at most N samples")
+    p.add_argument("--max-accuracy-drop", type=float, default=None, metavar="X",
+                   help="trade-off constraint: metric lost at most X (accuracy 0.01 = 1 point)")
+    p.add_argument("--queries-per-day", type=float, default=None, metavar="N", help="for projected savings")
+    p.add_argument("--price-per-kwh", type=float, default=None, metavar="P", help="electricity price for savings")
     p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
     p.add_argument("--time-cap", type=float, default=None, metavar="S",
                    help="seconds of measuring per variant and batch size at most")
@@ -117,12 +125,40 @@ def summary_table(result: dict) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    evaluated = [v for v in result["variants"] if v.get("evaluation")]
+    if evaluated:
+        lines.append("")
+        lines.append("evaluation:")
+        for v in evaluated:
+            ev = v["evaluation"]
+            fid = ", ".join(f"{k} {val:.4g}" for k, val in ev.get("fidelity", {}).items())
+            lines.append(f"  {v['recipe']}: {ev['metric']} {ev['value']:.4g} on {ev['n_samples']} samples; "
+                         f"fidelity: {fid}")
     for v in result["variants"]:
         if v["error"]:
             lines.append(f"{v['recipe']}: {v['status']}: {v['error']}")
+        for note in v.get("notes") or []:
+            lines.append(f"{v['recipe']}: note: {note}")
+    drift = result.get("drift")
+    if drift and drift.get("per_batch_size"):
+        parts = [f"batch {r['batch_size']}: latency {_pct(r['latency_rel_change'])}, "
+                 f"energy {_pct(r['energy_rel_change'])}"
+                 for r in drift["per_batch_size"]]
+        lines.append("baseline drift (first vs last measurement): " + "; ".join(parts))
+    if result.get("tradeoff"):
+        from .tradeoff import format_tradeoff
+
+        text = format_tradeoff(result["tradeoff"])
+        if text:
+            lines.append("")
+            lines.append(text)
     for w in result.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:+.1%}"
 
 
 def _options(args) -> dict:
@@ -135,6 +171,14 @@ def _options(args) -> dict:
         options["window_s"] = args.window
     if args.idle is not None:
         options["idle_s"] = args.idle
+    if args.eval_samples is not None:
+        options["eval_max_samples"] = args.eval_samples
+    if args.max_accuracy_drop is not None:
+        options["max_accuracy_drop"] = args.max_accuracy_drop
+    if args.queries_per_day is not None:
+        options["queries_per_day"] = args.queries_per_day
+    if args.price_per_kwh is not None:
+        options["electricity_price_per_kwh"] = args.price_per_kwh
     if args.architecture:
         options["architecture"] = args.architecture
     if args.architecture_config:
@@ -158,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_sizes=args.batch_sizes,
             seq_len=args.seq_len,
             recipes=args.recipes,
-            dataset=str(args.dataset) if args.dataset else None,
+            dataset=args.dataset or None,
             options=_options(args),
             progress=bar,
         )

@@ -245,7 +245,6 @@ def _node_flops(node, shapes) -> int | None:
         y = shapes.get(node.output[0])
         if x is None or w is None or y is None:
             return None
-        group = _attr(node, "group", 1)
         kernel = math.prod(w[2:])
         if op == "Conv":
             # w: [C_out, C_in/group, k...]; every output element takes C_in/group * kernel MACs

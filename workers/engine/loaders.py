@@ -49,12 +49,31 @@ class LoadedModel:
     model_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
     workdir: Path | None = None
+    # Set by recipes: what the variant's reader should know (which library ran, caveats).
+    notes: list[str] = field(default_factory=list)
+    # Floating-point inputs are cast to this dtype ("float16", "bfloat16") for half-precision variants.
+    input_dtype: str | None = None
+    # Folder the model was loaded from (Hugging Face: where its tokenizer lives).
+    source_dir: Path | None = None
 
     def make_inputs(self, batch_size: int, seq_len: int | None = None, overrides: dict | None = None):
         """``inputs.ModelInputs`` for one forward call of ``batch_size`` samples."""
-        return inputs.build_inputs(
+        built = inputs.build_inputs(
             self.input_spec, batch_size, seq_len=seq_len, overrides=overrides, device=self.device
         )
+        if self.input_dtype and self.kind == "torch":
+            built.values = self.cast_inputs(built.values)
+        return built
+
+    def cast_inputs(self, values: dict) -> dict:
+        """Floating-point tensors in ``values`` cast to ``input_dtype`` (others unchanged)."""
+        if not self.input_dtype:
+            return values
+        import torch
+
+        dtype = getattr(torch, self.input_dtype)
+        return {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+                for k, v in values.items()}
 
     def forward(self, values: dict):
         """One inference: one forward call of one batch."""
@@ -237,6 +256,7 @@ def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
             size_bytes=size,
             warnings=warnings,
             workdir=workdir,
+            source_dir=root,
         )
     except BaseException:
         if workdir is not None:

@@ -14,12 +14,14 @@ drift (thermal, other tenants) spreads over the variants instead of landing on o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 from . import ENGINE_VERSION, SCHEMA_VERSION
-from .errors import EngineError, LoadError
+from .errors import EngineError, FormatError, LoadError
 from .loaders import LoadedModel, load_model
+from .recipes import RECIPES, Recipe, RecipeContext, RecipeSpecError, parse_recipe_spec, recipe, spec_string
+
+__all__ = ["RECIPES", "Recipe", "recipe", "profile_model", "run_request", "DEFAULT_OPTIONS"]
 
 DEFAULT_OPTIONS = {
     "architecture": None,
@@ -35,6 +37,17 @@ DEFAULT_OPTIONS = {
     "pue": 1.0,
     "carbon_source": "world average (default)",
     "recipe_params": {},
+    # evaluation on the audit's dataset
+    "eval_max_samples": 512,
+    "eval_batch_size": 32,
+    "eval_train_fraction": 0.5,  # share held out for calibration / training when a recipe needs data
+    # trade-off (see tradeoff.py)
+    "max_accuracy_drop": 0.01,
+    "max_metric_increase_rel": 0.01,
+    "queries_per_day": 1_000_000,
+    "electricity_price_per_kwh": 0.15,
+    "currency": "USD",
+    "remeasure_baseline": True,  # measure the baseline again at the end and report the drift
 }
 
 # Share of the progress bar each stage takes; measuring gets the rest.
@@ -42,66 +55,14 @@ _PCT_LOADED = 5.0
 _PCT_COUNTED = 10.0
 _PCT_IDLE = 15.0
 _PCT_MEASURED = 99.0
+_PCT_MEASURED_WITH_EVAL = 90.0
+_MAX_LABEL = 60
+_DRIFT_WARNING = 0.05
 
 
 # --- recipes -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """``apply(loaded, params) -> LoadedModel`` builds the variant; it may return ``loaded`` itself.
-
-    ``formats`` / ``kinds`` / ``devices``: where it applies (None means everywhere); ``devices``
-    holds "cpu" and/or "cuda". ``defaults`` are its parameters, overridable per request through
-    ``options["recipe_params"][name]``.
-    """
-
-    name: str
-    apply: Callable[[LoadedModel, dict], LoadedModel]
-    description: str = ""
-    formats: tuple[str, ...] | None = None
-    kinds: tuple[str, ...] | None = None
-    devices: tuple[str, ...] | None = None
-    defaults: dict = field(default_factory=dict)
-
-    def not_applicable(self, loaded: LoadedModel, device: str) -> str | None:
-        """Why this recipe cannot run on ``loaded`` on ``device``; None when it can."""
-        if self.formats is not None and loaded.format not in self.formats:
-            return f"recipe {self.name!r} applies to {', '.join(self.formats)} models, not {loaded.format}"
-        if self.kinds is not None and loaded.kind not in self.kinds:
-            return f"recipe {self.name!r} applies to {', '.join(self.kinds)} models, not {loaded.kind}"
-        device_kind = "cuda" if device.startswith("cuda") else "cpu"
-        if self.devices is not None and device_kind not in self.devices:
-            return f"recipe {self.name!r} runs on {', '.join(self.devices)}, not {device_kind}"
-        return None
-
-
-RECIPES: dict[str, Recipe] = {}
-
-
-def recipe(name: str, *, description: str = "", formats=None, kinds=None, devices=None, defaults=None):
-    """Decorator registering ``fn(loaded, params) -> LoadedModel`` as recipe ``name``."""
-
-    def decorate(fn):
-        RECIPES[name] = Recipe(
-            name=name,
-            apply=fn,
-            description=description or (fn.__doc__ or "").strip().split("\n")[0],
-            formats=tuple(formats) if formats else None,
-            kinds=tuple(kinds) if kinds else None,
-            devices=tuple(devices) if devices else None,
-            defaults=dict(defaults or {}),
-        )
-        return fn
-
-    return decorate
-
-
-@recipe("baseline")
-def baseline(loaded: LoadedModel, params: dict) -> LoadedModel:
-    """The model as uploaded."""
-    return loaded
-
+# The framework and the recipes live in ``recipes/``; re-exported here because the web process
+# imports ``workers.engine.profile.RECIPES`` to list them (neither module imports torch).
 
 # --- progress ------------------------------------------------------------------------------
 
@@ -130,15 +91,52 @@ class _Progress:
 
 
 def _torch_params(module) -> tuple[int, int]:
+    """(parameters, nonzero parameters); tied weights once. Quantised weights count as the
+    weights they replace: torch.ao's packed modules hold them outside ``parameters()``, torchao's
+    int8 tensors are counted from their dequantised values."""
+    import inspect
+
     import torch
 
     params = 0
     nonzero = 0
+    seen: set[int] = set()
+    alive = []  # tensors made by weight() must outlive the loop, or their ids get reused
     with torch.no_grad():
-        for p in module.parameters():
-            params += p.numel()
-            nonzero += int(torch.count_nonzero(p).item())
+        for m in module.modules():
+            tensors = list(m.parameters(recurse=False))
+            for attr in ("weight", "bias"):
+                method = getattr(m, attr, None)
+                if inspect.ismethod(method) and hasattr(m, "_packed_params"):
+                    value = method()
+                    if isinstance(value, torch.Tensor):
+                        tensors.append(value)
+                        alive.append(value)
+            for p in tensors:
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                params += p.numel()
+                nonzero += _nonzero(p)
     return params, nonzero
+
+
+def _nonzero(t) -> int:
+    import torch
+
+    t = t.detach()
+    if t.is_quantized:
+        return int(torch.count_nonzero(t.int_repr()).item())
+    if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+        # tensor subclasses: torchao's int8 tensors dequantise; 2:4 sparse tensors only densify
+        for convert in ("dequantize", "to_dense"):
+            if hasattr(t, convert):
+                try:
+                    return int(torch.count_nonzero(getattr(t, convert)()).item())
+                except (NotImplementedError, RuntimeError, TypeError):
+                    continue
+        return int(t.numel())
+    return int(torch.count_nonzero(t).item())
 
 
 def _onnx_params(model_path) -> tuple[int, int]:
@@ -151,8 +149,12 @@ def _onnx_params(model_path) -> tuple[int, int]:
     nonzero = 0
     for tensor in model.graph.initializer:
         array = numpy_helper.to_array(tensor)
-        if not np.issubdtype(array.dtype, np.floating):
-            continue  # shape constants and indices are not weights
+        quantised = array.dtype in (np.int8, np.uint8) or (
+            array.dtype == np.int32 and tensor.name.endswith("_quantized"))  # onnxruntime's int32 biases
+        if not (np.issubdtype(array.dtype, np.floating) or quantised):
+            continue  # shape constants and indices (int32/int64) are not weights; int8 ones are quantised weights
+        if array.ndim == 0 or tensor.name.endswith(("_scale", "_zero_point")):
+            continue  # quantisation parameters, not weights
         params += int(array.size)
         nonzero += int(np.count_nonzero(array))
     return params, nonzero
@@ -197,6 +199,7 @@ def _variant_doc(name: str, params: dict) -> dict:
         "layer_profile": [],
         "measurements": [],
         "evaluation": None,
+        "notes": [],
     }
 
 
@@ -221,6 +224,51 @@ def _merge_options(options: dict | None) -> dict:
     return merged
 
 
+def _resolve_spec(spec: str, options: dict) -> tuple[str, dict, str | None, str | None]:
+    """(name, params, skip reason, failure) for one requested recipe spec."""
+    try:
+        name, spec_params = parse_recipe_spec(spec)
+    except RecipeSpecError as exc:
+        name = spec.strip()
+        if name in RECIPES:  # registered but refused by the parser (e.g. a test's own recipe)
+            params = dict(RECIPES[name].defaults)
+            params.update(options["recipe_params"].get(name) or {})
+            return name, params, None, None
+        unknown = "unknown recipe" in str(exc)
+        return name, {}, (str(exc) if unknown else None), (None if unknown else str(exc))
+    params = dict(RECIPES[name].defaults)
+    params.update(options["recipe_params"].get(name) or {})
+    params.update(spec_params)
+    return name, params, None, None
+
+
+def _needs_data(name: str, params: dict) -> bool:
+    rec = RECIPES.get(name)
+    return bool(rec is not None and rec.needs_dataset is not None and rec.needs_dataset(params))
+
+
+def _prepare_dataset(dataset, loaded, seq_len, options, specs) -> tuple:
+    """(evaluation split, training split or None, notes); (None, None, []) without a dataset."""
+    from .evaluation import prepare_eval_data
+
+    if not dataset:
+        return None, None, []
+    try:
+        data = prepare_eval_data(dataset, loaded, seq_len=seq_len, max_samples=int(options["eval_max_samples"]))
+    except FormatError as exc:
+        raise FormatError(f"the dataset does not fit this model: {exc}") from None
+    needs = [name for name, params, skip, fail in specs if not skip and not fail and _needs_data(name, params)]
+    if not needs:
+        return data, None, []
+    if data.n < 4:
+        return data, data, [f"the dataset has only {data.n} samples: calibration / training and evaluation share them"]
+    train, held_out = data.split(float(options["eval_train_fraction"]))
+    note = (f"{train.n} samples of the dataset were used for calibration / training by {', '.join(needs)}; "
+            f"every variant is evaluated on the other {held_out.n}")
+    held_out.notes.append(note)
+    return held_out, train, [note]
+
+
 def profile_model(
     path,
     *,
@@ -235,12 +283,15 @@ def profile_model(
 ) -> dict:
     """Profile the model at ``path`` and return the contract's result document.
 
-    Raises FormatError / LoadError when the model cannot be detected or loaded; a variant that
-    fails later is reported in the document instead.
+    ``recipes`` are specs (``"int8-dynamic"``, ``"prune-unstructured:0.5"``); ``dataset`` a file
+    or a ``builtin:`` name. Raises FormatError / LoadError when the model cannot be detected or
+    loaded or the dataset does not fit it; a variant that fails later is reported in the
+    document instead.
     """
     from . import timing
     from .fingerprint import host_fingerprint
     from .meters import select_meter
+    from .tradeoff import build_tradeoff
 
     options = _merge_options(options)
     batch_sizes = [int(b) for b in batch_sizes] or [1]
@@ -250,6 +301,7 @@ def profile_model(
     overrides = options["input_overrides"]
     report = _Progress(progress, len(recipes))
     warnings: list[str] = []
+    pct_measured = _PCT_MEASURED_WITH_EVAL if dataset else _PCT_MEASURED
 
     report("loading", 0.0, f"loading {path}")
     threads = _set_threads(options)
@@ -259,32 +311,55 @@ def profile_model(
 
     variants: list[dict] = []
     models: dict[int, LoadedModel] = {}
+    same_flops: set[int] = set()
     meter = None
+    drift = None
     try:
-        for k, name in enumerate(recipes):
-            params = dict(RECIPES[name].defaults) if name in RECIPES else {}
-            params.update(options["recipe_params"].get(name) or {})
-            doc = _variant_doc(name, params)
-            variants.append(doc)
+        specs = [_resolve_spec(str(spec), options) for spec in recipes]
+        eval_data, train_data, data_notes = _prepare_dataset(dataset, loaded, seq_len, options, specs)
+        ctx = RecipeContext(device=device, seq_len=seq_len, overrides=overrides, options=options,
+                            train_data=train_data)
+        for k, (name, params, skip, failure) in enumerate(specs):
             rec = RECIPES.get(name)
-            if rec is None:
-                _fail(doc, "skipped", f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+            shown = {kk: vv for kk, vv in params.items() if rec is None or rec.defaults.get(kk) != vv
+                     or kk == rec.positional}
+            label = spec_string(name, shown) if rec is not None else name
+            if len(label) > _MAX_LABEL:  # the web stores it in a 60-character column
+                label = label[: _MAX_LABEL - 3] + "..."
+            doc = _variant_doc(label, params)
+            variants.append(doc)
+            if skip or failure:
+                _fail(doc, "skipped" if skip else "failed", skip or failure)
                 continue
-            reason = rec.not_applicable(loaded, device)
+            reason = rec.not_applicable(loaded, device, params, has_dataset=train_data is not None)
             if reason:
                 _fail(doc, "skipped", reason)
                 continue
             try:
-                models[k] = rec.apply(loaded, params)
+                models[k] = rec.run(loaded, params, ctx)
             except Exception as exc:  # a recipe's failure is its variant's, not the run's
                 _fail(doc, "failed", f"{type(exc).__name__}: {exc}")
+                continue
+            doc["notes"] = list(models[k].notes)
+            if rec.same_flops and models[k] is not loaded:
+                same_flops.add(k)
 
+        original_count = None
         for k, variant_model in list(models.items()):
             doc = variants[k]
             report("counting-flops", _PCT_LOADED + (_PCT_COUNTED - _PCT_LOADED) * k / len(recipes),
                    f"counting FLOPs of {doc['recipe']}", k)
             try:
-                counted = _count(variant_model, seq_len, overrides)
+                if k in same_flops:
+                    if original_count is None:
+                        original_count = _count(loaded, seq_len, overrides)
+                    counted = dict(original_count, _warnings=[], _uncounted_ops=[])
+                    counted["params"], counted["nonzero_params"] = _count_params(variant_model)
+                    counted["size_bytes"] = int(variant_model.size_bytes)
+                    doc["notes"].append("FLOPs and MACs are the original model's: the same multiply-adds, "
+                                        "done by other kernels")
+                else:
+                    counted = _count(variant_model, seq_len, overrides)
             except EngineError as exc:
                 _fail(doc, "failed", str(exc))
                 del models[k]
@@ -310,7 +385,19 @@ def profile_model(
                 warnings.append(
                     f"energy figures are estimates ({meter.method}); no hardware energy counter was readable"
                 )
-            _measure_all(models, variants, batch_sizes, seq_len, overrides, device, meter, idle_w, options, report)
+            drift = _measure_all(models, variants, batch_sizes, seq_len, overrides, device, meter, idle_w, options,
+                                 report, pct_measured)
+            _note_masked_pruning(variants)
+            if drift and drift["max_abs_rel_change"] is not None and drift["max_abs_rel_change"] > _DRIFT_WARNING:
+                warnings.append(
+                    f"the baseline moved by up to {drift['max_abs_rel_change']:.0%} between its first and last "
+                    "measurement (thermal state or other load); ratios between variants are uncertain by "
+                    "about that much"
+                )
+
+        if eval_data is not None:
+            _evaluate_all(loaded, models, variants, eval_data, options, report, pct_measured)
+            warnings.extend(data_notes)
     finally:
         if meter is not None and hasattr(meter, "close"):
             meter.close()
@@ -319,15 +406,13 @@ def profile_model(
                 model.close()
         loaded.close()
 
-    if dataset:
-        warnings.append("evaluation on a dataset is not available yet; 'evaluation' is null")
     fingerprint = dict(host_fingerprint(device))
     fingerprint["threads"] = threads
     if loaded.kind == "onnx":
         # 0 means onnxruntime's own default (one thread per physical core)
         fingerprint["onnxruntime_intra_op_threads"] = int(options.get("threads") or 0)
     report("done", 100.0, "done")
-    return {
+    result = {
         "schema_version": SCHEMA_VERSION,
         "engine_version": ENGINE_VERSION,
         "model": {
@@ -344,40 +429,127 @@ def profile_model(
             "source": str(options["carbon_source"]),
         },
         "variants": variants,
+        "drift": drift,
         "warnings": warnings,
     }
+    result["tradeoff"] = build_tradeoff(result, options)
+    return result
 
 
-def _measure_all(models, variants, batch_sizes, seq_len, overrides, device, meter, idle_w, options, report):
+def _note_masked_pruning(variants: list[dict]) -> None:
+    """Say plainly, with the measured ratios, what masked pruning bought on dense kernels."""
+    base = next((v for v in variants if v["recipe"] == "baseline" and v["measurements"]), None)
+    if base is None:
+        return
+    by_bs = {m["batch_size"]: m for m in base["measurements"]}
+    for v in variants:
+        if not v["recipe"].startswith("prune-unstructured") or not v["measurements"]:
+            continue
+        parts = []
+        for m in v["measurements"]:
+            b = by_bs.get(m["batch_size"])
+            if b and b["latency_ms_p50"] and b["energy_j_per_inference"]:
+                parts.append(f"batch {m['batch_size']}: latency x{m['latency_ms_p50'] / b['latency_ms_p50']:.2f}, "
+                             f"energy x{m['energy_j_per_inference'] / b['energy_j_per_inference']:.2f}")
+        if parts:
+            v["notes"].append("measured against the baseline (dense kernels, so any difference is noise): "
+                              + "; ".join(parts))
+
+
+def _count_params(model: LoadedModel) -> tuple[int, int]:
+    if model.kind == "onnx":
+        return _onnx_params(model.model_path)
+    return _torch_params(model.module)
+
+
+def _evaluate_all(loaded, models, variants, eval_data, options, report, pct_start) -> None:
+    from .evaluation import Evaluator
+
+    evaluator = Evaluator(loaded, eval_data, batch_size=int(options["eval_batch_size"]))
+    todo = [k for k in sorted(models) if variants[k]["status"] == "succeeded"]
+    for i, k in enumerate(todo):
+        doc = variants[k]
+        report("evaluating", pct_start + (_PCT_MEASURED - pct_start) * i / max(len(todo), 1),
+               f"evaluating {doc['recipe']} on {eval_data.source}", k)
+        try:
+            doc["evaluation"] = evaluator.evaluate(models[k])
+            doc["evaluation"]["notes"] = list(eval_data.notes)
+        except Exception as exc:  # the variant keeps its measurements; its accuracy is unknown
+            doc["notes"].append(f"evaluation failed: {type(exc).__name__}: {exc}")
+
+
+def _measure_one(model, bs, seq_len, overrides, device, meter, idle_w, options) -> dict:
     import torch
 
     from . import timing
 
+    sample = model.make_inputs(bs, seq_len, overrides)
+    values = sample.values
+    forward = model.forward
+
+    def fn(values=values, forward=forward):
+        return forward(values)
+
+    with torch.inference_mode():
+        measured = timing.measure(fn, batch_size=bs, device=device, meter=meter, idle_power_w=idle_w, options=options)
+    return {"batch_size": bs, "input_shape": sample.input_shape, **measured}
+
+
+def _measure_all(models, variants, batch_sizes, seq_len, overrides, device, meter, idle_w, options, report,
+                 pct_end=_PCT_MEASURED):
+    """Interleaved: for each batch size every variant in turn; then the baseline once more per
+    batch size. Returns the drift entry (None without a measured baseline)."""
+    base_k = next((k for k in sorted(models) if variants[k]["recipe"] == "baseline"), None)
+    remeasure = base_k is not None and bool(options.get("remeasure_baseline", True))
     steps = [(bs, k) for bs in batch_sizes for k in sorted(models)]
+    if remeasure:
+        steps += [(bs, None) for bs in batch_sizes]
+    last: dict[int, dict] = {}
     for i, (bs, k) in enumerate(steps):
+        again = k is None
+        k = base_k if again else k
         doc = variants[k]
         if doc["status"] != "succeeded":
             continue
-        model = models[k]
-        report("measuring", _PCT_IDLE + (_PCT_MEASURED - _PCT_IDLE) * i / len(steps),
-               f"measuring {doc['recipe']} at batch size {bs}", k)
+        report("measuring", _PCT_IDLE + (pct_end - _PCT_IDLE) * i / len(steps),
+               f"measuring {doc['recipe']}{' again' if again else ''} at batch size {bs}", k)
         try:
-            sample = model.make_inputs(bs, seq_len, overrides)
-            values = sample.values
-            forward = model.forward
-
-            def fn(values=values, forward=forward):
-                return forward(values)
-
-            with torch.inference_mode():
-                measured = timing.measure(
-                    fn, batch_size=bs, device=device, meter=meter, idle_power_w=idle_w, options=options
-                )
+            measured = _measure_one(models[k], bs, seq_len, overrides, device, meter, idle_w, options)
         except Exception as exc:
-            _fail(doc, "failed", f"measuring at batch size {bs} failed: {type(exc).__name__}: {exc}")
+            if not again:
+                _fail(doc, "failed", f"measuring at batch size {bs} failed: {type(exc).__name__}: {exc}")
             continue
-        doc["measurements"].append({"batch_size": bs, "input_shape": sample.input_shape, **measured})
-    report("measuring", _PCT_MEASURED, "measurements finished")
+        if again:
+            last[bs] = measured
+        else:
+            doc["measurements"].append(measured)
+    report("measuring", pct_end, "measurements finished")
+    return _drift(variants[base_k], last) if remeasure else None
+
+
+def _rel(a, b):
+    return (a - b) / b if a is not None and b else None
+
+
+def _drift(baseline_doc: dict, last: dict) -> dict:
+    """Baseline measured first vs last, per batch size: relative change of latency and energy."""
+    rows = []
+    for first in baseline_doc["measurements"]:
+        again = last.get(first["batch_size"])
+        if again is None:
+            continue
+        rows.append({
+            "batch_size": first["batch_size"],
+            "latency_ms_p50_first": first["latency_ms_p50"],
+            "latency_ms_p50_last": again["latency_ms_p50"],
+            "latency_rel_change": _rel(again["latency_ms_p50"], first["latency_ms_p50"]),
+            "energy_j_per_inference_first": first["energy_j_per_inference"],
+            "energy_j_per_inference_last": again["energy_j_per_inference"],
+            "energy_rel_change": _rel(again["energy_j_per_inference"], first["energy_j_per_inference"]),
+        })
+    worst = max((abs(r[key]) for r in rows for key in ("latency_rel_change", "energy_rel_change")
+                 if r[key] is not None), default=None)
+    return {"recipe": "baseline", "per_batch_size": rows, "max_abs_rel_change": worst}
 
 
 def run_request(request: dict, progress: Callable[[dict], None]) -> dict:
