@@ -61,3 +61,10 @@ class WorkerNodeAdmin(admin.ModelAdmin):
 
 admin.site.register(models.Evaluation)
 admin.site.register(models.Review)
+
+
+@admin.register(models.EnergyBudget)
+class EnergyBudgetAdmin(admin.ModelAdmin):
+    list_display = ("name", "team", "model_asset", "batch_size", "max_j_per_inference",
+                    "max_wh_per_1000_inferences", "max_latency_p95_ms", "max_accuracy_drop", "active")
+    list_filter = ("team", "active")

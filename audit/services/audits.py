@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ..models import Audit, Dataset, Evaluation, Measurement, ModelVersion, Variant
+from .budgets import audit_budgets_check
 
 DEFAULT_BATCH_SIZES = [1, 8]
 DEFAULT_RECIPES = ["baseline"]
@@ -280,6 +281,8 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
             reasons = "; ".join(f"{v.get('recipe')}: {v.get('error') or v.get('status')}" for v in result.get("variants", []))
             audit.error = f"No variant could be measured. {reasons}"[:5000]
         audit.save()
+        if succeeded:
+            audit_budgets_check(audit=audit)
     return True
 
 

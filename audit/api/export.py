@@ -1,0 +1,161 @@
+"""Streamed export of measurements: one row per measurement, CSV or JSON, in constant memory.
+
+Rows come from one `values_list(...).iterator(chunk_size=...)` (a server-side cursor on
+PostgreSQL): no model instance per row, nothing accumulated. Every figure carries its unit
+in its column name. (After netbox's `utilities/export.py` and Django's streaming CSV
+how-to.)"""
+import csv
+import json
+import math
+from collections.abc import Iterable, Iterator
+
+from django.conf import settings
+from django.db.models import CharField, Value
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Coalesce, NullIf
+from django.http import StreamingHttpResponse
+
+from ..models import Measurement
+
+A = "variant__audit__"
+# (column, ORM path or expression name); the order is the CSV's column order.
+COLUMNS: list[tuple[str, str]] = [
+    ("audit_id", f"{A}id"),
+    ("audit_created_at", f"{A}created_at"),
+    ("team", f"{A}model_version__asset__team__slug"),
+    ("model", f"{A}model_version__asset__name"),
+    ("model_version", f"{A}model_version__label"),
+    ("model_version_id", f"{A}model_version_id"),
+    ("variant", "variant__recipe"),
+    ("batch_size", "batch_size"),
+    ("hardware_queue", f"{A}target_queue"),
+    ("device", f"{A}device"),
+    ("hardware", "export_hardware"),
+    ("energy_method", "energy_method"),
+    ("energy_estimated", "energy_estimated"),
+    ("energy_j_per_inference", "energy_j_per_inference"),
+    ("energy_j_per_inference_active", "energy_j_per_inference_active"),
+    ("energy_j_per_sample", "energy_j_per_sample"),
+    ("energy_uncertainty_ratio", "energy_uncertainty_rel"),
+    ("wh_per_1000_inferences", "wh_per_1000_inferences"),
+    ("samples_per_joule", "samples_per_joule"),
+    ("avg_power_w", "avg_power_w"),
+    ("idle_power_w", "idle_power_w"),
+    ("co2e_g_per_inference", "co2e_g_per_inference"),
+    ("latency_mean_ms", "latency_mean_ms"),
+    ("latency_std_ms", "latency_std_ms"),
+    ("latency_p50_ms", "latency_p50_ms"),
+    ("latency_p95_ms", "latency_p95_ms"),
+    ("latency_p99_ms", "latency_p99_ms"),
+    ("latency_ci95_ms", "latency_ci95_ms"),
+    ("latency_cv_ratio", "cv"),
+    ("throughput_samples_per_s", "throughput_samples_per_s"),
+    ("peak_memory_bytes", "peak_memory_bytes"),
+    ("flops_per_inference", "variant__flops"),
+    ("macs_per_inference", "variant__macs"),
+    ("params_count", "variant__params"),
+    ("model_size_bytes", "variant__size_bytes"),
+    ("iterations_count", "iterations"),
+    ("windows_count", "windows"),
+    ("window_s", "window_s"),
+    ("review_status", f"{A}review_status"),
+    ("budget_verdict", f"{A}budget_verdict"),
+]
+HEADER = [name for name, _ in COLUMNS]
+ROWS_PER_WRITE = 500
+
+
+def measurement_rows_queryset(audits):
+    """A values_list queryset: tuples in COLUMNS order for every measurement of the given
+    (already scoped and filtered) audits, in a stable order: the audits' order, then variant,
+    then batch size."""
+    hardware = Coalesce(
+        NullIf(KeyTextTransform("name", KeyTransform("gpu", f"{A}fingerprint")), Value("")),
+        NullIf(KeyTextTransform("cpu_model", f"{A}fingerprint"), Value("")),
+        NullIf(KeyTextTransform("model", KeyTransform("cpu", f"{A}fingerprint")), Value("")),
+        Value(""),
+        output_field=CharField(),
+    )
+    ordering = [f"-{A}{field[1:]}" if field.startswith("-") else f"{A}{field}" for field in audits.query.order_by]
+    ordering = ordering or [f"-{A}created_at", f"-{A}id"]
+    rows = (
+        Measurement.objects.filter(variant__audit__in=audits.order_by().values("pk"))
+        .annotate(export_hardware=hardware)
+        .order_by(*ordering, "variant__position", "batch_size", "id")
+        .values_list(*[path for _, path in COLUMNS])
+    )
+    return rows
+
+
+def measurement_rows(audits) -> Iterator[tuple]:
+    return measurement_rows_queryset(audits).iterator(chunk_size=settings.API_EXPORT_CHUNK_SIZE)
+
+
+class _Lines(list):
+    """A file-like list: csv.writer appends each formatted line to it."""
+
+    write = list.append
+
+
+DATETIME_COLUMNS = [i for i, (name, _) in enumerate(COLUMNS) if name.endswith("_at")]
+
+
+def _with_iso_dates(row: tuple) -> tuple | list:
+    if not DATETIME_COLUMNS:
+        return row
+    row = list(row)
+    for i in DATETIME_COLUMNS:
+        if row[i] is not None:
+            row[i] = row[i].isoformat()
+    return row
+
+
+def csv_chunks(rows: Iterable[tuple]) -> Iterator[str]:
+    """CSV text in pieces of ROWS_PER_WRITE rows (None is written as an empty cell)."""
+    lines = _Lines()
+    writer = csv.writer(lines)
+    writer.writerow(HEADER)
+    batch: list = []
+    for row in rows:
+        batch.append(_with_iso_dates(row))
+        if len(batch) >= ROWS_PER_WRITE:
+            writer.writerows(batch)
+            yield "".join(lines)
+            lines.clear()
+            batch = []
+    writer.writerows(batch)
+    if lines:
+        yield "".join(lines)
+
+
+def json_chunks(rows: Iterable[tuple]) -> Iterator[str]:
+    """A JSON array of objects, written piece by piece. A non-finite figure becomes null."""
+    encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+    yield "["
+    buffer: list[str] = []
+    first = True
+    for row in rows:
+        row = _with_iso_dates(row)
+        try:
+            text = encode(dict(zip(HEADER, row)))
+        except ValueError:  # NaN or infinity
+            text = encode({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in zip(HEADER, row)})
+        buffer.append(text if first else "," + text)
+        first = False
+        if len(buffer) >= ROWS_PER_WRITE:
+            yield "\n".join(buffer)
+            buffer = []
+    if buffer:
+        yield "\n".join(buffer)
+    yield "]\n"
+
+
+def export_response(audits, fmt: str) -> StreamingHttpResponse:
+    rows = measurement_rows(audits)
+    if fmt == "csv":
+        response = StreamingHttpResponse(csv_chunks(rows), content_type="text/csv; charset=utf-8")
+    else:
+        response = StreamingHttpResponse(json_chunks(rows), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="energy-audit-measurements.{fmt}"'
+    response["Cache-Control"] = "no-store"
+    return response

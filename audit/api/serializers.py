@@ -1,0 +1,303 @@
+"""Representations. Figures keep their unit in their name (`energy_j_per_inference`,
+`latency_p95_ms`, `wh_per_1000_inferences`); nothing is renamed to a bare "energy"."""
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..models import (
+    Audit, Dataset, EnergyBudget, Evaluation, Measurement, ModelAsset, ModelVersion, Review, Task, Team, Variant,
+)
+from ..selectors import audit_report, describe_hardware, teams_for_user
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class UserTeamField(serializers.SlugRelatedField):
+    """A team of the requesting user, by slug; optional when the user is in exactly one team."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("slug_field", "slug")
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", "The team's slug; may be left out by a user in a single team.")
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return teams_for_user(request.user) if request is not None else Team.objects.none()
+
+
+def _default_team(serializer, attrs: dict) -> dict:
+    if attrs.get("team") is None:
+        teams = list(teams_for_user(serializer.context["request"].user)[:2])
+        if len(teams) != 1:
+            raise serializers.ValidationError({"team": ["Name the team (its slug): you are in several teams or none."]})
+        attrs["team"] = teams[0]
+    return attrs
+
+
+# --- models and datasets ----------------------------------------------------------------
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    model = serializers.IntegerField(source="asset_id", read_only=True)
+    model_name = serializers.CharField(source="asset.name", read_only=True)
+    team = serializers.CharField(source="asset.team.slug", read_only=True)
+    uploaded_by = serializers.CharField(source="uploaded_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id", "model", "model_name", "team", "label", "format", "format_detail", "sha256", "size_bytes",
+            "input_spec", "uploaded_by", "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ModelAssetSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+    n_versions = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = ModelAsset
+        fields = ["id", "team", "name", "task", "n_versions", "created_at"]
+        read_only_fields = fields
+
+
+class ModelAssetDetailSerializer(ModelAssetSerializer):
+    versions = serializers.SerializerMethodField()
+
+    class Meta(ModelAssetSerializer.Meta):
+        fields = ModelAssetSerializer.Meta.fields + ["versions"]
+        read_only_fields = fields
+
+    @extend_schema_field(ModelVersionSerializer(many=True))
+    def get_versions(self, asset):
+        versions = asset.versions.select_related("asset__team", "uploaded_by").order_by("-created_at", "-id")
+        return ModelVersionSerializer(versions, many=True, context=self.context).data
+
+
+class ModelUploadSerializer(serializers.Serializer):
+    team = UserTeamField()
+    name = serializers.CharField(max_length=200, help_text="The model's name; a new upload under a known name is a new version.")
+    label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="",
+                                  help_text="Version label; empty: v1, v2, ...")
+    task = serializers.ChoiceField(choices=Task.choices, default=Task.CLASSIFICATION)
+    file = serializers.FileField(help_text="HF folder zip, ONNX, or safetensors of a registered architecture.")
+    input_spec = serializers.JSONField(required=False, default=dict,
+                                       help_text="Architecture and input overrides (JSON object), e.g. {\"seq_len\": 128}.")
+
+    def validate_input_spec(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Give a JSON object.")
+        return value
+
+    def validate(self, attrs):
+        return _default_team(self, attrs)
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "team", "name", "format", "task", "n_samples", "sha256", "size_bytes", "created_at"]
+        read_only_fields = fields
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    team = UserTeamField()
+    name = serializers.CharField(max_length=200)
+    task = serializers.ChoiceField(choices=Task.choices, default=Task.CLASSIFICATION)
+    file = serializers.FileField(help_text="CSV/JSONL with text and label, NPZ, or plain text.")
+
+    def validate(self, attrs):
+        return _default_team(self, attrs)
+
+
+# --- audits -----------------------------------------------------------------------------
+
+
+class MeasurementSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Measurement
+        exclude = ["variant"]
+        read_only_fields = [f.name for f in Measurement._meta.fields]
+
+
+class EvaluationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Evaluation
+        fields = ["id", "metric", "value", "n_samples", "fidelity"]
+        read_only_fields = fields
+
+
+class VariantSerializer(serializers.ModelSerializer):
+    flops_per_inference = serializers.IntegerField(source="flops", read_only=True, allow_null=True)
+    macs_per_inference = serializers.IntegerField(source="macs", read_only=True, allow_null=True)
+    measurements = MeasurementSerializer(many=True, read_only=True)
+    evaluations = EvaluationSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Variant
+        fields = [
+            "id", "position", "recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes",
+            "flops_per_inference", "macs_per_inference", "layer_profile", "measurements", "evaluations",
+        ]
+        read_only_fields = fields
+
+
+class BudgetResultSerializer(serializers.Serializer):
+    budget = serializers.CharField()
+    budget_id = serializers.IntegerField(allow_null=True)
+    limit = serializers.CharField(help_text="j_per_inference, wh_per_1000_inferences, latency_p95_ms or accuracy_drop")
+    variant = serializers.CharField()
+    batch_size = serializers.IntegerField(allow_null=True)
+    value = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField()
+    unit = serializers.CharField(help_text="J, Wh, ms or pp (percentage points)")
+    passed = serializers.BooleanField(allow_null=True, help_text="null: not measured (not checked)")
+    estimated = serializers.BooleanField()
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username", read_only=True, default=None)
+
+    class Meta:
+        model = Review
+        fields = ["id", "audit", "reviewer", "decision", "comment", "created_at"]
+        read_only_fields = ["id", "audit", "reviewer", "created_at"]
+
+
+class ReviewCreateSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=Review.Decision.choices,
+                                       help_text="approved and changes-requested: team leads only.")
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class AuditSerializer(serializers.ModelSerializer):
+    model = serializers.IntegerField(source="model_version.asset_id", read_only=True)
+    model_name = serializers.CharField(source="model_version.asset.name", read_only=True)
+    version_label = serializers.CharField(source="model_version.label", read_only=True)
+    team = serializers.CharField(source="model_version.asset.team.slug", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True, default=None)
+    hardware = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Audit
+        fields = [
+            "id", "url", "team", "model", "model_name", "model_version", "version_label", "dataset", "status", "stage",
+            "progress", "target_queue", "device", "hardware", "error", "review_status", "budget_verdict",
+            "requested_by", "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_hardware(self, audit) -> str:
+        return describe_hardware(audit.fingerprint) if audit.fingerprint else ""
+
+    def get_url(self, audit) -> str:
+        return f"/api/v1/audits/{audit.pk}/"
+
+
+class AuditStatusSerializer(serializers.ModelSerializer):
+    finished = serializers.BooleanField(source="is_finished", read_only=True)
+
+    class Meta:
+        model = Audit
+        fields = [
+            "id", "status", "finished", "stage", "progress", "heartbeat_at", "attempts", "error", "review_status",
+            "budget_verdict", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class AuditDetailSerializer(AuditSerializer):
+    variants = serializers.SerializerMethodField()
+    budget_results = BudgetResultSerializer(many=True, read_only=True)
+    reviews = serializers.SerializerMethodField()
+
+    class Meta(AuditSerializer.Meta):
+        fields = AuditSerializer.Meta.fields + [
+            "options", "fingerprint", "engine_version", "warnings", "attempts", "worker_hostname", "budget_results",
+            "variants", "reviews",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(VariantSerializer(many=True))
+    def get_variants(self, audit):
+        return VariantSerializer(audit_report(audit), many=True, context=self.context).data
+
+    @extend_schema_field(ReviewSerializer(many=True))
+    def get_reviews(self, audit):
+        reviews = audit.reviews.select_related("reviewer").order_by("created_at", "id")
+        return ReviewSerializer(reviews, many=True, context=self.context).data
+
+
+class AuditRequestSerializer(serializers.Serializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.none())
+    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.none(), required=False, allow_null=True)
+    target_queue = serializers.CharField(max_length=60, default="cpu", help_text="Hardware queue: cpu, gpu, gpu-h100...")
+    device = serializers.ChoiceField(choices=["cpu", "cuda"], required=False,
+                                     help_text="Default: cuda for gpu* queues, else cpu.")
+    batch_sizes = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=4096), required=False,
+                                        min_length=1, max_length=8)
+    recipes = serializers.ListField(child=serializers.CharField(max_length=60), required=False, min_length=1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from ..selectors import datasets_for_user, model_versions_for_user
+
+        request = self.context.get("request")
+        if request is not None:  # None while the schema is generated
+            self.fields["model_version"].queryset = model_versions_for_user(request.user)
+            self.fields["dataset"].queryset = datasets_for_user(request.user)
+
+    def validate_recipes(self, value):
+        from ..views.audits import available_recipes
+
+        known = available_recipes()
+        unknown = [r for r in value if r not in known]
+        if unknown:
+            raise serializers.ValidationError(f"Unknown recipes: {', '.join(unknown)}. Known: {', '.join(known)}.")
+        return value
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    team = UserTeamField()
+    model = serializers.PrimaryKeyRelatedField(
+        source="model_asset", queryset=ModelAsset.objects.none(), required=False, allow_null=True,
+        help_text="A model of the team; empty: every model of the team.",
+    )
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = EnergyBudget
+        fields = [
+            "id", "team", "model", "name", "batch_size", "max_j_per_inference", "max_wh_per_1000_inferences",
+            "max_latency_p95_ms", "max_accuracy_drop", "active", "created_by", "created_at",
+        ]
+        read_only_fields = ["id", "created_by", "created_at"]
+        extra_kwargs = {
+            "max_j_per_inference": {"help_text": "J per inference (one batch) at the batch size."},
+            "max_wh_per_1000_inferences": {"help_text": "Wh per 1,000 inferences."},
+            "max_latency_p95_ms": {"help_text": "p95 latency in ms."},
+            "max_accuracy_drop": {"help_text": "Largest drop from the baseline, in percentage points."},
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from ..selectors import model_assets_for_user
+
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["model"].queryset = model_assets_for_user(request.user)
+
+    def validate(self, attrs):
+        if self.instance is None:
+            attrs = _default_team(self, attrs)
+        elif "team" in attrs and attrs["team"] != self.instance.team:
+            raise serializers.ValidationError({"team": ["A budget cannot move to another team."]})
+        return attrs
+

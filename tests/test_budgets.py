@@ -1,0 +1,151 @@
+"""Energy budgets: the pure checker, the verdict stored when an audit succeeds, re-checks when a
+budget changes, roles, and the budgets page."""
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.urls import reverse
+
+from audit.models import Audit, EnergyBudget
+from audit.services.budgets import budget_check, budget_create, budget_delete, budget_update
+
+from .api.helpers import add_accuracy, finished_audit, two_variant_result
+from .factories import make_version
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def check(audit, *budgets):
+    return budget_check(budgets=budgets, variants=audit.variants.prefetch_related("measurements", "evaluations"))
+
+
+def by(results, **match):
+    return [r for r in results if all(r[k] == v for k, v in match.items())]
+
+
+def test_no_budget_no_verdict(team):
+    audit = finished_audit(team)
+    assert check(audit).verdict == "" and audit.budget_verdict == "" and audit.budget_results == []
+
+
+def test_each_limit_passes_or_fails_per_variant_and_batch(team):
+    audit = finished_audit(team, result=two_variant_result(baseline_j=0.002, int8_j=0.001, p95_ms=0.25))
+    budget = EnergyBudget(team=team, name="edge", max_j_per_inference=0.0015, max_latency_p95_ms=0.5,
+                          max_wh_per_1000_inferences=1.0)
+    result = check(audit, budget)
+    assert result.verdict == "fail"
+    energy = by(result.results, limit="j_per_inference")
+    assert [(r["variant"], r["batch_size"], r["passed"]) for r in energy] == [
+        ("baseline", 1, False), ("baseline", 8, False), ("int8-dynamic", 1, True)]
+    assert energy[0]["unit"] == "J" and energy[0]["threshold"] == 0.0015 and energy[0]["value"] == pytest.approx(0.002)
+    assert energy[0]["estimated"] is True  # estimate-tdp figures say so
+    latency = by(result.results, limit="latency_p95_ms")
+    assert [r["passed"] for r in latency] == [True, False, True]  # batch 8 p95 is 0.75 ms
+    assert all(r["passed"] for r in by(result.results, limit="wh_per_1000_inferences"))
+    assert {r["unit"] for r in result.results} == {"J", "ms", "Wh"}
+
+
+def test_batch_size_budget_checks_only_that_batch_and_reports_unmeasured(team):
+    audit = finished_audit(team, result=two_variant_result())
+    at8 = EnergyBudget(team=team, name="batch 8", batch_size=8, max_j_per_inference=0.01)
+    result = check(audit, at8)
+    assert [(r["variant"], r["batch_size"], r["passed"]) for r in result.results] == [
+        ("baseline", 8, True), ("int8-dynamic", 8, None)]  # int8 was only measured at batch 1
+    assert result.verdict == "pass"  # not measured is shown, not failed
+
+
+def test_accuracy_drop_in_percentage_points(team):
+    audit = finished_audit(team, result=two_variant_result())
+    add_accuracy(audit, {"baseline": 0.91, "int8-dynamic": 0.885})
+    tight = EnergyBudget(team=team, name="tight", max_accuracy_drop=2.0)
+    loose = EnergyBudget(team=team, name="loose", max_accuracy_drop=3.0)
+    result = check(audit, tight, loose)
+    drops = by(result.results, limit="accuracy_drop")
+    assert [(r["budget"], r["variant"], r["passed"]) for r in drops] == [
+        ("tight", "int8-dynamic", False), ("loose", "int8-dynamic", True)]
+    assert drops[0]["value"] == pytest.approx(2.5) and drops[0]["unit"] == "pp"
+    assert result.verdict == "fail"
+
+
+def test_accuracy_drop_without_evaluation_is_not_measured(team):
+    audit = finished_audit(team)
+    result = check(audit, EnergyBudget(team=team, name="acc", max_accuracy_drop=1.0))
+    assert [(r["variant"], r["value"], r["passed"]) for r in result.results] == [("baseline", None, None)]
+
+
+def test_verdict_is_stored_when_the_audit_succeeds(team, lead):
+    EnergyBudget.objects.create(team=team, name="edge", max_j_per_inference=0.001)
+    audit = finished_audit(team)
+    assert audit.budget_verdict == "fail"
+    assert {r["budget"] for r in audit.budget_results} == {"edge"}
+
+
+def test_model_budget_applies_to_its_model_only_and_inactive_budgets_not_at_all(team, lead):
+    audit = finished_audit(team)
+    other_model = make_version(team, name="other-model").asset
+    budget_create(user=lead, team=team, name="other", model_asset=other_model, max_j_per_inference=0.0001)
+    budget_create(user=lead, team=team, name="paused", max_j_per_inference=0.0001, active=False)
+    assert Audit.objects.get(pk=audit.pk).budget_verdict == ""
+    budget_create(user=lead, team=team, name="mine", model_asset=audit.model_version.asset, max_j_per_inference=1.0)
+    assert Audit.objects.get(pk=audit.pk).budget_verdict == "pass"
+
+
+def test_budget_changes_recheck_the_teams_audits(team, lead, other_team):
+    audits = [finished_audit(team) for _ in range(3)]
+    foreign = finished_audit(other_team)
+    budget = budget_create(user=lead, team=team, name="edge", max_j_per_inference=0.001)
+    assert set(Audit.objects.filter(pk__in=[a.pk for a in audits]).values_list("budget_verdict", flat=True)) == {"fail"}
+    budget_update(user=lead, budget=budget, max_j_per_inference=0.01)
+    assert set(Audit.objects.filter(pk__in=[a.pk for a in audits]).values_list("budget_verdict", flat=True)) == {"pass"}
+    budget_delete(user=lead, budget=budget)
+    assert set(Audit.objects.filter(pk__in=[a.pk for a in audits]).values_list("budget_verdict", flat=True)) == {""}
+    assert Audit.objects.get(pk=foreign.pk).budget_verdict == ""
+
+
+def test_only_leads_set_budgets_and_limits_are_validated(team, member, lead, other_team):
+    with pytest.raises(PermissionDenied):
+        budget_create(user=member, team=team, name="x", max_j_per_inference=1.0)
+    with pytest.raises(ValidationError):
+        budget_create(user=lead, team=team, name="empty")
+    with pytest.raises(ValidationError):
+        budget_create(user=lead, team=team, name="negative", max_latency_p95_ms=-1.0)
+    foreign_model = make_version(other_team, name="theirs").asset
+    with pytest.raises(ValidationError):
+        budget_create(user=lead, team=team, name="theirs", model_asset=foreign_model, max_j_per_inference=1.0)
+    budget = budget_create(user=lead, team=team, name="ok", max_j_per_inference=1.0)
+    with pytest.raises(PermissionDenied):
+        budget_update(user=member, budget=budget, active=False)
+    with pytest.raises(PermissionDenied):
+        budget_delete(user=member, budget=budget)
+
+
+def test_budgets_page_for_leads_and_members(client, lead, member, team):
+    audit = finished_audit(team)
+    client.force_login(lead)
+    response = client.post(reverse("budget-list"), {"team": team.pk, "name": "edge", "max_j_per_inference": "0.001"})
+    assert response.status_code == 302
+    assert Audit.objects.get(pk=audit.pk).budget_verdict == "fail"
+    page = client.get(reverse("budget-list")).content.decode()
+    assert "edge" in page and "New budget" in page and "1 mJ" in page
+    budget = EnergyBudget.objects.get()
+    client.post(reverse("budget-toggle", args=[budget.pk]))
+    assert EnergyBudget.objects.get().active is False and Audit.objects.get(pk=audit.pk).budget_verdict == ""
+    bad = client.post(reverse("budget-list"), {"team": team.pk, "name": "none"})
+    assert bad.status_code == 400 and "Set at least one limit" in bad.content.decode()
+
+    client.force_login(member)
+    page = client.get(reverse("budget-list")).content.decode()
+    assert "edge" in page and "New budget" not in page and "Team leads set budgets" in page
+    assert client.post(reverse("budget-list"), {"team": team.pk, "name": "x", "max_j_per_inference": "1"}).status_code == 403
+    assert client.post(reverse("budget-delete", args=[budget.pk])).status_code == 403
+    assert EnergyBudget.objects.count() == 1
+
+
+def test_budgets_of_another_team_are_404(client, outsider, team, lead):
+    budget = budget_create(user=lead, team=team, name="edge", max_j_per_inference=1.0)
+    client.force_login(outsider)
+    assert client.post(reverse("budget-toggle", args=[budget.pk])).status_code == 404
+    assert "edge" not in client.get(reverse("budget-list")).content.decode()
