@@ -80,12 +80,14 @@ def describe_hardware(fingerprint: dict) -> str:
     gpu = fingerprint.get("gpu") or (gpus[0] if gpus else None)
     if isinstance(gpu, dict) and gpu.get("name"):
         return str(gpu["name"])
-    cpu = fingerprint.get("cpu") or {}
-    if isinstance(cpu, dict):
-        name = cpu.get("model") or cpu.get("name") or "CPU"
-        cores = cpu.get("logical_cores") or cpu.get("cores")
-        return f"{name} ({cores} cores)" if cores else str(name)
-    return str(cpu)
+    # The engine's fingerprint keeps the CPU at the top level (cpu_model, cpu_logical_cores);
+    # older or hand-made ones nest it under "cpu".
+    cpu = fingerprint.get("cpu") if isinstance(fingerprint.get("cpu"), dict) else {}
+    name = fingerprint.get("cpu_model") or cpu.get("model") or cpu.get("name") or fingerprint.get("cpu")
+    cores = fingerprint.get("cpu_logical_cores") or cpu.get("logical_cores") or cpu.get("cores")
+    if not name or isinstance(name, dict):
+        name = "CPU"
+    return f"{name} ({cores} cores)" if cores else str(name)
 
 
 def flatten_fingerprint(fingerprint: dict, prefix: str = "") -> list[tuple[str, str]]:

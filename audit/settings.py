@@ -27,6 +27,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "audit.apps.AuditConfig",
 ]
 
@@ -82,8 +85,8 @@ USE_TZ = True
 # --- files --------------------------------------------------------------------
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "staticfiles")
-STORAGE_ROOT = env.path("STORAGE_ROOT", default=VAR_DIR / "storage")
+STATIC_ROOT = Path(env.path("STATIC_ROOT", default=VAR_DIR / "staticfiles"))
+STORAGE_ROOT = Path(env.path("STORAGE_ROOT", default=VAR_DIR / "storage"))
 MEDIA_ROOT = STORAGE_ROOT
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -114,6 +117,9 @@ DEFAULT_CARBON_SOURCE = env.str(
     "DEFAULT_CARBON_SOURCE", default="world average 475 gCO2e/kWh (default)"
 )
 # Engine knobs, passed to the engine child with every audit (overridable per audit).
+# Savings calculator on the report: electricity price per kWh and its currency.
+ELECTRICITY_PRICE_PER_KWH = env.float("ELECTRICITY_PRICE_PER_KWH", default=0.15)
+ELECTRICITY_CURRENCY = env.str("ELECTRICITY_CURRENCY", default="USD")
 ENGINE_WINDOW_S = env.float("ENGINE_WINDOW_S", default=1.0)
 ENGINE_TIME_CAP_S = env.float("ENGINE_TIME_CAP_S", default=20.0)
 ENGINE_IDLE_S = env.float("ENGINE_IDLE_S", default=2.0)
@@ -121,7 +127,7 @@ ENGINE_TIMEOUT_S = env.int("ENGINE_TIMEOUT_S", default=3000)
 
 # --- Celery ---------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-CELERY_FS_BROKER_DIR = env.path("CELERY_FS_BROKER_DIR", default=VAR_DIR / "broker")
+CELERY_FS_BROKER_DIR = Path(env.path("CELERY_FS_BROKER_DIR", default=VAR_DIR / "broker"))
 # Hard limit on one audit task; the soft limit leaves time to record the failure.
 AUDIT_TASK_HARD_LIMIT_S = env.int("AUDIT_TASK_HARD_LIMIT_S", default=3600)
 AUDIT_TASK_SOFT_LIMIT_S = env.int("AUDIT_TASK_SOFT_LIMIT_S", default=AUDIT_TASK_HARD_LIMIT_S - 60)
@@ -139,6 +145,16 @@ WORKER_STALE_AFTER_S = env.int("WORKER_STALE_AFTER_S", default=120)
 # --- email, security -------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="energy-audit@localhost")
+# SMTP, used when EMAIL_BACKEND is django.core.mail.backends.smtp.EmailBackend.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# Absolute links in notification emails (the audit's report page).
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -156,3 +172,44 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 CELERY_UNACKED_RESTORE_INTERVAL_S = env.int("CELERY_UNACKED_RESTORE_INTERVAL_S", default=10)
+
+# --- REST API (/api/v1/, docs/API.md) ------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first, so an anonymous request is answered 401 with WWW-Authenticate: Token.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # enforces CSRF on writes
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "audit.api.pagination.StablePageNumberPagination",
+    "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "EXCEPTION_HANDLER": "audit.api.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+API_EXPORT_CHUNK_SIZE = env.int("API_EXPORT_CHUNK_SIZE", default=2000)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Energy Audit API",
+    "DESCRIPTION": "Upload models and datasets, request energy audits, read and export their measurements, "
+    "review them. Every figure carries its unit in its name. See docs/API.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the vendored swagger-ui-dist under static/ (works offline).
+    "SWAGGER_UI_DIST": f"/{STATIC_URL.strip('/')}/vendor/swagger-ui",
+    "SWAGGER_UI_FAVICON_HREF": f"/{STATIC_URL.strip('/')}/vendor/swagger-ui/favicon-32x32.png",
+    "ENUM_NAME_OVERRIDES": {
+        "AuditStatusEnum": "audit.models.Audit.Status",
+        "ReviewStatusEnum": "audit.models.Audit.ReviewStatus",
+        "ReviewDecisionEnum": "audit.models.Review.Decision",
+        "VariantStatusEnum": "audit.models.Variant.Status",
+        "TaskEnum": "audit.models.Task",
+    },
+}

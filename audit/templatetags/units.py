@@ -88,3 +88,62 @@ def plain(value) -> str:
 @register.filter
 def times(value, factor) -> float | None:
     return None if _missing(value) else float(value) * float(factor)
+
+
+@register.filter
+def duration(seconds) -> str:
+    """An ETA or elapsed time for people: 45 s, 3 min, 1 h 20 min."""
+    if _missing(seconds):
+        return DASH
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+@register.filter
+def money(value, currency: str = "") -> str:
+    if _missing(value):
+        return DASH
+    value = float(value)
+    text = f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return f"{text} {currency}".strip()
+
+
+@register.filter
+def signed_percent(value, digits: int = 0) -> str:
+    """A relative change: +12% / −40%; a missing one is an em dash."""
+    if _missing(value):
+        return DASH
+    return f"{float(value) * 100:+.{int(digits)}f}%".replace("-", "−")
+
+
+@register.filter
+def points(value) -> str:
+    """A change of accuracy in percentage points."""
+    if _missing(value):
+        return DASH
+    return f"{float(value):+.2f} pts".replace("-", "−")
+
+
+@register.filter
+def accuracy(value) -> str:
+    """Accuracy in percent (0-100)."""
+    return DASH if _missing(value) else f"{float(value):.2f}%"
+
+
+@register.filter
+def progress_info(audit) -> dict:
+    """Stage name, variant k of n and an ETA for the live progress partial."""
+    from audit.reports.selectors import progress_info as info
+
+    return info(audit)
+
+
+@register.filter
+def sig(value) -> str:
+    """Three significant digits, thousands separated: 0.00123, 4.56, 1,234."""
+    return DASH if _missing(value) else _sig(float(value))

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from ..forms import AuditRequestForm
-from ..selectors import audit_report, audits_for_user, describe_hardware, flatten_fingerprint, model_versions_for_user
+from ..selectors import audits_for_user, model_versions_for_user
 from ..services.audits import audit_cancel, audit_request
 
 # htmx stops polling when a response has this status (django-htmx's HttpResponseStopPolling).
@@ -60,23 +60,6 @@ def audit_create(request, version_pk: int):
         },
         status=400,
     )
-
-
-def _report_context(audit) -> dict:
-    variants = audit_report(audit) if audit.status in (audit.Status.SUCCEEDED, audit.Status.FAILED) else []
-    return {
-        "audit": audit,
-        "variants": variants,
-        "hardware": describe_hardware(audit.fingerprint),
-        "fingerprint_rows": flatten_fingerprint(audit.fingerprint),
-        "estimated": any(m.energy_estimated for v in variants for m in v.measurements.all()),
-    }
-
-
-@login_required
-def audit_detail(request, pk: int):
-    audit = get_object_or_404(audits_for_user(request.user), pk=pk)
-    return render(request, "audit/audit_detail.html", _report_context(audit))
 
 
 @login_required

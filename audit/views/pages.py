@@ -1,11 +1,11 @@
-"""Dashboard pages: the team overview, models, datasets and uploads."""
+"""Dashboard pages: models, datasets and uploads (the team overview is in reports.py)."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 
 from ..forms import AuditRequestForm, DatasetUploadForm, ModelUploadForm
-from ..selectors import audits_for_user, datasets_for_user, live_queues, model_assets_for_user, teams_for_user
+from ..selectors import audits_for_user, datasets_for_user, model_assets_for_user, teams_for_user
 from ..services.uploads import dataset_upload, model_version_upload
 from .audits import available_recipes
 
@@ -13,21 +13,6 @@ from .audits import available_recipes
 def _form_error(form, exc: ValidationError) -> None:
     for message in exc.messages:
         form.add_error("file" if exc.code in {"format", "too_large", "empty"} else None, message)
-
-
-@login_required
-def home(request):
-    teams = teams_for_user(request.user)
-    return render(
-        request,
-        "audit/home.html",
-        {
-            "teams": teams,
-            "models": model_assets_for_user(request.user)[:20],
-            "audits": audits_for_user(request.user)[:15],
-            "queues": live_queues(),
-        },
-    )
 
 
 @login_required
