@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from workers.engine import tradeoff as engine_tradeoff
+
 DEFAULT_MAX_ACCURACY_DROP_PTS = 1.0
 ACCURACY_METRICS = ("accuracy", "top1", "top-1", "acc")
 
@@ -50,19 +52,20 @@ def pick_accuracy(evaluations) -> float | None:
     return None
 
 
+def _as_engine_points(points: list[Point]) -> list[dict]:
+    """The engine's trade-off functions work on plain dicts; accuracy in percent is the metric."""
+    return [
+        {"recipe": p.key, "energy_j_per_inference": p.energy_j, "value": p.accuracy_pct, "point": p}
+        for p in points
+        if finite(p.energy_j) and finite(p.accuracy_pct)
+    ]
+
+
 def pareto_frontier(points: list[Point]) -> list[Point]:
     """The points no other point beats on both axes (less or equal energy and more or equal
     accuracy, strictly better on one), sorted by energy. Points without energy or accuracy
-    take no part."""
-    usable = [p for p in points if finite(p.energy_j) and finite(p.accuracy_pct)]
-    usable.sort(key=lambda p: (p.energy_j, -p.accuracy_pct))
-    frontier: list[Point] = []
-    best_accuracy = -math.inf
-    for p in usable:
-        if p.accuracy_pct > best_accuracy:
-            frontier.append(p)
-            best_accuracy = p.accuracy_pct
-    return frontier
+    take no part. Same rule as the engine's CLI summary (workers.engine.tradeoff)."""
+    return [d["point"] for d in engine_tradeoff.pareto_frontier(_as_engine_points(points))]
 
 
 def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY_DROP_PTS) -> Recommendation:
@@ -80,10 +83,15 @@ def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY
             accuracy_known=False,
             max_drop_pts=max_drop_pts,
         )
-    floor = baseline.accuracy_pct - max_drop_pts
-    eligible = [p for p in points if finite(p.energy_j) and finite(p.accuracy_pct) and p.accuracy_pct >= floor - 1e-9]
-    best = min(eligible, key=lambda p: (p.energy_j, -p.accuracy_pct, not p.is_baseline))
-    if best.is_baseline:
+    engine_points = _as_engine_points(points)
+    choice = engine_tradeoff.recommend(engine_points, baseline=baseline.key, max_accuracy_drop=max_drop_pts)
+    best: Point = choice["point"]["point"]
+    eligible = [
+        d["point"].key for d in engine_points
+        if engine_tradeoff.within_constraint(d["value"], baseline.accuracy_pct, higher_is_better=True,
+                                             max_accuracy_drop=max_drop_pts)
+    ]
+    if best.key == baseline.key:
         reason = f"No variant uses less energy than the baseline while losing at most {max_drop_pts:g} point(s) of accuracy."
     else:
         saved = 1 - best.energy_j / baseline.energy_j if baseline.energy_j else 0.0
@@ -91,9 +99,7 @@ def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY
         price = (f"for {drop:.2f} points of accuracy lost (limit {max_drop_pts:g})" if drop > 0
                  else f"with no accuracy lost ({-drop:+.2f} points)")
         reason = f"{best.key} uses {saved:.0%} less energy per inference than the baseline {price}."
-    return Recommendation(
-        best.key, reason, accuracy_known=True, max_drop_pts=max_drop_pts, candidates=tuple(p.key for p in eligible)
-    )
+    return Recommendation(best.key, reason, accuracy_known=True, max_drop_pts=max_drop_pts, candidates=tuple(eligible))
 
 
 def relative_change(new, old) -> float | None:
@@ -117,5 +123,8 @@ def yearly_footprint(
     (device energy; the facility's PUE multiplies it, as the engine does for carbon)."""
     if not all(finite(v) for v in (j_per_query, queries_per_day, pue, grid_g_per_kwh, price_per_kwh)):
         return None
-    kwh = j_per_query * queries_per_day * 365.0 / 3.6e6 * pue
-    return Savings(kwh_per_year=kwh, kgco2e_per_year=kwh * grid_g_per_kwh / 1000.0, cost_per_year=kwh * price_per_kwh)
+    year = engine_tradeoff.yearly_footprint(
+        j_per_query, queries_per_day=queries_per_day, intensity_g_per_kwh=grid_g_per_kwh, pue=pue,
+        price_per_kwh=price_per_kwh,
+    )
+    return Savings(**year)

@@ -88,17 +88,21 @@ def recommend(points: list[dict], *, baseline: str = "baseline", higher_is_bette
     return {"recipe": best["recipe"], "reason": reason, "point": best}
 
 
+def yearly_footprint(j_per_query: float, *, queries_per_day: float, intensity_g_per_kwh: float,
+                     pue: float = 1.0, price_per_kwh: float = 0.0) -> dict:
+    """Facility energy, emissions and cost of serving ``queries_per_day`` for a year."""
+    kwh = j_per_query * queries_per_day * DAYS_PER_YEAR / J_PER_KWH * pue
+    return {"kwh_per_year": kwh, "kgco2e_per_year": kwh * intensity_g_per_kwh / 1000.0,
+            "cost_per_year": kwh * price_per_kwh}
+
+
 def projected_savings(*, baseline_j_per_query: float, variant_j_per_query: float, queries_per_day: float,
                       intensity_g_per_kwh: float, pue: float = 1.0, price_per_kwh: float = 0.0,
                       currency: str = "USD") -> dict:
     """Yearly energy, emissions and cost of the baseline and the variant, and what is saved."""
-
-    def yearly(j_per_query: float) -> dict:
-        kwh = j_per_query * queries_per_day * DAYS_PER_YEAR / J_PER_KWH * pue
-        return {"kwh_per_year": kwh, "kgco2e_per_year": kwh * intensity_g_per_kwh / 1000.0,
-                "cost_per_year": kwh * price_per_kwh}
-
-    base, var = yearly(baseline_j_per_query), yearly(variant_j_per_query)
+    site = {"queries_per_day": queries_per_day, "intensity_g_per_kwh": intensity_g_per_kwh, "pue": pue,
+            "price_per_kwh": price_per_kwh}
+    base, var = yearly_footprint(baseline_j_per_query, **site), yearly_footprint(variant_j_per_query, **site)
     return {
         "queries_per_day": queries_per_day,
         "intensity_g_per_kwh": intensity_g_per_kwh,
