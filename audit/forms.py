@@ -109,21 +109,17 @@ class RecipeSpecsField(forms.MultipleChoiceField):
         return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
     def validate(self, value):
-        from workers.engine.recipes import RecipeSpecError, parse_recipe_spec
-
         if self.required and not value:
             raise forms.ValidationError(self.error_messages["required"], code="required")
-        for spec in value:
-            try:
-                parse_recipe_spec(spec)
-            except RecipeSpecError as exc:
-                raise forms.ValidationError(str(exc), code="invalid_recipe") from exc
 
     def clean(self, value):
-        from workers.engine.recipes import parse_recipe_list, spec_string
+        from workers.engine.recipes import RecipeSpecError, canonical_specs
 
         specs = super().clean(value)
-        return [spec_string(name, params) for name, params in parse_recipe_list(specs)]
+        try:
+            return canonical_specs(specs)
+        except RecipeSpecError as exc:
+            raise forms.ValidationError(str(exc), code="invalid_recipe") from exc
 
 
 class AuditRequestForm(forms.Form):

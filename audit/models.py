@@ -151,6 +151,8 @@ class Audit(models.Model):
     fingerprint = models.JSONField(default=dict, blank=True)
     engine_version = models.CharField(max_length=20, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # The baseline measured first and again last: relative change per batch size (thermal drift).
+    drift = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -195,6 +197,9 @@ class Variant(models.Model):
     flops = models.BigIntegerField(null=True, help_text="floating-point operations per inference (2 per multiply-add)")
     macs = models.BigIntegerField(null=True, help_text="multiply-accumulate operations per inference")
     layer_profile = models.JSONField(default=list, blank=True)
+    # What a reader must know about this variant, e.g. that masked pruning saves nothing on
+    # dense kernels, or which backend a quantisation recipe used.
+    notes = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["audit", "position"]

@@ -99,3 +99,23 @@ def test_cancel_a_queued_audit(member_client, team):
     audit = make_audit(team)
     member_client.post(reverse("audit-cancel", args=[audit.pk]))
     assert Audit.objects.get(pk=audit.pk).status == "cancelled"
+
+
+def test_parameterised_recipes_typed_on_the_form_reach_the_audit(member_client, team, monkeypatch):
+    monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: None)
+    version = make_version(team)
+    response = member_client.post(
+        reverse("audit-create", args=[version.pk]),
+        {"target": "cpu", "batch_sizes": "1", "recipes": ["baseline", "prune-unstructured:0.5, int8-dynamic"]},
+    )
+    assert response.status_code == 302
+    assert Audit.objects.get().options["recipes"] == ["baseline", "prune-unstructured:0.5", "int8-dynamic"]
+
+
+def test_unknown_recipe_is_refused_on_the_form(member_client, team):
+    version = make_version(team)
+    response = member_client.post(
+        reverse("audit-create", args=[version.pk]), {"target": "cpu", "batch_sizes": "1", "recipes": ["baseline", "turbo:9"]}
+    )
+    assert response.status_code == 400 and "turbo" in response.content.decode()
+    assert Audit.objects.count() == 0

@@ -131,8 +131,8 @@ class EvaluationSerializer(serializers.ModelSerializer):
 
 
 class VariantSerializer(serializers.ModelSerializer):
-    flops_per_inference = serializers.IntegerField(source="flops", read_only=True, allow_null=True)
-    macs_per_inference = serializers.IntegerField(source="macs", read_only=True, allow_null=True)
+    flops_per_sample = serializers.IntegerField(source="flops", read_only=True, allow_null=True)
+    macs_per_sample = serializers.IntegerField(source="macs", read_only=True, allow_null=True)
     measurements = MeasurementSerializer(many=True, read_only=True)
     evaluations = EvaluationSerializer(many=True, read_only=True)
 
@@ -140,7 +140,7 @@ class VariantSerializer(serializers.ModelSerializer):
         model = Variant
         fields = [
             "id", "position", "recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes",
-            "flops_per_inference", "macs_per_inference", "layer_profile", "measurements", "evaluations",
+            "flops_per_sample", "macs_per_sample", "layer_profile", "notes", "measurements", "evaluations",
         ]
         read_only_fields = fields
 
@@ -217,7 +217,7 @@ class AuditDetailSerializer(AuditSerializer):
 
     class Meta(AuditSerializer.Meta):
         fields = AuditSerializer.Meta.fields + [
-            "options", "fingerprint", "engine_version", "warnings", "attempts", "worker_hostname", "budget_results",
+            "options", "fingerprint", "engine_version", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
             "variants", "reviews",
         ]
         read_only_fields = fields
@@ -252,13 +252,13 @@ class AuditRequestSerializer(serializers.Serializer):
             self.fields["dataset"].queryset = datasets_for_user(request.user)
 
     def validate_recipes(self, value):
-        from ..views.audits import available_recipes
+        """Plain names and parameterised specs ("prune-unstructured:0.5"), as the form takes them."""
+        from workers.engine.recipes import RecipeSpecError, canonical_specs
 
-        known = available_recipes()
-        unknown = [r for r in value if r not in known]
-        if unknown:
-            raise serializers.ValidationError(f"Unknown recipes: {', '.join(unknown)}. Known: {', '.join(known)}.")
-        return value
+        try:
+            return canonical_specs(value)
+        except RecipeSpecError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
 
 # --- budgets ------------------------------------------------------------------------------

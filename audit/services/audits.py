@@ -249,6 +249,7 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
                 flops=doc.get("flops"),
                 macs=doc.get("macs"),
                 layer_profile=doc.get("layer_profile") or [],
+                notes=doc.get("notes") or [],
             )
             measurements += [_measurement_from_result(variant, m) for m in doc.get("measurements") or []]
             evaluation = doc.get("evaluation")
@@ -268,6 +269,7 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
         audit.fingerprint = result.get("fingerprint") or {}
         audit.engine_version = str(result.get("engine_version", ""))[:20]
         audit.warnings = result.get("warnings") or []
+        audit.drift = result.get("drift")
         audit.finished_at = timezone.now()
         audit.heartbeat_at = audit.finished_at
         audit.progress = 100.0

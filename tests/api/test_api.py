@@ -67,6 +67,15 @@ def test_unknown_recipe_is_refused(api, team):
     assert response.status_code == 400 and "recipes" in response.json()
 
 
+def test_parameterised_recipes_are_accepted_in_canonical_form(api, team, no_dispatch):
+    version = make_audit(team).model_version
+    response = api.post("/api/v1/audits/", {"model_version": version.pk,
+                                            "recipes": ["baseline", "prune-unstructured: 0.5", "distill"]}, format="json")
+    assert response.status_code == 201, response.json()
+    assert Audit.objects.get(pk=response.json()["id"]).options["recipes"] == [
+        "baseline", "prune-unstructured:0.5", "distill"]
+
+
 def test_audit_detail_has_variants_measurements_evaluations_budgets_and_reviews(api, team, member, lead):
     audit = finished_audit(team, user=member, result=two_variant_result())
     add_accuracy(audit, {"baseline": 0.9, "int8-dynamic": 0.88})
@@ -77,7 +86,7 @@ def test_audit_detail_has_variants_measurements_evaluations_budgets_and_reviews(
     assert [m["batch_size"] for m in baseline["measurements"]] == [1, 8]
     assert baseline["measurements"][0]["energy_j_per_inference"] == pytest.approx(0.002)
     assert baseline["evaluations"][0]["metric"] == "accuracy"
-    assert baseline["flops_per_inference"] == 4672
+    assert baseline["flops_per_sample"] == 4672
     assert body["reviews"][0]["comment"] == "looks fine" and body["review_status"] == "pending"
     assert body["hardware"] == "Test CPU (2 cores)" and body["budget_verdict"] == "" and body["budget_results"] == []
 

@@ -32,7 +32,7 @@ def test_csv_has_one_row_per_measurement_with_units_in_column_names(api, team, m
     assert len(rows) == 3  # baseline at batch 1 and 8, int8 at batch 1
     for column in ("model", "model_version", "variant", "batch_size", "hardware", "hardware_queue", "energy_method",
                    "energy_j_per_inference", "wh_per_1000_inferences", "latency_p50_ms", "latency_p95_ms",
-                   "avg_power_w", "co2e_g_per_inference", "throughput_samples_per_s", "flops_per_inference"):
+                   "avg_power_w", "co2e_g_per_inference", "throughput_samples_per_s", "flops_per_sample"):
         assert column in rows[0], column
     first = rows[0]
     assert first["audit_id"] == str(audit.pk) and first["model"] == "digits-mlp"

@@ -194,3 +194,18 @@ def test_badge_is_private_unless_published(client, member_client, team, outsider
     unrated = make_version(team, name="fresh")
     assert "unrated" in client.get(reverse("badge", args=[unrated.pk])).content.decode()
     assert client.get(reverse("badge", args=[999999])).status_code == 404
+
+
+def test_report_shows_variant_notes_and_baseline_drift(client, team, member):
+    """The engine's notes (e.g. which backend a recipe used, or that masked pruning saves
+    nothing on dense kernels) and the baseline's first-vs-last drift reach the page."""
+    from .helpers import engine_result, stored_engine_audit
+
+    audit = stored_engine_audit(team)
+    client.force_login(member)
+    from django.utils.html import escape
+
+    page = client.get(audit.get_absolute_url()).content.decode()
+    noted = [v for v in engine_result()["variants"] if v.get("notes")]
+    assert noted and all(escape(note) in page for v in noted for note in v["notes"])
+    assert 'id="drift-table"' in page

@@ -229,6 +229,13 @@ def parse_recipe_list(text) -> list[tuple[str, dict]]:
     return out
 
 
+def canonical_specs(values) -> list[str]:
+    """Specs as people type them ("distill", "prune-unstructured: 0.5") -> the canonical
+    strings the engine takes ("distill:100", "prune-unstructured:0.5"); RecipeSpecError with
+    a message for the first bad one."""
+    return [spec_string(name, params) for name, params in parse_recipe_list(values)]
+
+
 def recipe_names() -> list[str]:
     return list(RECIPES)
 
