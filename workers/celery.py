@@ -21,12 +21,13 @@ app = Celery("energy_audit")
 def _broker_transport_options() -> dict:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         folder = settings.CELERY_FS_BROKER_DIR
-        for sub in ("out", "processed"):
+        for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "out"),
             "data_folder_out": str(folder / "out"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     return {

@@ -2,18 +2,18 @@
 import logging
 import time
 
-from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from audit.services import audits as audit_services
+from workers.celery import app  # tasks bind to our configured app, in the web process too
 from workers.engine.errors import EngineFailure
 from workers.runner import AuditLost, build_engine_request, run_engine_for_audit
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="workers.tasks.run_audit", max_retries=None)
+@app.task(bind=True, name="workers.tasks.run_audit", max_retries=None)
 def run_audit(self, audit_id: int) -> str:
     claim = audit_services.audit_claim(audit_id=audit_id, hostname=self.request.hostname or "unknown")
     if claim.outcome == "busy":
@@ -59,7 +59,7 @@ def _failure_message(exc: EngineFailure) -> str:
     return f"{prefix}: {exc.message}"
 
 
-@shared_task(name="workers.tasks.reap_stale_audits")
+@app.task(name="workers.tasks.reap_stale_audits")
 def reap_stale_audits() -> dict:
     started = time.monotonic()
     counts = audit_services.audits_reap_stale()
