@@ -74,7 +74,7 @@ def main() -> int:
             (out / f"{name}.json").write_text(json.dumps(result, indent=1))
             fp = result["fingerprint"]
             gpu = fp.get("gpu") or {}
-            print(f"\n== {name} on {gpu.get('name', '?')} (driver {gpu.get('driver', '?')}, "
+            print(f"\n== {name} on {gpu.get('name', '?')} (driver {fp.get('gpu_driver', '?')}, "
                   f"torch {fp.get('versions', {}).get('torch', '?')}), {time.monotonic() - started:.0f} s")
             print(summary_table(result))
             for v in result["variants"]:
