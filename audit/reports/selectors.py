@@ -13,6 +13,8 @@ from ..models import Audit, Evaluation, Measurement, ModelAsset, Variant
 from ..templatetags import units
 from . import figures
 from .ratings import hardware_class, rating_for_version
+from workers.engine import tradeoff as engine_tradeoff
+
 from .tradeoff import Point, Recommendation, finite, pareto_frontier, pick_accuracy, recommend, relative_change, yearly_footprint
 
 DEFAULT_QUERIES_PER_DAY = 1_000_000
@@ -194,7 +196,10 @@ def audit_report_context(audit: Audit, *, batch: int | None = None, max_drop_pts
     baseline = next((r for r in rows if r.is_baseline and r.ref), None)
     points = [r.point for r in rows if r.ref]
     frontier = pareto_frontier(points)
-    rec: Recommendation = recommend(points, **({"max_drop_pts": max_drop_pts} if max_drop_pts is not None else {}))
+    rec: Recommendation = recommend(
+        points, min_saving_rel=engine_tradeoff.noise_floor(audit.drift),
+        **({"max_drop_pts": max_drop_pts} if max_drop_pts is not None else {}),
+    )
     frontier_keys = {p.key for p in frontier}
     for r in rows:
         r.is_recommended = r.key == rec.key

@@ -68,10 +68,12 @@ def pareto_frontier(points: list[Point]) -> list[Point]:
     return [d["point"] for d in engine_tradeoff.pareto_frontier(_as_engine_points(points))]
 
 
-def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY_DROP_PTS) -> Recommendation:
+def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY_DROP_PTS,
+              min_saving_rel: float = 0.0) -> Recommendation:
     """The least energy per inference among the variants that lose at most `max_drop_pts`
-    points of accuracy against the baseline. Without the baseline's accuracy nothing is
-    recommended: the accuracy price of a saving is unknown, and inventing one is worse."""
+    points of accuracy against the baseline and save more than `min_saving_rel` (the
+    measurement noise: a saving within it is no saving). Without the baseline's accuracy
+    nothing is recommended: the accuracy price of a saving is unknown, and inventing one is worse."""
     baseline = next((p for p in points if p.is_baseline), None)
     if baseline is None or not finite(baseline.energy_j):
         return Recommendation(None, "No measured baseline to compare against.", accuracy_known=False, max_drop_pts=max_drop_pts)
@@ -84,14 +86,19 @@ def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY
             max_drop_pts=max_drop_pts,
         )
     engine_points = _as_engine_points(points)
-    choice = engine_tradeoff.recommend(engine_points, baseline=baseline.key, max_accuracy_drop=max_drop_pts)
+    choice = engine_tradeoff.recommend(engine_points, baseline=baseline.key, max_accuracy_drop=max_drop_pts,
+                                       min_saving_rel=min_saving_rel)
     best: Point = choice["point"]["point"]
     eligible = [
-        d["point"].key for d in engine_points
+        d["point"] for d in engine_points
         if engine_tradeoff.within_constraint(d["value"], baseline.accuracy_pct, higher_is_better=True,
                                              max_accuracy_drop=max_drop_pts)
     ]
-    if best.key == baseline.key:
+    if best.key == baseline.key and any(p.energy_j < baseline.energy_j for p in eligible if p is not baseline):
+        reason = (f"No variant saves more than the measurement noise ({min_saving_rel:.0%}: the baseline's own "
+                  f"change between its first and last measurement, at least 5%) while losing at most "
+                  f"{max_drop_pts:g} point(s) of accuracy; the baseline stays.")
+    elif best.key == baseline.key:
         reason = f"No variant uses less energy than the baseline while losing at most {max_drop_pts:g} point(s) of accuracy."
     else:
         saved = 1 - best.energy_j / baseline.energy_j if baseline.energy_j else 0.0
@@ -99,7 +106,8 @@ def recommend(points: list[Point], *, max_drop_pts: float = DEFAULT_MAX_ACCURACY
         price = (f"for {drop:.2f} points of accuracy lost (limit {max_drop_pts:g})" if drop > 0
                  else f"with no accuracy lost ({-drop:+.2f} points)")
         reason = f"{best.key} uses {saved:.0%} less energy per inference than the baseline {price}."
-    return Recommendation(best.key, reason, accuracy_known=True, max_drop_pts=max_drop_pts, candidates=tuple(eligible))
+    return Recommendation(best.key, reason, accuracy_known=True, max_drop_pts=max_drop_pts,
+                          candidates=tuple(p.key for p in eligible))
 
 
 def relative_change(new, old) -> float | None:

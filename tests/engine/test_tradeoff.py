@@ -92,3 +92,21 @@ def test_no_evaluation_means_no_recommendation():
 def test_tradeoff_imports_no_torch():
     code = "import sys, workers.engine.tradeoff; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_noise_floor_is_the_baseline_drift_and_at_least_five_percent():
+    from workers.engine.tradeoff import noise_floor
+
+    assert noise_floor(None) == 0.05
+    assert noise_floor({"max_abs_rel_change": 0.02}) == 0.05
+    assert noise_floor({"max_abs_rel_change": 0.3}) == 0.3
+
+
+def test_recommend_ignores_savings_inside_the_noise():
+    from workers.engine.tradeoff import recommend
+
+    points = [{"recipe": "baseline", "energy_j_per_inference": 1.0, "value": 0.9},
+              {"recipe": "noise", "energy_j_per_inference": 0.97, "value": 0.9}]
+    rec = recommend(points, min_saving_rel=0.05)
+    assert rec["recipe"] == "baseline" and "noise" in rec["reason"]
+    assert recommend(points, min_saving_rel=0.0)["recipe"] == "noise"

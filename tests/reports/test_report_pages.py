@@ -74,7 +74,10 @@ def test_report_of_a_real_engine_result(member_client, team, django_assert_max_n
     with django_assert_max_num_queries(12):
         page = member_client.get(audit.get_absolute_url()).content.decode()
     clean(page)
-    assert "Recommended: prune-structured:0.3" in page
+    # This run's baseline moved by up to 95% between its first and last measurement (a busy
+    # machine), so no saving is told apart from noise and nothing beats the baseline.
+    assert audit.drift["max_abs_rel_change"] > 0.9
+    assert "Recommended: baseline" in page and "measurement noise (95%" in page
     assert page.count('data-variant="') == audit.variants.count() == 14
     assert "runs on cuda, not cpu" in page and "applies to onnx models" in page  # skipped, with reasons
     assert "97.22%" in page and "Summary at batch size 1" in page

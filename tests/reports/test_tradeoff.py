@@ -63,3 +63,17 @@ def test_relative_change_and_footprint():
     assert year.kgco2e_per_year == pytest.approx(kwh * 0.4)
     assert year.cost_per_year == pytest.approx(kwh * 0.2)
     assert yearly_footprint(j_per_query=math.nan, queries_per_day=1, pue=1, grid_g_per_kwh=1, price_per_kwh=1) is None
+
+
+def test_a_saving_within_the_measurement_noise_is_not_recommended():
+    from audit.reports.tradeoff import Point, recommend
+
+    points = [
+        Point("baseline", 1.00, accuracy_pct=95.0, is_baseline=True),
+        Point("prune-unstructured:0.5", 0.92, accuracy_pct=95.0),  # 8% "saving" on dense kernels
+        Point("int8-dynamic", 0.40, accuracy_pct=94.8),
+    ]
+    assert recommend(points, min_saving_rel=0.10).key == "int8-dynamic"
+    noisy = recommend(points[:2], min_saving_rel=0.10)
+    assert noisy.key == "baseline" and "measurement noise (10%" in noisy.reason
+    assert recommend(points[:2], min_saving_rel=0.0).key == "prune-unstructured:0.5"

@@ -28,6 +28,17 @@ DEFAULTS = {
 }
 
 
+# A saving smaller than this is not told apart from run-to-run noise, even on a quiet machine.
+MIN_NOISE_FLOOR = 0.05
+
+
+def noise_floor(drift: dict | None) -> float:
+    """The smallest relative energy saving a recommendation may rest on: the baseline's own
+    first-vs-last change during the audit (the ``drift`` entry), and at least 5%."""
+    worst = (drift or {}).get("max_abs_rel_change")
+    return max(MIN_NOISE_FLOOR, float(worst)) if worst is not None else MIN_NOISE_FLOOR
+
+
 def _better_or_equal(a: float, b: float, higher_is_better: bool) -> bool:
     return a >= b if higher_is_better else a <= b
 
@@ -63,23 +74,30 @@ def within_constraint(value: float, baseline_value: float, *, higher_is_better: 
 def recommend(points: list[dict], *, baseline: str = "baseline", higher_is_better: bool = True,
               max_accuracy_drop: float = DEFAULTS["max_accuracy_drop"],
               max_metric_increase_rel: float = DEFAULTS["max_metric_increase_rel"],
-              energy_key: str = "energy_j_per_inference") -> dict:
-    """The lowest-energy point whose metric stays within the constraint of the baseline's.
+              energy_key: str = "energy_j_per_inference", min_saving_rel: float = 0.0) -> dict:
+    """The lowest-energy point whose metric stays within the constraint of the baseline's and
+    whose saving exceeds ``min_saving_rel`` (the measurement noise, see ``noise_floor``): a
+    variant that is cheaper only by noise is not recommended over the baseline.
 
     Returns ``{"recipe": str | None, "reason": str, "point": dict | None}``.
     """
     base = next((p for p in points if p["recipe"] == baseline), None)
     if base is None or base.get("value") is None or base.get(energy_key) is None:
         return {"recipe": None, "reason": f"no measured and evaluated {baseline!r} to compare with", "point": None}
-    ok = [p for p in points
-          if p.get(energy_key) is not None and p.get("value") is not None
-          and within_constraint(p["value"], base["value"], higher_is_better=higher_is_better,
-                                max_accuracy_drop=max_accuracy_drop,
-                                max_metric_increase_rel=max_metric_increase_rel)]
+    within = [p for p in points
+              if p.get(energy_key) is not None and p.get("value") is not None
+              and within_constraint(p["value"], base["value"], higher_is_better=higher_is_better,
+                                    max_accuracy_drop=max_accuracy_drop,
+                                    max_metric_increase_rel=max_metric_increase_rel)]
+    ceiling = base[energy_key] * (1.0 - min_saving_rel)
+    ok = [p for p in within if p is base or p[energy_key] < ceiling]
     best = min(ok, key=lambda p: (p[energy_key], -p["value"] if higher_is_better else p["value"]))
     limit = (f"at most {max_accuracy_drop:g} lost" if higher_is_better
              else f"at most {max_metric_increase_rel:.0%} higher")
-    if best["recipe"] == base["recipe"]:
+    if best["recipe"] == base["recipe"] and any(p[energy_key] < base[energy_key] for p in within if p is not base):
+        reason = (f"no variant saves more than the measurement noise ({min_saving_rel:.0%}) over {baseline} "
+                  f"with its metric {limit}")
+    elif best["recipe"] == base["recipe"]:
         reason = f"no variant uses less energy than {baseline} with its metric {limit}"
     else:
         saved = 1.0 - best[energy_key] / base[energy_key] if base[energy_key] else 0.0
@@ -169,8 +187,10 @@ def build_tradeoff(result: dict, options: dict | None = None) -> dict:
                          savings=None)
         else:
             entry["frontier"] = [p["recipe"] for p in pareto_frontier(points, higher_is_better=higher)]
+            entry["noise_floor"] = noise_floor(result.get("drift"))
             rec = recommend(points, higher_is_better=higher, max_accuracy_drop=float(opts["max_accuracy_drop"]),
-                            max_metric_increase_rel=float(opts["max_metric_increase_rel"]))
+                            max_metric_increase_rel=float(opts["max_metric_increase_rel"]),
+                            min_saving_rel=entry["noise_floor"])
             entry["recommended"] = rec["recipe"]
             entry["recommended_reason"] = rec["reason"]
             base = next((p for p in points if p["recipe"] == "baseline"), None)
