@@ -1,6 +1,6 @@
 """Profile a model: load it, count its FLOPs, measure every variant at every batch size.
 
-``profile_model`` produces the result document of docs/ENGINE_CONTRACT.md;
+``profile_model`` produces the result document of docs/ENGINE_INTERFACE.md;
 ``run_request`` maps a sandbox request onto it (the child process calls it).
 
 Variants come from recipes. A recipe is a named, parameterised transformation of the loaded
@@ -553,7 +553,7 @@ def _drift(baseline_doc: dict, last: dict) -> dict:
 
 
 def run_request(request: dict, progress: Callable[[dict], None]) -> dict:
-    """Run one sandbox request (see docs/ENGINE_CONTRACT.md) and return the result document."""
+    """Run one sandbox request (see docs/ENGINE_INTERFACE.md) and return the result document."""
     command = request.get("command", "profile")
     if command != "profile":
         raise LoadError(f"unknown engine command {command!r}; only 'profile' is supported")
