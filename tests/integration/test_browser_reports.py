@@ -106,7 +106,9 @@ def test_compare_two_audits_in_the_browser(browser_page, live_server, member, te
     real = stored_engine_audit(team, model_version=make_version(team, name="digits-mlp", label="v1"))
     page.goto(f"{live_server.url}/audits/{real.pk}/")
     assert_charts_drawn(page, REPORT_CHARTS)
-    assert "Recommended: prune-structured:0.3" in page.inner_text("#recommendation")
+    # that run's baseline drifted by 95% on a busy machine: no saving beats the noise
+    assert "Recommended: baseline" in page.inner_text("#recommendation")
+    assert "measurement noise" in page.inner_text("#recommendation")
     page.screenshot(path=str(SCREENSHOTS / "report-with-accuracy.png"), full_page=True)
     page.locator("#kpis").screenshot(path=str(SCREENSHOTS / "report-with-accuracy-summary.png"))
     page.locator("#variant-table").screenshot(path=str(SCREENSHOTS / "report-with-accuracy-variants.png"))
