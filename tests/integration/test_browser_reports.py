@@ -9,7 +9,7 @@ from audit.models import Audit
 from ..models import MLP_CONFIG, mlp_safetensors_bytes
 from ..reports.helpers import stored_audit, stored_engine_audit, variant_doc
 from ..factories import make_version
-from .test_browser import SCREENSHOTS, browser_page  # noqa: F401  (the fixture)
+from .conftest import SCREENSHOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.timeout(300)]
 REPORT_CHARTS = ("chart-tradeoff", "chart-batch", "chart-power", "chart-layers", "chart-breakdown")
@@ -29,7 +29,7 @@ def assert_charts_drawn(page, ids):
         assert page.locator(f"#{chart} .main-svg").count() >= 1, chart
 
 
-def test_full_report_flow_in_the_browser(browser_page, live_server, member, start_worker, tmp_path):  # noqa: F811
+def test_full_report_flow_in_the_browser(browser_page, live_server, member, start_worker, tmp_path):
     start_worker()
     page = browser_page
     missing = []
@@ -84,7 +84,7 @@ def test_full_report_flow_in_the_browser(browser_page, live_server, member, star
     page.screenshot(path=str(SCREENSHOTS / "badge.png"))
 
 
-def test_compare_two_audits_in_the_browser(browser_page, live_server, member, team, transactional_db):  # noqa: F811
+def test_compare_two_audits_in_the_browser(browser_page, live_server, member, team, transactional_db):
     page = browser_page
     a = stored_audit(team, [variant_doc("baseline", energy=0.004, accuracy=0.95, batch_sizes=(1, 8, 32)),
                             variant_doc("fp16", energy=0.002, accuracy=0.948, batch_sizes=(1, 8, 32))],
