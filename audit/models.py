@@ -144,6 +144,9 @@ class Audit(models.Model):
     stage = models.CharField(max_length=60, blank=True)
     progress = models.FloatField(default=0.0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the task was last handed to the broker; the reaper sends it again if a queued
+    # audit's message was lost (a broker restart, a failed dispatch).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     worker_hostname = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
@@ -217,7 +220,8 @@ class Measurement(models.Model):
     latency_p50_ms = models.FloatField()
     latency_p95_ms = models.FloatField()
     latency_p99_ms = models.FloatField()
-    latency_ci95_ms = models.FloatField()
+    # None when a single call was all the time cap allowed: no interval can be computed.
+    latency_ci95_ms = models.FloatField(null=True)
     throughput_samples_per_s = models.FloatField()
     energy_j_per_inference = models.FloatField(db_index=True)
     energy_j_per_inference_active = models.FloatField()

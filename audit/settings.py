@@ -140,6 +140,9 @@ AUDIT_MAX_ATTEMPTS = env.int("AUDIT_MAX_ATTEMPTS", default=3)
 AUDIT_HEARTBEAT_S = env.float("AUDIT_HEARTBEAT_S", default=10.0)
 AUDIT_STALE_AFTER_S = env.int("AUDIT_STALE_AFTER_S", default=120)
 AUDIT_REAPER_INTERVAL_S = env.float("AUDIT_REAPER_INTERVAL_S", default=60.0)
+# A queued audit not claimed this long after its message was sent is sent again (a broker
+# restart without persistence loses queued messages). Audits wait for busy workers meanwhile.
+AUDIT_RESEND_QUEUED_AFTER_S = env.int("AUDIT_RESEND_QUEUED_AFTER_S", default=1800)
 WORKER_STALE_AFTER_S = env.int("WORKER_STALE_AFTER_S", default=120)
 
 # --- email, security -------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_reaper_requeues_then_fails(team, settings, no_dispatch, django_capture_
     give_up = make_audit(team, status=Audit.Status.RUNNING, attempts=settings.AUDIT_MAX_ATTEMPTS, heartbeat_at=stale)
     with django_capture_on_commit_callbacks(execute=True):
         counts = services.audits_reap_stale()
-    assert counts == {"requeued": 1, "failed": 1}
+    assert counts == {"requeued": 1, "failed": 1, "resent": 0}
     statuses = dict(Audit.objects.values_list("pk", "status"))
     assert statuses == {fresh.pk: "running", retry.pk: "queued", give_up.pk: "failed"}
     assert no_dispatch == [(retry.pk, "cpu")]
@@ -141,3 +141,59 @@ def test_measurement_doc_fields_all_stored(team):
     m = Measurement.objects.get()
     assert (m.batch_size, m.flags, m.energy_method, m.energy_estimated) == (4, ["contended"], "rapl", False)
     assert m.power_trace == [[0.0, 9.8], [0.5, 10.1]]
+
+
+def test_reaper_resends_queued_audits_whose_message_was_lost(team, settings, no_dispatch):
+    long_ago = timezone.now() - timedelta(seconds=settings.AUDIT_RESEND_QUEUED_AFTER_S + 60)
+    lost = make_audit(team)
+    Audit.objects.filter(pk=lost.pk).update(created_at=long_ago, dispatched_at=long_ago)
+    never_sent = make_audit(team)
+    Audit.objects.filter(pk=never_sent.pk).update(created_at=long_ago)
+    recent = make_audit(team)  # its message is presumably still on its way
+    counts = services.audits_reap_stale()
+    assert counts["resent"] == 2
+    assert sorted(no_dispatch) == sorted([(lost.pk, "cpu"), (never_sent.pk, "cpu")])
+    assert recent.pk not in [pk for pk, _ in no_dispatch]
+
+
+def test_reaper_leaves_an_audit_whose_heartbeat_arrived_meanwhile(team, settings):
+    stale = timezone.now() - timedelta(seconds=settings.AUDIT_STALE_AFTER_S + 5)
+    audit = make_audit(team, status=Audit.Status.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    # the reaper saw a stale heartbeat, but the worker beat just before the UPDATE
+    assert not services.audit_requeue(audit_id=audit.pk, attempt=1, reason="x", stale_before=stale)
+    assert Audit.objects.get(pk=audit.pk).status == "running"
+
+
+def test_audits_go_only_to_hardware_queues(member, team):
+    from django.core.exceptions import ValidationError
+
+    from .factories import make_version
+
+    version = make_version(team)
+    for queue in ("maintenance", "celery", "", "gpu h100"):
+        with pytest.raises(ValidationError):
+            services.audit_request(user=member, model_version=version, target_queue=queue)
+    assert Audit.objects.count() == 0
+
+
+def test_a_result_that_cannot_be_stored_fails_the_audit_with_the_reason(team, monkeypatch):
+    from workers import tasks
+
+    audit = make_audit(team)
+    monkeypatch.setattr(tasks, "build_engine_request", lambda audit: {})
+    doc = result_doc()
+    doc["variants"][0]["measurements"][0]["latency_ms_p50"] = None  # a figure the table requires
+    monkeypatch.setattr(tasks, "run_engine_for_audit", lambda **kw: doc)
+    with pytest.raises(Exception):
+        tasks.run_audit.run(audit.pk)
+    audit.refresh_from_db()
+    assert audit.status == "failed" and "could not be stored" in audit.error
+
+
+def test_a_single_call_measurement_without_interval_is_stored(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [measurement_doc(1, latency_ci95_ms=None, iterations=1, windows=1)]
+    assert services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
+    assert Measurement.objects.get().latency_ci95_ms is None

@@ -43,7 +43,11 @@ def run_audit(self, audit_id: int) -> str:
     except Exception as exc:  # a bug of ours: record it on the audit, then let Celery log it
         audit_services.audit_fail(audit_id=audit_id, attempt=attempt, error=f"Internal error: {exc!r}")
         raise
-    audit_services.audit_store_result(audit_id=audit_id, attempt=attempt, result=result)
+    try:
+        audit_services.audit_store_result(audit_id=audit_id, attempt=attempt, result=result)
+    except Exception as exc:  # the measurement is done but could not be stored: say so, then let Celery log it
+        audit_services.audit_fail(audit_id=audit_id, attempt=attempt, error=f"The result could not be stored: {exc!r}")
+        raise
     return "stored"
 
 

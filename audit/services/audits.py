@@ -4,6 +4,8 @@ Every write made on behalf of a running task is conditional on the attempt that
 claimed the audit, so a worker that lost its claim (the reaper requeued it,
 someone cancelled it, another worker took the redelivered task) cannot overwrite
 the state; its writes match no row and it stops."""
+import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,6 +18,8 @@ from django.utils import timezone
 from ..models import Audit, Dataset, Evaluation, Measurement, ModelVersion, Variant
 from .budgets import audit_budgets_check
 
+log = logging.getLogger(__name__)
+
 DEFAULT_BATCH_SIZES = [1, 8]
 DEFAULT_RECIPES = ["baseline"]
 MAX_BATCH_SIZE = 4096
@@ -25,6 +29,24 @@ def _dispatch(audit_id: int, queue: str) -> None:
     from workers.tasks import run_audit  # the Celery app needs Django set up first
 
     run_audit.apply_async(args=[audit_id], queue=queue)
+    Audit.objects.filter(pk=audit_id, status=Audit.Status.QUEUED).update(dispatched_at=timezone.now())
+
+
+def _dispatch_on_commit(audit_id: int, queue: str) -> None:
+    """Send the task once the row is committed. A broker that is down does not lose the
+    request: the audit stays queued and the reaper sends it again."""
+    transaction.on_commit(lambda: _dispatch(audit_id, queue), robust=True)
+
+
+HARDWARE_QUEUE = re.compile(r"^(cpu|gpu)[\w.-]{0,50}$")
+
+
+def check_target_queue(queue: str) -> None:
+    """Audits go to hardware queues only (cpu, gpu, gpu-h100, ...), never to maintenance."""
+    if not HARDWARE_QUEUE.match(queue or ""):
+        raise ValidationError(
+            f"“{queue}” is not a hardware queue: use cpu, gpu or a name starting with one of them (e.g. gpu-h100)."
+        )
 
 
 def carbon_settings(team) -> dict:
@@ -51,6 +73,7 @@ def audit_request(
     engine_options: dict | None = None,
 ) -> Audit:
     """Create an audit and dispatch it to its hardware queue once the row is committed."""
+    check_target_queue(target_queue)
     batch_sizes = sorted(set(batch_sizes or DEFAULT_BATCH_SIZES))
     if any(b < 1 or b > MAX_BATCH_SIZE for b in batch_sizes):
         raise ValidationError(f"Batch sizes must be between 1 and {MAX_BATCH_SIZE}.")
@@ -74,7 +97,7 @@ def audit_request(
         requested_by=user,
         stage="waiting for a worker",
     )
-    transaction.on_commit(lambda: _dispatch(audit.pk, target_queue))
+    _dispatch_on_commit(audit.pk, target_queue)
     return audit
 
 
@@ -131,7 +154,10 @@ def audit_claim(*, audit_id: int, hostname: str) -> Claim:
 
 
 def _fail_exhausted(audit: Audit) -> None:
-    Audit.objects.filter(pk=audit.pk, status__in=[Audit.Status.QUEUED, Audit.Status.RUNNING]).update(
+    now = timezone.now()
+    Audit.objects.filter(pk=audit.pk, attempts=audit.attempts).filter(
+        Q(status=Audit.Status.QUEUED) | Q(status=Audit.Status.RUNNING, heartbeat_at__lt=_stale_before(now))
+    ).update(
         status=Audit.Status.FAILED,
         finished_at=timezone.now(),
         error=(
@@ -167,13 +193,18 @@ def audit_fail(*, audit_id: int, attempt: int, error: str) -> bool:
     )
 
 
-def audit_requeue(*, audit_id: int, attempt: int, reason: str) -> bool:
-    """Give the audit back to the queue (a transient failure); it is dispatched again."""
+def audit_requeue(*, audit_id: int, attempt: int, reason: str, stale_before=None) -> bool:
+    """Give the audit back to the queue (a transient failure); it is dispatched again.
+    With `stale_before`, only while its heartbeat is still older than that (the reaper's
+    check, repeated in the UPDATE so a heartbeat written meanwhile wins)."""
+    running = _running(audit_id, attempt)
+    if stale_before is not None:
+        running = running.filter(heartbeat_at__lt=stale_before)
     with transaction.atomic():
-        updated = _running(audit_id, attempt).update(status=Audit.Status.QUEUED, stage=f"requeued: {reason}"[:60])
+        updated = running.update(status=Audit.Status.QUEUED, stage=f"requeued: {reason}"[:60])
         if updated:
             audit = Audit.objects.get(pk=audit_id)
-            transaction.on_commit(lambda: _dispatch(audit.pk, audit.target_queue))
+            _dispatch_on_commit(audit.pk, audit.target_queue)
     return updated == 1
 
 
@@ -296,9 +327,30 @@ def audits_reap_stale(*, now=None) -> dict:
     requeued = failed = 0
     for audit in stale:
         if audit.attempts < settings.AUDIT_MAX_ATTEMPTS:
-            if audit_requeue(audit_id=audit.pk, attempt=audit.attempts, reason="worker stopped responding"):
+            if audit_requeue(audit_id=audit.pk, attempt=audit.attempts, reason="worker stopped responding",
+                             stale_before=_stale_before(now)):
                 requeued += 1
         else:
             _fail_exhausted(audit)
             failed += 1
-    return {"requeued": requeued, "failed": failed}
+    return {"requeued": requeued, "failed": failed, "resent": audits_resend_lost(now=now)}
+
+
+def audits_resend_lost(*, now=None) -> int:
+    """Queued audits whose message may be lost (never sent, or sent long ago and still not
+    claimed): send them again. Harmless if the first message is still there: the claim lets
+    one task run the audit and the other finds it taken."""
+    now = now or timezone.now()
+    before = now - timedelta(seconds=settings.AUDIT_RESEND_QUEUED_AFTER_S)
+    lost = Audit.objects.filter(status=Audit.Status.QUEUED, created_at__lt=before).filter(
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=before)
+    )
+    resent = 0
+    for audit in lost.only("pk", "target_queue"):
+        try:
+            _dispatch(audit.pk, audit.target_queue)
+        except Exception:  # the broker is still away; the next round tries again
+            log.warning("could not resend audit %s", audit.pk, exc_info=True)
+            break
+        resent += 1
+    return resent
