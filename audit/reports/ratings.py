@@ -11,6 +11,8 @@ The ranking is kept in the process until the set of succeeded audits changes (se
 - The figure: the baseline variant's energy per sample at the smallest batch size the audit
   measured, as Wh per 1,000 one-sample inferences (equal to `wh_per_1000_inferences` at
   batch size 1, which the audit form asks for by default).
+- Estimated energy (estimate-tdp) is ranked only against estimated energy, measured only
+  against measured: the two are never mixed in one group.
 - Hardware class: the GPU's name for CUDA audits, else the CPU model (see
   `hardware_class_expression`), the same rule as `selectors.describe_hardware`.
 - Rating 5 is the most efficient fifth of its group, 1 the least:
@@ -39,9 +41,10 @@ class Rating:
     audit_id: int
     task: str
     hardware_class: str
-    wh_per_1000: float
+    wh_per_1000: float  # Wh per 1,000 samples (one-sample inferences)
     rating: int
     group_size: int
+    estimated: bool = False  # estimated energy is ranked only against estimated energy
 
     @property
     def label(self) -> str:
@@ -93,6 +96,7 @@ def candidates():
             task=F(f"{audit}model_version__asset__task"),
             hw=hardware_class_expression(audit),
             j_per_sample=F("energy_j_per_sample"),
+            est=F("energy_estimated"),
             pick=Window(
                 RowNumber(),
                 # A version audited on two hardware classes is rated in each.
@@ -101,7 +105,7 @@ def candidates():
             ),
         )
         .order_by()
-        .values("model_version_id", "audit_id", "team_id", "task", "hw", "j_per_sample", "pick")
+        .values("model_version_id", "audit_id", "team_id", "task", "hw", "est", "j_per_sample", "pick")
     )
     return ranked
 
@@ -111,12 +115,15 @@ def _ranked_sql(inner_qs) -> tuple[str, list]:
     q = connection.ops.quote_name
     ranked = (
         f"SELECT c.{q('model_version_id')} AS mv, c.{q('audit_id')} AS audit_id, c.{q('team_id')} AS team_id, "
-        f"c.{q('task')} AS task, c.{q('hw')} AS hw, c.{q('j_per_sample')} * 1000.0 / 3600.0 AS wh, "
-        f"PERCENT_RANK() OVER (PARTITION BY c.{q('task')}, c.{q('hw')} ORDER BY c.{q('j_per_sample')}) AS pr, "
-        f"COUNT(*) OVER (PARTITION BY c.{q('task')}, c.{q('hw')}) AS n "
+        f"c.{q('task')} AS task, c.{q('hw')} AS hw, c.{q('est')} AS est, "
+        f"c.{q('j_per_sample')} * 1000.0 / 3600.0 AS wh, "
+        f"PERCENT_RANK() OVER (PARTITION BY c.{q('task')}, c.{q('hw')}, c.{q('est')} "
+        f"ORDER BY c.{q('j_per_sample')}) AS pr, "
+        f"COUNT(*) OVER (PARTITION BY c.{q('task')}, c.{q('hw')}, c.{q('est')}) AS n "
         f"FROM ({sql}) c WHERE c.{q('pick')} = 1"
     )
-    return f"SELECT mv, audit_id, team_id, task, hw, wh, pr, n FROM ({ranked}) r ORDER BY wh DESC, audit_id", list(params)
+    return (f"SELECT mv, audit_id, team_id, task, hw, est, wh, pr, n FROM ({ranked}) r ORDER BY wh DESC, audit_id",
+            list(params))
 
 
 def _rating_from_rank(pr: float) -> int:
@@ -152,9 +159,10 @@ def ranking() -> _Ranking:
     rows = []
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for mv, audit_id, team_id, task, hw, wh, pr, n in cursor.fetchall():
+        for mv, audit_id, team_id, task, hw, est, wh, pr, n in cursor.fetchall():
             rows.append((team_id, Rating(model_version_id=mv, audit_id=audit_id, task=task, hardware_class=hw,
-                                         wh_per_1000=wh, rating=_rating_from_rank(pr or 0.0), group_size=n)))
+                                         wh_per_1000=wh, rating=_rating_from_rank(pr or 0.0), group_size=n,
+                                         estimated=bool(est))))
     by_version: dict[int, list[Rating]] = {}
     for _, rating in rows:
         by_version.setdefault(rating.model_version_id, []).append(rating)

@@ -121,7 +121,9 @@ def badge(request, version_id: int):
     if rating is None:
         value, color = "unrated", "#5b6475"
     else:
-        value, color = f"{rating.rating}/5 · {units.wh(rating.wh_per_1000)}/1k", BADGE_COLORS[rating.rating]
+        estimated = " est." if rating.estimated else ""
+        value = f"{rating.rating}/5 · {units.wh(rating.wh_per_1000)}/1k samples{estimated}"
+        color = BADGE_COLORS[rating.rating]
     label = "energy"
     # Roughly 6.5 px per character at 11 px Verdana, as shields-style badges do.
     label_w, value_w = 10 + int(6.5 * len(label)), 10 + int(6.5 * len(value))

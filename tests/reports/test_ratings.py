@@ -77,3 +77,15 @@ def test_describe_hardware_reads_the_engines_fingerprint():
     assert describe_hardware({"cpu": {"model": "Test CPU", "logical_cores": 2}}) == "Test CPU (2 cores)"
     assert describe_hardware({"cpu_model": "X", "gpu": {"name": "NVIDIA H100"}}) == "NVIDIA H100"
     assert describe_hardware({}) == "unknown hardware"
+
+
+def test_estimated_energy_is_ranked_apart_from_measured(team):
+    from audit.models import Measurement
+
+    estimated = [audit_with_energy(team, e, name=f"e{i}") for i, e in enumerate([0.001, 0.004])]
+    measured = audit_with_energy(team, 0.002, name="rapl")
+    Measurement.objects.filter(variant__audit=measured).update(energy_method="rapl", energy_estimated=False)
+    ratings = {r.model_version_id: r for r in ratings_for_teams([team.pk])}
+    assert ratings[measured.model_version_id].group_size == 1 and not ratings[measured.model_version_id].estimated
+    assert [ratings[a.model_version_id].group_size for a in estimated] == [2, 2]
+    assert all(ratings[a.model_version_id].estimated for a in estimated)
