@@ -155,3 +155,25 @@ def test_large_onnx_is_recognised_by_walking_fields_only(mlp_onnx, monkeypatch):
     monkeypatch.setattr(formats, "ONNX_FULL_PARSE_MAX_BYTES", 0)  # as if the file were huge
     info = detect_format(mlp_onnx)
     assert info.format == "onnx" and "producer pytorch" in info.detail and "node(s)" not in info.detail
+
+
+@pytest.mark.parametrize("target", ["/etc/victim.safetensors", "../victim.safetensors", "sub/../../x.safetensors"])
+def test_weight_index_pointing_outside_the_upload_is_refused(tmp_path, target):
+    """transformers joins weight_map names onto the folder: an absolute or '..' name would load
+    weights from anywhere the worker can read, another team's upload included."""
+    import json
+
+    from workers.engine.errors import LoadError, FormatError
+    from workers.engine.formats import detect_format
+    from workers.engine.loaders import load_model
+
+    from .models import tiny_bert
+
+    folder = tiny_bert(tmp_path / "bert")
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"bert.embeddings.word_embeddings.weight": target}})
+    )
+    with pytest.raises(FormatError, match="weight files must sit beside it"):
+        detect_format(folder)
+    with pytest.raises(LoadError, match="weight files must sit beside it"):
+        load_model(folder, "hf")

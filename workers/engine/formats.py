@@ -140,6 +140,22 @@ def _hf_root(names: list[str]) -> str | None:
     return None
 
 
+def check_weight_map(index: dict, where: str) -> None:
+    """A sharded checkpoint's index names the files its tensors live in; transformers joins
+    those names onto the model's folder, so an absolute path or a '..' would load weights from
+    anywhere the worker can read (another team's upload). Only plain file names in the folder."""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise FormatError(f"{where} has no weight_map object")
+    for tensor, filename in weight_map.items():
+        name = str(filename)
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if not name or name.startswith(("/", "\\")) or ":" in name or ".." in parts or len(parts) != 1:
+            raise FormatError(
+                f"{where} maps {tensor!r} to {name!r}: weight files must sit beside it, named without a folder"
+            )
+
+
 def _classify_members(names, read, size_of, container: str) -> FormatInfo | None:
     """Shared by folders and zips: HF layout or ONNX with external data; None if neither."""
     root = _hf_root(names)
@@ -154,6 +170,13 @@ def _classify_members(names, read, size_of, container: str) -> FormatInfo | None
                 raise FormatError("config.json is not valid JSON") from None
             if not isinstance(config, dict):
                 raise FormatError("config.json does not hold a JSON object")
+            for index in (n for n in names if n.startswith(root) and n.endswith(".safetensors.index.json")):
+                if size_of(index) > MAX_CONFIG_BYTES:
+                    raise FormatError(f"{index} is larger than 10 MB; that is not a weight index")
+                try:
+                    check_weight_map(json.loads(read(index)), index)
+                except (ValueError, UnicodeDecodeError):
+                    raise FormatError(f"{index} is not valid JSON") from None
             arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
             return FormatInfo(
                 "hf",

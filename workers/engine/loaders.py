@@ -14,6 +14,7 @@ Zips are extracted with ``archive.safe_extract`` into a private temporary folder
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -225,6 +226,13 @@ def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
                 f"(trust_remote_code is off) or it is invalid: {exc}"
             ) from None
         cls = _hf_model_class(config)
+        for index in root.glob("*.safetensors.index.json"):
+            try:
+                formats.check_weight_map(json.loads(index.read_text()), index.name)
+            except FormatError as exc:
+                raise LoadError(str(exc)) from None
+            except ValueError:
+                raise LoadError(f"{index.name} is not valid JSON") from None
         try:
             model, info = cls.from_pretrained(
                 str(root),
