@@ -177,3 +177,19 @@ def test_weight_index_pointing_outside_the_upload_is_refused(tmp_path, target):
         detect_format(folder)
     with pytest.raises(LoadError, match="weight files must sit beside it"):
         load_model(folder, "hf")
+
+
+def test_pickle_reader_follows_the_memo_as_the_unpickler_does():
+    """BINPUTs at high indexes before MEMOIZEs: the unpickler memoizes at len(memo), so the
+    reader must too, or it sees 'torch.Size' where the unpickler imports os.getcwd."""
+    from workers.engine.formats import pickle_globals
+
+    def s(x):
+        b = x.encode()
+        return b"\x8c" + bytes([len(b)]) + b
+
+    data = b"\x80\x04" + s("a") + b"q" + bytes([100]) + s("b") + b"q" + bytes([101])
+    for word in ("torch", "Size", "os", "getcwd", "torch", "Size"):
+        data += s(word) + b"\x94"
+    data += b"h" + bytes([4]) + b"h" + bytes([5]) + b"\x93" + b")R."
+    assert pickle_globals(data) == [("os", "getcwd")]

@@ -110,3 +110,16 @@ def test_recommend_ignores_savings_inside_the_noise():
     rec = recommend(points, min_saving_rel=0.05)
     assert rec["recipe"] == "baseline" and "noise" in rec["reason"]
     assert recommend(points, min_saving_rel=0.0)["recipe"] == "noise"
+
+
+def test_a_nan_metric_does_not_break_the_recommendation():
+    """fp16 logits that overflow give a NaN perplexity; the trade-off must still be built."""
+    from workers.engine.tradeoff import pareto_frontier, recommend
+
+    nan = float("nan")
+    points = [{"recipe": "baseline", "energy_j_per_inference": 1.0, "value": nan},
+              {"recipe": "fp16", "energy_j_per_inference": 0.5, "value": nan}]
+    assert recommend(points, higher_is_better=False)["recipe"] is None
+    assert pareto_frontier(points) == []
+    points[0]["value"] = 10.0
+    assert recommend(points, higher_is_better=False)["recipe"] == "baseline"

@@ -262,7 +262,6 @@ def pickle_globals(data: bytes) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     recent: list[object] = []
     memo: dict[object, object] = {}
-    memo_index = 0
     try:
         for opcode, arg, _pos in pickletools.genops(data):
             name = opcode.name
@@ -281,8 +280,9 @@ def pickle_globals(data: bytes) -> list[tuple[str, str]]:
             elif name in _PUT_OPS:
                 memo[arg] = recent[-1] if recent else None
             elif name == "MEMOIZE":
-                memo[memo_index] = recent[-1] if recent else None
-                memo_index += 1
+                # the unpickler stores at len(memo), whatever PUTs came before: mirror it exactly,
+                # or a crafted pickle makes this reader see other strings than the unpickler does
+                memo[len(memo)] = recent[-1] if recent else None
             elif name in _GET_OPS:
                 recent.append(memo.get(arg))
             else:

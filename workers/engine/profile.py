@@ -432,7 +432,11 @@ def profile_model(
         "drift": drift,
         "warnings": warnings,
     }
-    result["tradeoff"] = build_tradeoff(result, options)
+    try:
+        result["tradeoff"] = build_tradeoff(result, options)
+    except Exception as exc:  # the measurements stand on their own; a summary bug must not lose them
+        result["tradeoff"] = None
+        result["warnings"].append(f"the trade-off summary could not be built: {type(exc).__name__}: {exc}")
     return result
 
 

@@ -16,6 +16,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+
 J_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365
 
@@ -39,6 +41,10 @@ def noise_floor(drift: dict | None) -> float:
     return max(MIN_NOISE_FLOOR, float(worst)) if worst is not None else MIN_NOISE_FLOOR
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _better_or_equal(a: float, b: float, higher_is_better: bool) -> bool:
     return a >= b if higher_is_better else a <= b
 
@@ -56,7 +62,7 @@ def pareto_frontier(points: list[dict], *, higher_is_better: bool = True,
                     energy_key: str = "energy_j_per_inference") -> list[dict]:
     """The points no other point dominates, by increasing energy. Points without an energy or a
     value are left out."""
-    usable = [p for p in points if p.get(energy_key) is not None and p.get("value") is not None]
+    usable = [p for p in points if _finite(p.get(energy_key)) and _finite(p.get("value"))]
     frontier = [p for p in usable
                 if not any(dominates(q, p, higher_is_better=higher_is_better, energy_key=energy_key)
                            for q in usable if q is not p)]
@@ -81,12 +87,13 @@ def recommend(points: list[dict], *, baseline: str = "baseline", higher_is_bette
 
     Returns ``{"recipe": str | None, "reason": str, "point": dict | None}``.
     """
+    points = [p for p in points if _finite(p.get(energy_key)) and _finite(p.get("value"))]
     base = next((p for p in points if p["recipe"] == baseline), None)
-    if base is None or base.get("value") is None or base.get(energy_key) is None:
-        return {"recipe": None, "reason": f"no measured and evaluated {baseline!r} to compare with", "point": None}
+    if base is None:
+        return {"recipe": None, "reason": f"no measured and evaluated {baseline!r} with finite figures to compare with",
+                "point": None}
     within = [p for p in points
-              if p.get(energy_key) is not None and p.get("value") is not None
-              and within_constraint(p["value"], base["value"], higher_is_better=higher_is_better,
+              if within_constraint(p["value"], base["value"], higher_is_better=higher_is_better,
                                     max_accuracy_drop=max_accuracy_drop,
                                     max_metric_increase_rel=max_metric_increase_rel)]
     ceiling = base[energy_key] * (1.0 - min_saving_rel)
