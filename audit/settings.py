@@ -123,6 +123,10 @@ ELECTRICITY_CURRENCY = env.str("ELECTRICITY_CURRENCY", default="USD")
 ENGINE_WINDOW_S = env.float("ENGINE_WINDOW_S", default=1.0)
 ENGINE_TIME_CAP_S = env.float("ENGINE_TIME_CAP_S", default=20.0)
 ENGINE_IDLE_S = env.float("ENGINE_IDLE_S", default=2.0)
+# On GPUs the NVML counter updates about every 100 ms: windows of 10 s keep its resolution
+# error under 1% (DESIGN.md, measurement method 2).
+ENGINE_GPU_WINDOW_S = env.float("ENGINE_GPU_WINDOW_S", default=10.0)
+ENGINE_GPU_TIME_CAP_S = env.float("ENGINE_GPU_TIME_CAP_S", default=60.0)
 ENGINE_TIMEOUT_S = env.int("ENGINE_TIMEOUT_S", default=3000)
 
 # --- Celery ---------------------------------------------------------------------

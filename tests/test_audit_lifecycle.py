@@ -197,3 +197,13 @@ def test_a_single_call_measurement_without_interval_is_stored(team):
     doc["variants"][0]["measurements"] = [measurement_doc(1, latency_ci95_ms=None, iterations=1, windows=1)]
     assert services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
     assert Measurement.objects.get().latency_ci95_ms is None
+
+
+def test_gpu_audits_get_long_windows_for_the_nvml_counter(member, team, settings):
+    from .factories import make_version
+
+    version = make_version(team)
+    gpu = services.audit_request(user=member, model_version=version, target_queue="gpu", device="cuda")
+    cpu = services.audit_request(user=member, model_version=version, target_queue="cpu", device="cpu")
+    assert gpu.options["window_s"] == settings.ENGINE_GPU_WINDOW_S == 10.0
+    assert cpu.options["window_s"] == settings.ENGINE_WINDOW_S

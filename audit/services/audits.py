@@ -82,8 +82,8 @@ def audit_request(
     options = {
         "batch_sizes": batch_sizes,
         "recipes": list(dict.fromkeys(recipes or DEFAULT_RECIPES)),
-        "window_s": settings.ENGINE_WINDOW_S,
-        "time_cap_s": settings.ENGINE_TIME_CAP_S,
+        "window_s": settings.ENGINE_GPU_WINDOW_S if device.startswith("cuda") else settings.ENGINE_WINDOW_S,
+        "time_cap_s": settings.ENGINE_GPU_TIME_CAP_S if device.startswith("cuda") else settings.ENGINE_TIME_CAP_S,
         "idle_s": settings.ENGINE_IDLE_S,
         **carbon_settings(model_version.asset.team),
         **(engine_options or {}),

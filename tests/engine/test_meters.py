@@ -170,6 +170,20 @@ def test_no_power_at_all_is_an_estimate(nvml, monkeypatch):
     assert "gpu-energy-estimated" in reading.flags
 
 
+
+def test_gpu_estimate_does_not_pretend_to_measure_idle(nvml):
+    """A meter that assumes the TDP is drawn cannot see idle; subtracting an 'idle' equal to
+    the load would make active energy 0 J. Idle is reported as not measured instead."""
+    from workers.engine import timing
+
+    nvml([fake.FakeGPU("GPU-aaaa", counter=False, power_supported=False)])
+    meter = select_meter("cuda", {"gpu_tdp_w": 200})
+    assert timing.measure_idle(meter, 0.01) == 0.0
+    meter.begin()
+    reading = meter.end()
+    assert "idle-not-measured" in reading.flags
+
+
 def test_no_pynvml_is_an_estimate(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     meter = select_meter("cuda", {})

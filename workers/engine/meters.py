@@ -111,6 +111,9 @@ class Meter:
     method: str = ""
     estimated: bool = False
     uncertainty_rel: float = 0.0
+    # False for a meter that assumes a constant draw: it cannot see idle, so the idle
+    # baseline is not measured with it (0 W, flagged) instead of equalling the load.
+    reads_idle: bool = True
 
     def __init__(self) -> None:
         self.flags: list[str] = []  # standing flags, added to every reading
@@ -436,6 +439,7 @@ class GpuTdpEstimateMeter(Meter):
     method = "estimate-tdp"
     estimated = True
     uncertainty_rel = UNCERTAINTY["estimate-gpu-tdp"]
+    reads_idle = False
 
     def __init__(self, options: dict, reason: str, detail: str = ""):
         super().__init__()

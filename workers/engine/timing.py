@@ -67,7 +67,12 @@ def _synchronizer(device: str):
 
 
 def measure_idle(meter, seconds: float) -> float:
-    """Average power in W while this process sleeps for ``seconds``."""
+    """Average power in W while this process sleeps for ``seconds``; 0 for a meter that
+    cannot see idle (it assumes a constant draw), whose readings then carry "idle-not-measured"."""
+    if not getattr(meter, "reads_idle", True):
+        if "idle-not-measured" not in meter.flags:
+            meter.flags.append("idle-not-measured")
+        return 0.0
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.synchronize()  # idle means nothing of ours still queued on the GPU
