@@ -279,7 +279,8 @@ class Evaluator:
         data = self.data
         s = _Scores()
         labels_all = data.labels
-        for idx, ref in zip(_batches(data.n, self.batch_size), self._reference_outputs()):
+        # the generator first: zip must drain it to the end, where it fills the cache
+        for ref, idx in zip(self._reference_outputs(), _batches(data.n, self.batch_size)):
             out = ref if loaded is self.reference else _outputs(loaded, data.values_for(loaded, idx))
             if data.task == "lm":
                 labels = data.arrays["input_ids"][idx]

@@ -395,12 +395,18 @@ class NvmlCounterMeter(_NvmlMeter):
     def begin(self) -> None:
         self._start()
         self._t_begin = time.perf_counter()
-        self._e0 = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+        try:
+            self._e0 = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+        except BaseException:
+            self._stop()  # never leave the poller running into later windows
+            raise
 
     def end(self) -> Reading:
-        e1 = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-        duration = time.perf_counter() - self._t_begin
-        samples = self._stop()
+        try:
+            e1 = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+            duration = time.perf_counter() - self._t_begin
+        finally:
+            samples = self._stop()
         flags = list(self._run_flags)
         energy = (e1 - self._e0) / 1000.0
         if energy < 0:  # driver reloaded mid-window: fall back to the samples
