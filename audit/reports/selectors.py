@@ -401,7 +401,11 @@ def model_history_context(asset: ModelAsset) -> dict:
     for e in entries:
         if not e["base"]:
             continue
-        s = series.setdefault(e["hardware"], {"x": [], "energy": [], "latency": [], "accuracy": []})
+        # One line per hardware class, batch size and kind of energy figure: a version audited
+        # at batch 8 is not drawn as a regression of one audited at batch 1, and estimated
+        # energy never shares a line with measured.
+        name = f"{e['hardware']} · batch {e['ref_batch']}" + (" (estimated)" if e["estimated"] else "")
+        s = series.setdefault(name, {"x": [], "energy": [], "latency": [], "accuracy": []})
         s["x"].append(e["version"].label)
         s["energy"].append(e["base"].ref.energy_j_per_inference)
         s["latency"].append(e["base"].ref.latency_p50_ms)

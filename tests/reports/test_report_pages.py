@@ -212,3 +212,16 @@ def test_report_shows_variant_notes_and_baseline_drift(client, team, member):
     noted = [v for v in engine_result()["variants"] if v.get("notes")]
     assert noted and all(escape(note) in page for v in noted for note in v["notes"])
     assert 'id="drift-table"' in page
+
+
+def test_history_never_draws_two_batch_sizes_on_one_line(team):
+    from audit.reports.selectors import model_history_context
+
+    v1 = make_version(team, name="hist2", label="v1")
+    v2 = make_version(team, name="hist2", label="v2")
+    stored_audit(team, [variant_doc("baseline", energy=0.004, batch_sizes=(1, 8))], model_version=v1)
+    stored_audit(team, [variant_doc("baseline", energy=0.004, batch_sizes=(8,))], model_version=v2)
+    lines = model_history_context(v1.asset)["figures"]["chart-history-energy"]["data"]
+    names = sorted(trace["name"] for trace in lines)
+    assert len(names) == 2 and any("batch 1" in n for n in names) and any("batch 8" in n for n in names)
+    assert all(len(trace["x"]) == 1 for trace in lines)
