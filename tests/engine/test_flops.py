@@ -72,3 +72,21 @@ def test_gpt2_flops_scale_with_sequence(gpt2_dir):
     short, _ = _torch_count(gpt2_dir, seq_len=8)
     long, _ = _torch_count(gpt2_dir, seq_len=16)
     assert long.flops > 2 * short.flops * 0.99  # linear part doubles, attention quadruples
+
+
+def test_onnx_ops_the_counter_cannot_see_are_reported_not_read_as_zero(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from workers.engine.flops import count_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], [0.0] * 64)
+    fused = helper.make_node("FusedMatMul", ["x", "w"], ["y"], domain="com.microsoft")
+    graph = helper.make_graph([fused], "g", [x], [y], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    path = tmp_path / "fused.onnx"
+    onnx.save(model, path)
+    report = count_onnx(path, {"x": [1, 8]})
+    assert report.flops == 0 and report.uncounted_ops == ["com.microsoft.FusedMatMul"]

@@ -158,9 +158,9 @@ def count_onnx(model_path, input_shapes: dict[str, list[int]]) -> FlopReport:
     for index, node in enumerate(model.graph.node):
         flops = _node_flops(node, shapes)
         if flops is None:
-            if node.op_type in ("Einsum", "Attention", "MultiHeadAttention", "ConvInteger", "MatMulInteger",
-                                "QLinearConv", "QLinearMatMul"):
-                uncounted.add(node.op_type)
+            if _may_hide_flops(node):
+                # say so rather than let a model's matrix work read as 0 FLOPs
+                uncounted.add(f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type)
             continue
         params = sum(params_of.get(i, 0) for i in node.input)
         entries.append({"name": node.name or f"{node.op_type}_{index}", "type": node.op_type, "flops": flops,
@@ -170,6 +170,20 @@ def count_onnx(model_path, input_shapes: dict[str, list[int]]) -> FlopReport:
 
 
 _COUNTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+_HEAVY_UNCOUNTED_OPS = ("Einsum", "Attention", "MultiHeadAttention", "ConvInteger", "MatMulInteger",
+                        "QLinearConv", "QLinearMatMul")
+
+
+def _may_hide_flops(node) -> bool:
+    """A node this counter skipped that may do real arithmetic: a counted op whose shapes could
+    not be resolved, a known heavy op without a formula, any op outside the default domain
+    (com.microsoft's FusedMatMul...), or a control-flow node with subgraphs (If, Loop, Scan)."""
+    return (
+        node.op_type in _COUNTED_OPS
+        or node.op_type in _HEAVY_UNCOUNTED_OPS
+        or node.domain not in ("", "ai.onnx")
+        or any(attr.type in (attr.GRAPH, attr.GRAPHS) for attr in node.attribute)
+    )
 
 
 def _all_counted_ops_resolved(model, shapes) -> bool:
