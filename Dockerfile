@@ -9,5 +9,9 @@ COPY workers ./workers
 RUN pip install --no-cache-dir .
 COPY . .
 RUN DATABASE_URL=sqlite:////tmp/build.sqlite3 SECRET_KEY=build-only python manage.py collectstatic --noinput
+# Not root: the engine child then cannot read the worker's /proc/<pid>/environ (the worker is
+# non-dumpable), and a model that escaped its loader would hold no capabilities.
+RUN useradd --create-home --uid 10001 audit && mkdir -p /data/storage && chown audit /data/storage
+USER audit
 EXPOSE 8000
 CMD ["gunicorn", "audit.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

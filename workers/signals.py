@@ -4,7 +4,10 @@ import logging
 import os
 import threading
 
-from celery.signals import worker_ready, worker_shutdown
+import ctypes
+import sys
+
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
@@ -30,6 +33,23 @@ def _heartbeat_loop(hostname: str, interval: float) -> None:
             log.exception("worker heartbeat failed")
         finally:
             connection.close()
+
+
+PR_SET_DUMPABLE = 4
+
+
+@worker_init.connect
+@worker_process_init.connect
+def hide_worker_environment(**kwargs):
+    """The engine child runs as the same user; without this it could read the worker's
+    /proc/<pid>/environ (database and broker credentials). A non-dumpable process's /proc
+    files belong to root. Real isolation for the opt-in unsafe formats still needs the child
+    under another user (docs/ARCHITECTURE.md)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        except (OSError, AttributeError):
+            log.warning("could not make the worker non-dumpable")
 
 
 @worker_ready.connect
