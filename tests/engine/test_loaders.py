@@ -195,3 +195,25 @@ def test_cuda_request_without_cuda_is_clear(mlp_safetensors):
         pytest.skip("this machine has CUDA; the refusal path cannot be exercised")
     with pytest.raises(LoadError, match="CUDA is not available"):
         load_model(mlp_safetensors, device="cuda")
+
+
+def test_onnx_external_data_inside_a_local_function_cannot_escape(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from workers.engine.errors import LoadError
+    from workers.engine.loaders import check_onnx_external_data
+
+    const = helper.make_tensor("c", TensorProto.FLOAT, [1], [0.0])
+    const.data_location = TensorProto.EXTERNAL
+    const.ClearField("float_data")
+    entry = const.external_data.add()
+    entry.key, entry.value = "location", "../secret.bin"
+    node = helper.make_node("Constant", [], ["c"], value=const)
+    function = helper.make_function("local", "F", [], ["c"], [node], [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("F", [], ["y"], domain="local")], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    with pytest.raises(LoadError, match="outside"):
+        check_onnx_external_data(model, tmp_path)

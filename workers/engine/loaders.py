@@ -358,15 +358,32 @@ def _all_tensors(graph):
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for sparse in attr.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
             if attr.HasField("g"):
                 yield from _all_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _all_tensors(sub)
+
+
+def _model_tensors(model):
+    """The graph's tensors and those inside the model's local functions."""
+    yield from _all_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
 
 
 def check_onnx_external_data(model, base_dir: Path) -> int:
@@ -374,7 +391,7 @@ def check_onnx_external_data(model, base_dir: Path) -> int:
     base = base_dir.resolve()
     total = 0
     seen: set[Path] = set()
-    for tensor in _all_tensors(model.graph):
+    for tensor in _model_tensors(model):
         if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
             continue
         entries = {e.key: e.value for e in tensor.external_data}
