@@ -8,6 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
 from audit.services.audits import _dispatch
 _dispatch(4242, "cpu")
 """
