@@ -161,24 +161,17 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:+.1%}"
 
 
+# command-line flag -> engine option, copied when given
+_OPTION_FLAGS = {
+    "threads": "threads", "time_cap": "time_cap_s", "window": "window_s", "idle": "idle_s",
+    "eval_samples": "eval_max_samples", "max_accuracy_drop": "max_accuracy_drop",
+    "queries_per_day": "queries_per_day", "price_per_kwh": "electricity_price_per_kwh",
+}
+
+
 def _options(args) -> dict:
-    options: dict = {}
-    if args.threads is not None:
-        options["threads"] = args.threads
-    if args.time_cap is not None:
-        options["time_cap_s"] = args.time_cap
-    if args.window is not None:
-        options["window_s"] = args.window
-    if args.idle is not None:
-        options["idle_s"] = args.idle
-    if args.eval_samples is not None:
-        options["eval_max_samples"] = args.eval_samples
-    if args.max_accuracy_drop is not None:
-        options["max_accuracy_drop"] = args.max_accuracy_drop
-    if args.queries_per_day is not None:
-        options["queries_per_day"] = args.queries_per_day
-    if args.price_per_kwh is not None:
-        options["electricity_price_per_kwh"] = args.price_per_kwh
+    options: dict = {option: getattr(args, flag) for flag, option in _OPTION_FLAGS.items()
+                     if getattr(args, flag) is not None}
     if args.architecture:
         options["architecture"] = args.architecture
     if args.architecture_config:
