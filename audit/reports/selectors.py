@@ -297,21 +297,33 @@ def audit_label(audit: Audit) -> str:
     return f"#{audit.pk} {audit.model_version.asset.name} {audit.model_version.label}"
 
 
-def compare_context(audits: list[Audit]) -> dict:
-    """Side by side: each audit's baseline (or its only measured variant) at each batch size,
-    with deltas against the first audit. Four queries whatever the number of audits."""
+def _audit_summaries(audits: list[Audit], *, fall_back_to_any_variant: bool = False) -> list[dict]:
+    """Per audit: its variant rows at its reference batch size, its baseline row (or, when asked,
+    its first measured variant if the baseline was not measured), hardware class and whether
+    its energy is estimated. Three queries whatever the number of audits."""
     grouped = variants_with_results([a.pk for a in audits], light=True)
-    columns = []
+    summaries = []
     for audit in audits:
         variants = grouped.get(audit.pk, [])
         ref_batch = reference_batch(variants)
         rows = variant_rows(variants, ref_batch)
-        base = next((r for r in rows if r.is_baseline and r.ref), None) or next((r for r in rows if r.ref), None)
+        base = next((r for r in rows if r.is_baseline and r.ref), None)
+        if base is None and fall_back_to_any_variant:
+            base = next((r for r in rows if r.ref), None)
+        summaries.append({"audit": audit, "rows": rows, "base": base, "ref_batch": ref_batch,
+                          "hardware": hardware_class(audit.fingerprint, audit.device), "estimated": _estimated(rows)})
+    return summaries
+
+
+def compare_context(audits: list[Audit]) -> dict:
+    """Side by side: each audit's baseline (or its only measured variant) at each batch size,
+    with deltas against the first audit. Four queries whatever the number of audits."""
+    columns = []
+    for summary in _audit_summaries(audits, fall_back_to_any_variant=True):
+        base = summary["base"]
         columns.append({
-            "audit": audit, "label": audit_label(audit), "rows": rows, "base": base, "ref_batch": ref_batch,
-            "hardware": hardware_class(audit.fingerprint, audit.device),
+            **summary, "label": audit_label(summary["audit"]),
             "by_batch": {m.batch_size: m for m in (base.measurements if base else [])},
-            "estimated": _estimated(rows),
         })
     first = columns[0] if columns else None
     batch_sizes = sorted({b for c in columns for b in c["by_batch"]})
@@ -387,16 +399,7 @@ def model_history_context(asset: ModelAsset) -> dict:
         .select_related("model_version")
         .order_by("model_version__created_at", "model_version_id", "-id")
     )
-    grouped = variants_with_results([a.pk for a in audits], light=True)
-    entries = []
-    for audit in audits:
-        variants = grouped.get(audit.pk, [])
-        ref_batch = reference_batch(variants)
-        rows = variant_rows(variants, ref_batch)
-        base = next((r for r in rows if r.is_baseline and r.ref), None)
-        entries.append({"audit": audit, "version": audit.model_version, "base": base, "ref_batch": ref_batch,
-                        "hardware": hardware_class(audit.fingerprint, audit.device),
-                        "estimated": _estimated(rows)})
+    entries = [{**summary, "version": summary["audit"].model_version} for summary in _audit_summaries(audits)]
     series: dict[str, dict] = {}
     for e in entries:
         if not e["base"]:

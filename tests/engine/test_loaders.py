@@ -198,7 +198,6 @@ def test_cuda_request_without_cuda_is_clear(mlp_safetensors):
 
 
 def test_onnx_external_data_inside_a_local_function_cannot_escape(tmp_path):
-    import onnx
     from onnx import TensorProto, helper
 
     from workers.engine.errors import LoadError
