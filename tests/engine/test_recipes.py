@@ -9,7 +9,8 @@ import pytest
 
 from tests.engine import models as m
 from workers.engine.loaders import load_model
-from workers.engine.profile import RECIPES, _torch_params, profile_model
+from workers.engine.counting import torch_params as _torch_params
+from workers.engine.profile import RECIPES, profile_model
 from workers.engine.recipes import RecipeContext, RecipeSpecError, parse_recipe_list, spec_string
 from workers.engine.recipes.common import saved_size_torch
 from workers.engine.recipes.torch_recipes import two_four_mask

@@ -18,6 +18,7 @@ from typing import Callable
 
 from . import ENGINE_VERSION, SCHEMA_VERSION
 from .errors import EngineError, FormatError, LoadError
+from .counting import count_model, count_params
 from .loaders import LoadedModel, load_model
 from .recipes import RECIPES, Recipe, RecipeContext, RecipeSpecError, parse_recipe_spec, recipe, spec_string
 
@@ -85,101 +86,6 @@ class _Progress:
                 "n_variants": self.n_variants,
             }
         )
-
-
-# --- counting ------------------------------------------------------------------------------
-
-
-def _torch_params(module) -> tuple[int, int]:
-    """(parameters, nonzero parameters); tied weights once. Quantised weights count as the
-    weights they replace: torch.ao's packed modules hold them outside ``parameters()``, torchao's
-    int8 tensors are counted from their dequantised values."""
-    import inspect
-
-    import torch
-
-    params = 0
-    nonzero = 0
-    seen: set[int] = set()
-    alive = []  # tensors made by weight() must outlive the loop, or their ids get reused
-    with torch.no_grad():
-        for m in module.modules():
-            tensors = list(m.parameters(recurse=False))
-            for attr in ("weight", "bias"):
-                method = getattr(m, attr, None)
-                if inspect.ismethod(method) and hasattr(m, "_packed_params"):
-                    value = method()
-                    if isinstance(value, torch.Tensor):
-                        tensors.append(value)
-                        alive.append(value)
-            for p in tensors:
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                params += p.numel()
-                nonzero += _nonzero(p)
-    return params, nonzero
-
-
-def _nonzero(t) -> int:
-    import torch
-
-    t = t.detach()
-    if t.is_quantized:
-        return int(torch.count_nonzero(t.int_repr()).item())
-    if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
-        # tensor subclasses: torchao's int8 tensors dequantise; 2:4 sparse tensors only densify
-        for convert in ("dequantize", "to_dense"):
-            if hasattr(t, convert):
-                try:
-                    return int(torch.count_nonzero(getattr(t, convert)()).item())
-                except (NotImplementedError, RuntimeError, TypeError):
-                    continue
-        return int(t.numel())
-    return int(torch.count_nonzero(t).item())
-
-
-def _onnx_params(model_path) -> tuple[int, int]:
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(model_path))  # external data already checked to stay in the folder
-    params = 0
-    nonzero = 0
-    for tensor in model.graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        quantised = array.dtype in (np.int8, np.uint8) or (
-            array.dtype == np.int32 and tensor.name.endswith("_quantized"))  # onnxruntime's int32 biases
-        if not (np.issubdtype(array.dtype, np.floating) or quantised):
-            continue  # shape constants and indices (int32/int64) are not weights; int8 ones are quantised weights
-        if array.ndim == 0 or tensor.name.endswith(("_scale", "_zero_point")):
-            continue  # quantisation parameters, not weights
-        params += int(array.size)
-        nonzero += int(np.count_nonzero(array))
-    return params, nonzero
-
-
-def _count(loaded: LoadedModel, seq_len, overrides) -> dict:
-    from . import flops
-
-    sample = loaded.make_inputs(1, seq_len, overrides)
-    if loaded.kind == "onnx":
-        report = flops.count_onnx(loaded.model_path, sample.input_shape)
-        params, nonzero = _onnx_params(loaded.model_path)
-    else:
-        report = flops.count_torch(loaded.module, sample.values, call=loaded.call)
-        params, nonzero = _torch_params(loaded.module)
-    return {
-        "params": params,
-        "nonzero_params": nonzero,
-        "size_bytes": int(loaded.size_bytes),
-        "flops": int(report.flops),
-        "macs": int(report.macs),
-        "layer_profile": report.layer_profile,
-        "_uncounted_ops": report.uncounted_ops,
-        "_warnings": sample.warnings,
-    }
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -352,14 +258,14 @@ def profile_model(
             try:
                 if k in same_flops:
                     if original_count is None:
-                        original_count = _count(loaded, seq_len, overrides)
+                        original_count = count_model(loaded, seq_len, overrides)
                     counted = dict(original_count, _warnings=[], _uncounted_ops=[])
-                    counted["params"], counted["nonzero_params"] = _count_params(variant_model)
+                    counted["params"], counted["nonzero_params"] = count_params(variant_model)
                     counted["size_bytes"] = int(variant_model.size_bytes)
                     doc["notes"].append("FLOPs and MACs are the original model's: the same multiply-adds, "
                                         "done by other kernels")
                 else:
-                    counted = _count(variant_model, seq_len, overrides)
+                    counted = count_model(variant_model, seq_len, overrides)
             except EngineError as exc:
                 _fail(doc, "failed", str(exc))
                 del models[k]
@@ -458,12 +364,6 @@ def _note_masked_pruning(variants: list[dict]) -> None:
         if parts:
             v["notes"].append("measured against the baseline (dense kernels, so any difference is noise): "
                               + "; ".join(parts))
-
-
-def _count_params(model: LoadedModel) -> tuple[int, int]:
-    if model.kind == "onnx":
-        return _onnx_params(model.model_path)
-    return _torch_params(model.module)
 
 
 def _evaluate_all(loaded, models, variants, eval_data, options, report, pct_start) -> None:
