@@ -15,9 +15,13 @@ MEASUREMENT_FIELDS = {
     "energy_method", "energy_estimated", "energy_uncertainty_rel", "energy_j_per_inference",
     "energy_j_per_inference_active", "energy_j_per_sample", "wh_per_1000_inferences", "samples_per_joule",
     "avg_power_w", "idle_power_w", "co2e_g_per_inference", "peak_memory_bytes", "power_trace", "flags",
+    # schema 2
+    "scenario", "rounds", "meter_resolution_s", "latency_ci95_rel", "target_rel_ci", "window_cv",
+    "energy_uncertainty_method_rel", "energy_uncertainty_stat_rel", "energy_assumptions", "energy_domains",
+    "window_means_ms", "window_energy_j", "quality_grade", "quality_reasons",
 }
 VARIANT_FIELDS = {"recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes", "flops",
-                  "macs", "layer_profile", "measurements", "evaluation", "notes"}
+                  "macs", "layer_profile", "measurements", "comparison", "evaluation", "notes"}
 
 
 def _check_document(doc):
@@ -71,8 +75,9 @@ def test_hf_bert_profile_with_seq_len(bert_zip):
     ],
 )
 def test_gpt2_and_vit_profiles(request, fixture, seq_len, shape, task):
+    # the forward-pass scenario stays available for generative models when asked for
     doc = profile_model(request.getfixturevalue(fixture), seq_len=seq_len,
-                        options=dict(m.FAST_OPTIONS, time_cap_s=0.1))
+                        options=dict(m.FAST_OPTIONS, time_cap_s=0.1, scenario="forward"))
     _check_document(doc)
     assert doc["model"]["format"] == "hf" and doc["model"]["task"] == task
     (baseline,) = doc["variants"]

@@ -69,7 +69,10 @@ def test_measure_tiny_linear(linear):
     assert m["avg_power_w"] == pytest.approx(20.0)
     assert m["energy_j_per_inference_active"] == pytest.approx(j * 15.0 / 20.0, rel=1e-6)
     assert m["idle_power_w"] == 5.0
-    assert m["energy_method"] == "test-constant" and m["energy_uncertainty_rel"] == 0.01
+    assert m["energy_method"] == "test-constant" and m["energy_uncertainty_method_rel"] == 0.01
+    # the total covers the method and the spread between windows, so it is never below the method's
+    assert m["energy_uncertainty_rel"] >= 0.01
+    assert m["latency_ci95_rel"] == pytest.approx(m["latency_ci95_ms"] / m["latency_ms_mean"])
     assert m["peak_memory_bytes"] > 10 << 20
     assert 2 <= len(m["power_trace"]) <= 500
     assert m["throughput_samples_per_s"] == pytest.approx(4000 / m["latency_ms_mean"], rel=0.5)
@@ -78,18 +81,29 @@ def test_measure_tiny_linear(linear):
         assert m["latency_ci95_ms"] <= 0.02 * m["latency_ms_mean"]
 
 
-def test_time_cap_reached_is_flagged():
-    calls = []
-
-    def noisy():  # alternating 1 ms / 3 ms calls: a 2% CI needs far more than 0.3 s
-        calls.append(1)
-        time.sleep(0.001 if len(calls) % 7 else 0.01)
-
+def test_time_cap_reached_and_high_cv_flag_a_machine_whose_state_changes():
     start = time.perf_counter()
-    m = timing.measure(noisy, batch_size=1, device="cpu", meter=ConstantMeter(1.0), idle_power_w=0.0,
-                       options={"window_s": 0.02, "time_cap_s": 0.3, "target_rel_ci": 0.0001})
+
+    def drifting():  # 1 ms calls for 0.1 s, then 4 ms ones: the windows' means disagree
+        time.sleep(0.001 if time.perf_counter() - start < 0.1 else 0.004)
+
+    m = timing.measure(drifting, batch_size=1, device="cpu", meter=ConstantMeter(1.0), idle_power_w=0.0,
+                       options={"window_s": 0.05, "time_cap_s": 0.3, "target_rel_ci": 0.0001})
     assert time.perf_counter() - start < 1.5
     assert "time-cap-reached" in m["flags"] and "high-cv" in m["flags"]
+
+
+def test_steady_jitter_of_single_calls_is_not_flagged():
+    calls = []
+
+    def jittery():  # every 7th call 10x slower, evenly spread: each window sees the same mix
+        calls.append(1)
+        time.sleep(0.0005 if len(calls) % 7 else 0.005)
+
+    m = timing.measure(jittery, batch_size=1, device="cpu", meter=ConstantMeter(1.0), idle_power_w=0.0,
+                       options={"window_s": 0.1, "time_cap_s": 1.0, "target_rel_ci": 0.05})
+    assert m["cv"] > 0.5  # the calls do jitter
+    assert "high-cv" not in m["flags"]  # but the machine's state did not change: no flag
 
 
 def test_idle_above_total_is_clamped_and_flagged(linear):

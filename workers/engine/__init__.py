@@ -4,4 +4,4 @@ package, so it runs alone (``python -m workers.engine``) and in the worker's
 sandboxed child process."""
 
 ENGINE_VERSION = "0.1.0"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2

@@ -8,8 +8,13 @@ model that declares which formats, model kinds and devices it applies to; ``base
 identity. A recipe that does not apply gives a "skipped" variant with its reason; one that
 raises gives a "failed" variant with the error; the other variants go on.
 
-Measurements are interleaved: for each batch size every variant is measured in turn, so slow
-drift (thermal, other tenants) spreads over the variants instead of landing on one.
+Measurements are paired (``rounds.py``): for each batch size the variants are measured in
+interleaved rounds with the baseline, and each variant reports its ratios to the baseline with
+95% intervals from the rounds. Every measurement, comparison and the audit carry a quality grade
+(``quality.py``).
+
+The run is a sequence of stages, each a function below: load, build the variants, count them,
+measure them, evaluate them, and assemble the result.
 """
 
 from __future__ import annotations
@@ -48,15 +53,26 @@ DEFAULT_OPTIONS = {
     "queries_per_day": 1_000_000,
     "electricity_price_per_kwh": 0.15,
     "currency": "USD",
-    "remeasure_baseline": True,  # measure the baseline again at the end and report the drift
+    "rounds": None,  # paired rounds at least; None: rounds.DEFAULT_MIN_ROUNDS
+    # the generation scenario (generation.py)
+    "scenario": "auto",  # auto: generation for text-generation and seq2seq models
+    "prompt_tokens": 64,
+    "new_tokens": 32,
+    "slo_ttft_ms_p95": None,
+    "slo_tpot_ms_p95": None,
+    "min_fidelity": 0.98,  # trade-off without labels: agreement / cosine kept at least this
 }
 
 # Share of the progress bar each stage takes; measuring gets the rest.
+# Tasks whose models generate text: their audits measure the generation scenario by default.
+GENERATIVE_TASKS = ("text-generation", "text2text-generation")
+
 _PCT_LOADED = 5.0
 _PCT_COUNTED = 10.0
 _PCT_IDLE = 15.0
 _PCT_MEASURED = 99.0
 _PCT_MEASURED_WITH_EVAL = 90.0
+_PCT_MEASURED_WITHOUT_LABELS = 95.0  # fidelity on generated inputs follows
 _MAX_LABEL = 60
 _DRIFT_WARNING = 0.05
 
@@ -69,23 +85,33 @@ _DRIFT_WARNING = 0.05
 
 
 class _Progress:
+    """Progress events (docs/ENGINE_INTERFACE.md); the percentage never goes down."""
+
     def __init__(self, callback, n_variants: int):
         self.callback = callback
         self.n_variants = n_variants
+        self.percent = 0.0
 
-    def __call__(self, stage: str, percent: float, message: str, variant: int = 0) -> None:
+    def __call__(self, stage: str, percent: float, message: str, variant: int = 0, *, batch_size=None,
+                 phase=None, round_no=None, n_rounds=None) -> None:
+        self.percent = max(self.percent, max(0.0, min(100.0, percent)))
         if self.callback is None:
             return
         self.callback(
             {
                 "event": "progress",
                 "stage": stage,
-                "percent": round(max(0.0, min(100.0, percent)), 2),
+                "percent": round(self.percent, 2),
                 "message": message,
                 "variant": variant,
                 "n_variants": self.n_variants,
+                "batch_size": batch_size,
+                "phase": phase,
+                "round": round_no,
+                "n_rounds": n_rounds,
             }
         )
+
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -104,6 +130,7 @@ def _variant_doc(name: str, params: dict) -> dict:
         "macs": 0,
         "layer_profile": [],
         "measurements": [],
+        "comparison": [],
         "evaluation": None,
         "notes": [],
     }
@@ -194,130 +221,199 @@ def profile_model(
     loaded or the dataset does not fit it; a variant that fails later is reported in the
     document instead.
     """
-    from . import timing
-    from .fingerprint import host_fingerprint
-    from .meters import select_meter
-    from .tradeoff import build_tradeoff
-
     options = _merge_options(options)
     batch_sizes = [int(b) for b in batch_sizes] or [1]
     if any(b < 1 for b in batch_sizes):
         raise LoadError(f"batch sizes must be positive, got {batch_sizes}")
     recipes = list(recipes) or ["baseline"]
-    overrides = options["input_overrides"]
-    report = _Progress(progress, len(recipes))
-    warnings: list[str] = []
-    pct_measured = _PCT_MEASURED_WITH_EVAL if dataset else _PCT_MEASURED
+    run = _Run(options=options, device=device, seq_len=seq_len, batch_sizes=batch_sizes,
+               report=_Progress(progress, len(recipes)),
+               pct_measured=_PCT_MEASURED_WITH_EVAL if dataset else _PCT_MEASURED_WITHOUT_LABELS)
 
-    report("loading", 0.0, f"loading {path}")
-    threads = _set_threads(options)
+    run.report("loading", 0.0, f"loading {path}")
+    run.threads = _set_threads(options)
     loaded = load_model(path, format, options, device)
-    warnings.extend(loaded.warnings)
-    report("loading", _PCT_LOADED, f"loaded {loaded.format} model {loaded.architecture}")
+    run.warnings.extend(loaded.warnings)
+    run.report("loading", _PCT_LOADED, f"loaded {loaded.format} model {loaded.architecture}")
 
-    variants: list[dict] = []
     models: dict[int, LoadedModel] = {}
-    same_flops: set[int] = set()
-    meter = None
-    drift = None
     try:
+        run.scenario = _resolve_scenario(loaded, options)
         specs = [_resolve_spec(str(spec), options) for spec in recipes]
         eval_data, train_data, data_notes = _prepare_dataset(dataset, loaded, seq_len, options, specs)
-        ctx = RecipeContext(device=device, seq_len=seq_len, overrides=overrides, options=options,
-                            train_data=train_data)
-        for k, (name, params, skip, failure) in enumerate(specs):
-            rec = RECIPES.get(name)
-            shown = {kk: vv for kk, vv in params.items() if rec is None or rec.defaults.get(kk) != vv
-                     or kk == rec.positional}
-            label = spec_string(name, shown) if rec is not None else name
-            if len(label) > _MAX_LABEL:  # the web stores it in a 60-character column
-                label = label[: _MAX_LABEL - 3] + "..."
-            doc = _variant_doc(label, params)
-            variants.append(doc)
-            if skip or failure:
-                _fail(doc, "skipped" if skip else "failed", skip or failure)
-                continue
-            reason = rec.not_applicable(loaded, device, params, has_dataset=train_data is not None)
-            if reason:
-                _fail(doc, "skipped", reason)
-                continue
-            try:
-                models[k] = rec.run(loaded, params, ctx)
-            except Exception as exc:  # a recipe's failure is its variant's, not the run's
-                _fail(doc, "failed", f"{type(exc).__name__}: {exc}")
-                continue
-            doc["notes"] = list(models[k].notes)
-            if rec.same_flops and models[k] is not loaded:
-                same_flops.add(k)
-
-        original_count = None
-        for k, variant_model in list(models.items()):
-            doc = variants[k]
-            report("counting-flops", _PCT_LOADED + (_PCT_COUNTED - _PCT_LOADED) * k / len(recipes),
-                   f"counting FLOPs of {doc['recipe']}", k)
-            try:
-                if k in same_flops:
-                    if original_count is None:
-                        original_count = count_model(loaded, seq_len, overrides)
-                    counted = dict(original_count, _warnings=[], _uncounted_ops=[])
-                    counted["params"], counted["nonzero_params"] = count_params(variant_model)
-                    counted["size_bytes"] = int(variant_model.size_bytes)
-                    doc["notes"].append("FLOPs and MACs are the original model's: the same multiply-adds, "
-                                        "done by other kernels")
-                else:
-                    counted = count_model(variant_model, seq_len, overrides)
-            except EngineError as exc:
-                _fail(doc, "failed", str(exc))
-                del models[k]
-                continue
-            except Exception as exc:
-                _fail(doc, "failed", f"FLOP count failed: {type(exc).__name__}: {exc}")
-                del models[k]
-                continue
-            for w in counted.pop("_warnings"):
-                if w not in warnings:
-                    warnings.append(w)
-            uncounted = counted.pop("_uncounted_ops")
-            if uncounted:
-                warnings.append(f"{doc['recipe']}: FLOPs of ops {', '.join(uncounted)} are not counted")
-            doc.update(counted)
-
+        models = _stage_variants(run, loaded, specs, train_data)
+        _stage_count(run, loaded, models)
         if models:
-            meter = select_meter(device, options)
-            idle_s = float(options.get("idle_s") or 0.0)
-            report("idle-baseline", _PCT_COUNTED, f"measuring idle power for {idle_s:g} s")
-            idle_w = timing.measure_idle(meter, idle_s)
-            if getattr(meter, "estimated", False):
-                warnings.append(
-                    f"energy figures are estimates ({meter.method}); no hardware energy counter was readable"
-                )
-            drift = _measure_all(models, variants, batch_sizes, seq_len, overrides, device, meter, idle_w, options,
-                                 report, pct_measured)
-            _note_masked_pruning(variants)
-            if drift and drift["max_abs_rel_change"] is not None and drift["max_abs_rel_change"] > _DRIFT_WARNING:
-                warnings.append(
-                    f"the baseline moved by up to {drift['max_abs_rel_change']:.0%} between its first and last "
-                    "measurement (thermal state or other load); ratios between variants are uncertain by "
-                    "about that much"
-                )
-
+            _stage_measure(run, models)
+        _stage_evaluate(run, loaded, models, eval_data)
         if eval_data is not None:
-            _evaluate_all(loaded, models, variants, eval_data, options, report, pct_measured)
-            warnings.extend(data_notes)
+            run.warnings.extend(data_notes)
     finally:
-        if meter is not None and hasattr(meter, "close"):
-            meter.close()
+        if run.meter is not None and hasattr(run.meter, "close"):
+            run.meter.close()
         for model in {id(m): m for m in models.values()}.values():
             if model is not loaded:
                 model.close()
         loaded.close()
+    return _stage_result(run, loaded)
 
-    fingerprint = dict(host_fingerprint(device))
-    fingerprint["threads"] = threads
+
+class _Run:
+    """What the stages share: the options, the progress, and what each stage adds."""
+
+    def __init__(self, *, options, device, seq_len, batch_sizes, report, pct_measured):
+        self.options = options
+        self.device = device
+        self.seq_len = seq_len
+        self.batch_sizes = batch_sizes
+        self.overrides = options["input_overrides"]
+        self.report = report
+        self.pct_measured = pct_measured
+        self.warnings: list[str] = []
+        self.variants: list[dict] = []
+        self.meter = None
+        self.drift = None
+        self.threads = None
+        self.scenario = {"kind": "forward", "prompt_tokens": None, "new_tokens": None, "backend": None}
+
+
+def _resolve_scenario(loaded: LoadedModel, options: dict) -> dict:
+    """Forward passes, or the generation scenario for models that generate (``generation.py``)."""
+    wanted = (options.get("scenario") or "auto").strip().lower()
+    if wanted not in ("auto", "forward", "generation"):
+        raise LoadError(f"unknown scenario {wanted!r}; one of auto, forward, generation")
+    forward = {"kind": "forward", "prompt_tokens": None, "new_tokens": None, "backend": None}
+    if wanted == "forward" or (wanted == "auto" and loaded.task not in GENERATIVE_TASKS):
+        return forward
+    from . import generation
+
+    if not generation.is_generative(loaded):
+        if wanted == "generation":
+            raise LoadError(f"the generation scenario needs a text-generation or seq2seq model; this one is "
+                            f"{loaded.architecture} ({loaded.task})")
+        return forward
+    generation.check_lengths(loaded, int(options["prompt_tokens"]), int(options["new_tokens"]))
+    return {"kind": "generation", "prompt_tokens": int(options["prompt_tokens"]),
+            "new_tokens": int(options["new_tokens"]), "backend": "transformers"}
+
+
+def _variant_label(name: str, params: dict, rec) -> str:
+    shown = {k: v for k, v in params.items() if rec is None or rec.defaults.get(k) != v or k == rec.positional}
+    label = spec_string(name, shown) if rec is not None else name
+    if len(label) > _MAX_LABEL:  # the web stores it in a 60-character column
+        label = label[: _MAX_LABEL - 3] + "..."
+    return label
+
+
+def _stage_variants(run: _Run, loaded: LoadedModel, specs, train_data) -> dict[int, LoadedModel]:
+    """Apply each recipe; a recipe that does not apply is skipped, one that fails fails its variant."""
+    ctx = RecipeContext(device=run.device, seq_len=run.seq_len, overrides=run.overrides, options=run.options,
+                        train_data=train_data)
+    models: dict[int, LoadedModel] = {}
+    run.same_flops = set()
+    for k, (name, params, skip, failure) in enumerate(specs):
+        rec = RECIPES.get(name)
+        doc = _variant_doc(_variant_label(name, params, rec), params)
+        run.variants.append(doc)
+        if skip or failure:
+            _fail(doc, "skipped" if skip else "failed", skip or failure)
+            continue
+        reason = rec.not_applicable(loaded, run.device, params, has_dataset=train_data is not None)
+        if reason:
+            _fail(doc, "skipped", reason)
+            continue
+        try:
+            models[k] = rec.run(loaded, params, ctx)
+        except Exception as exc:  # a recipe's failure is its variant's, not the run's
+            _fail(doc, "failed", f"{type(exc).__name__}: {exc}")
+            continue
+        doc["notes"] = list(models[k].notes)
+        if rec.same_flops and models[k] is not loaded:
+            run.same_flops.add(k)
+    return models
+
+
+def _stage_count(run: _Run, loaded: LoadedModel, models: dict) -> None:
+    """Parameters, size, FLOPs and MACs of every variant; a count that fails fails its variant."""
+    original_count = None
+    for k, variant_model in list(models.items()):
+        doc = run.variants[k]
+        run.report("counting-flops", _PCT_LOADED + (_PCT_COUNTED - _PCT_LOADED) * k / len(run.variants),
+                   f"counting FLOPs of {doc['recipe']}", k)
+        try:
+            if k in run.same_flops:
+                if original_count is None:
+                    original_count = count_model(loaded, run.seq_len, run.overrides)
+                counted = dict(original_count, _warnings=[], _uncounted_ops=[])
+                counted["params"], counted["nonzero_params"] = count_params(variant_model)
+                counted["size_bytes"] = int(variant_model.size_bytes)
+                doc["notes"].append("FLOPs and MACs are the original model's: the same multiply-adds, "
+                                    "done by other kernels")
+            else:
+                counted = count_model(variant_model, run.seq_len, run.overrides)
+        except EngineError as exc:
+            _fail(doc, "failed", str(exc))
+            del models[k]
+            continue
+        except Exception as exc:
+            _fail(doc, "failed", f"FLOP count failed: {type(exc).__name__}: {exc}")
+            del models[k]
+            continue
+        for w in counted.pop("_warnings"):
+            if w not in run.warnings:
+                run.warnings.append(w)
+        uncounted = counted.pop("_uncounted_ops")
+        if uncounted:
+            run.warnings.append(f"{doc['recipe']}: FLOPs of ops {', '.join(uncounted)} are not counted")
+        doc.update(counted)
+
+
+def _stage_measure(run: _Run, models: dict) -> None:
+    """Idle baseline, then every variant in paired rounds with the baseline (``rounds.py``)."""
+    from . import rounds, timing
+    from .meters import select_meter
+
+    run.meter = select_meter(run.device, run.options)
+    idle_s = float(run.options.get("idle_s") or 0.0)
+    run.report("idle-baseline", _PCT_COUNTED, f"measuring idle power for {idle_s:g} s")
+    idle_w = timing.measure_idle(run.meter, idle_s)
+    if getattr(run.meter, "estimated", False):
+        run.warnings.append(
+            f"energy figures are estimates ({run.meter.method}); no hardware energy counter was readable"
+        )
+    if run.scenario["kind"] == "generation":
+        def make_workload(model, bs):
+            return rounds.GenerationWorkload(model, bs, run.options)
+    else:
+        def make_workload(model, bs):
+            return rounds.ForwardWorkload(model, bs, run.seq_len, run.overrides)
+    run.drift = rounds.measure_paired(
+        models, run.variants, run.batch_sizes, make_workload=make_workload, device=run.device, meter=run.meter,
+        idle_w=idle_w, options=run.options, report=run.report, pct_start=_PCT_IDLE, pct_end=run.pct_measured)
+    _note_masked_pruning(run.variants)
+    worst = (run.drift or {}).get("max_abs_rel_change")
+    if worst is not None and worst > _DRIFT_WARNING:
+        run.warnings.append(
+            f"the baseline moved by up to {worst:.0%} between its first and last round (thermal state or "
+            "other load); absolute figures are uncertain by about that much, the paired ratios much less"
+        )
+
+
+def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data) -> None:
+    if eval_data is not None:
+        _evaluate_all(loaded, models, run.variants, eval_data, run.options, run.report, run.pct_measured)
+
+
+def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
+    from .fingerprint import host_fingerprint
+    from .tradeoff import audit_quality, build_tradeoff
+
+    fingerprint = dict(host_fingerprint(run.device))
+    fingerprint["threads"] = run.threads
     if loaded.kind == "onnx":
         # 0 means onnxruntime's own default (one thread per physical core)
-        fingerprint["onnxruntime_intra_op_threads"] = int(options.get("threads") or 0)
-    report("done", 100.0, "done")
+        fingerprint["onnxruntime_intra_op_threads"] = int(run.options.get("threads") or 0)
+    run.report("done", 100.0, "done")
     result = {
         "schema_version": SCHEMA_VERSION,
         "engine_version": ENGINE_VERSION,
@@ -327,43 +423,52 @@ def profile_model(
             "task": loaded.task,
             "detail": loaded.detail,
         },
-        "device": device,
+        "device": run.device,
+        "scenario": run.scenario,
         "fingerprint": fingerprint,
-        "carbon": {
-            "intensity_g_per_kwh": float(options["grid_intensity_g_per_kwh"]),
-            "pue": float(options["pue"]),
-            "source": str(options["carbon_source"]),
-        },
-        "variants": variants,
-        "drift": drift,
-        "warnings": warnings,
+        "carbon": _carbon(run.options),
+        "variants": run.variants,
+        "drift": run.drift,
+        "warnings": run.warnings,
     }
     try:
-        result["tradeoff"] = build_tradeoff(result, options)
+        result["tradeoff"] = build_tradeoff(result, run.options)
     except Exception as exc:  # the measurements stand on their own; a summary bug must not lose them
         result["tradeoff"] = None
         result["warnings"].append(f"the trade-off summary could not be built: {type(exc).__name__}: {exc}")
+    result["quality"] = audit_quality(result)
     return result
 
 
+_CARBON_KEYS = ("region", "year", "kind", "licence", "source_url")
+
+
+def _carbon(options: dict) -> dict:
+    carbon = {
+        "intensity_g_per_kwh": float(options["grid_intensity_g_per_kwh"]),
+        "pue": float(options["pue"]),
+        "source": str(options["carbon_source"]),
+    }
+    for key in _CARBON_KEYS:
+        if options.get(f"carbon_{key}") is not None:
+            carbon[key] = options[f"carbon_{key}"]
+    return carbon
+
+
 def _note_masked_pruning(variants: list[dict]) -> None:
-    """Say plainly, with the measured ratios, what masked pruning bought on dense kernels."""
-    base = next((v for v in variants if v["recipe"] == "baseline" and v["measurements"]), None)
-    if base is None:
-        return
-    by_bs = {m["batch_size"]: m for m in base["measurements"]}
+    """Say plainly, with the paired ratios, what masked pruning bought on dense kernels."""
     for v in variants:
-        if not v["recipe"].startswith("prune-unstructured") or not v["measurements"]:
+        if not v["recipe"].startswith("prune-unstructured") or not v.get("comparison"):
             continue
         parts = []
-        for m in v["measurements"]:
-            b = by_bs.get(m["batch_size"])
-            if b and b["latency_ms_p50"] and b["energy_j_per_inference"]:
-                parts.append(f"batch {m['batch_size']}: latency x{m['latency_ms_p50'] / b['latency_ms_p50']:.2f}, "
-                             f"energy x{m['energy_j_per_inference'] / b['energy_j_per_inference']:.2f}")
+        for c in v["comparison"]:
+            lat, en = c.get("latency_ratio_ci95"), c.get("energy_ratio_ci95")
+            if lat and en:
+                parts.append(f"batch {c['batch_size']}: latency x{lat[0]:.2f}-{lat[1]:.2f}, "
+                             f"energy x{en[0]:.2f}-{en[1]:.2f} ({c['verdict']})")
         if parts:
-            v["notes"].append("measured against the baseline (dense kernels, so any difference is noise): "
-                              + "; ".join(parts))
+            v["notes"].append("masked weights are still multiplied on dense kernels, so no saving is expected; "
+                              "paired with the baseline (95% intervals): " + "; ".join(parts))
 
 
 def _evaluate_all(loaded, models, variants, eval_data, options, report, pct_start) -> None:
@@ -380,80 +485,6 @@ def _evaluate_all(loaded, models, variants, eval_data, options, report, pct_star
             doc["evaluation"]["notes"] = list(eval_data.notes)
         except Exception as exc:  # the variant keeps its measurements; its accuracy is unknown
             doc["notes"].append(f"evaluation failed: {type(exc).__name__}: {exc}")
-
-
-def _measure_one(model, bs, seq_len, overrides, device, meter, idle_w, options) -> dict:
-    import torch
-
-    from . import timing
-
-    sample = model.make_inputs(bs, seq_len, overrides)
-    values = sample.values
-    forward = model.forward
-
-    def fn(values=values, forward=forward):
-        return forward(values)
-
-    with torch.inference_mode():
-        measured = timing.measure(fn, batch_size=bs, device=device, meter=meter, idle_power_w=idle_w, options=options)
-    return {"batch_size": bs, "input_shape": sample.input_shape, **measured}
-
-
-def _measure_all(models, variants, batch_sizes, seq_len, overrides, device, meter, idle_w, options, report,
-                 pct_end=_PCT_MEASURED):
-    """Interleaved: for each batch size every variant in turn; then the baseline once more per
-    batch size. Returns the drift entry (None without a measured baseline)."""
-    base_k = next((k for k in sorted(models) if variants[k]["recipe"] == "baseline"), None)
-    remeasure = base_k is not None and bool(options.get("remeasure_baseline", True))
-    steps = [(bs, k) for bs in batch_sizes for k in sorted(models)]
-    if remeasure:
-        steps += [(bs, None) for bs in batch_sizes]
-    last: dict[int, dict] = {}
-    for i, (bs, k) in enumerate(steps):
-        again = k is None
-        k = base_k if again else k
-        doc = variants[k]
-        if doc["status"] != "succeeded":
-            continue
-        report("measuring", _PCT_IDLE + (pct_end - _PCT_IDLE) * i / len(steps),
-               f"measuring {doc['recipe']}{' again' if again else ''} at batch size {bs}", k)
-        try:
-            measured = _measure_one(models[k], bs, seq_len, overrides, device, meter, idle_w, options)
-        except Exception as exc:
-            if not again:
-                _fail(doc, "failed", f"measuring at batch size {bs} failed: {type(exc).__name__}: {exc}")
-            continue
-        if again:
-            last[bs] = measured
-        else:
-            doc["measurements"].append(measured)
-    report("measuring", pct_end, "measurements finished")
-    return _drift(variants[base_k], last) if remeasure else None
-
-
-def _rel(a, b):
-    return (a - b) / b if a is not None and b else None
-
-
-def _drift(baseline_doc: dict, last: dict) -> dict:
-    """Baseline measured first vs last, per batch size: relative change of latency and energy."""
-    rows = []
-    for first in baseline_doc["measurements"]:
-        again = last.get(first["batch_size"])
-        if again is None:
-            continue
-        rows.append({
-            "batch_size": first["batch_size"],
-            "latency_ms_p50_first": first["latency_ms_p50"],
-            "latency_ms_p50_last": again["latency_ms_p50"],
-            "latency_rel_change": _rel(again["latency_ms_p50"], first["latency_ms_p50"]),
-            "energy_j_per_inference_first": first["energy_j_per_inference"],
-            "energy_j_per_inference_last": again["energy_j_per_inference"],
-            "energy_rel_change": _rel(again["energy_j_per_inference"], first["energy_j_per_inference"]),
-        })
-    worst = max((abs(r[key]) for r in rows for key in ("latency_rel_change", "energy_rel_change")
-                 if r[key] is not None), default=None)
-    return {"recipe": "baseline", "per_batch_size": rows, "max_abs_rel_change": worst}
 
 
 def run_request(request: dict, progress: Callable[[dict], None]) -> dict:

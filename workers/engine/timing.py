@@ -138,95 +138,184 @@ def _run_window(fn, sync, meter, window_s: float):
     return latencies, (t1 - start) / 1e9, reading
 
 
+class Sampler:
+    """Windows of repeated ``fn()`` calls for one (variant, batch size), accumulated so that
+    paired rounds can interleave variants: ``warmup()`` once, ``window()`` as often as the
+    caller's schedule says, ``summary()`` at the end.
+
+    The statistics are over window means (see the module doc), and because a paired schedule
+    spreads one variant's windows over the whole audit, the interval of the mean now covers the
+    machine's drift during the audit, not only the noise of a few consecutive seconds.
+    """
+
+    def __init__(self, fn, *, batch_size: int, device: str, meter, idle_power_w: float, options: dict):
+        options = options or {}
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        self.fn = fn
+        self.batch_size = batch_size
+        self.device = device
+        self.meter = meter
+        self.idle_power_w = float(idle_power_w)
+        self.window_s = float(_opt(options, "window_s", DEFAULT_WINDOW_S[kind]))
+        self.time_cap_s = float(_opt(options, "time_cap_s", DEFAULT_WINDOWS_CAP * self.window_s))
+        self.target = float(_opt(options, "target_rel_ci", DEFAULT_TARGET_REL_CI))
+        self.warmup_iters = max(10, int(_opt(options, "warmup_iters", 10)))
+        self.pue = float(_opt(options, "pue", 1.0))
+        self.intensity = float(_opt(options, "grid_intensity_g_per_kwh", 475.0))
+        self.sync = _synchronizer(device)
+        self.latencies_ns: list[int] = []
+        self.window_means: list[float] = []  # ms per call, one per window
+        self.window_energy: list[float] = []  # J per call, one per window
+        self.trace: list = []
+        self.flags: list[str] = []
+        self.energy_j = 0.0
+        self.metered_s = 0.0
+        self.wall_s = 0.0
+        self.spent_s = 0.0  # time inside windows, what the time cap counts
+        self.assumptions: dict | None = None
+        self.domains_j: dict[str, float] = {}
+        self._peak_memory = 0
+
+    def warmup(self) -> None:
+        _reset_peak_memory(self.device)
+        for _ in range(self.warmup_iters):
+            self.fn()
+            self.sync()
+
+    def window(self) -> tuple[float, float]:
+        """One window; returns its (mean ms per call, J per call)."""
+        started = time.perf_counter()
+        lat, wall, reading = _run_window(self.fn, self.sync, self.meter, self.window_s)
+        offset = self.spent_s
+        self.trace.extend((round(offset + t, 6), w) for t, w in reading.trace)
+        self.flags.extend(f for f in reading.flags if f not in self.flags)
+        self.energy_j += reading.energy_j
+        self.metered_s += reading.duration_s
+        self.wall_s += wall
+        self.spent_s += time.perf_counter() - started
+        self.latencies_ns.extend(lat)
+        mean_ms = sum(lat) / len(lat) / 1e6
+        per_call_j = reading.energy_j / len(lat)
+        self.window_means.append(mean_ms)
+        self.window_energy.append(per_call_j)
+        assumptions = getattr(reading, "assumptions", None)
+        if assumptions:
+            self.assumptions = dict(assumptions)
+        for name, joules in (getattr(reading, "domains", None) or {}).items():
+            self.domains_j[name] = self.domains_j.get(name, 0.0) + float(joules)
+        self._peak_memory = max(self._peak_memory, peak_memory_bytes(self.device))
+        return mean_ms, per_call_j
+
+    def rel_ci(self) -> float:
+        """Half-width of the 95% interval of the mean latency, relative to the mean."""
+        if len(self.window_means) < 2:
+            return math.inf
+        mean = statistics.fmean(self.window_means)
+        return ci95_half_width(self.window_means) / mean if mean > 0 else math.inf
+
+    def enough(self, min_windows: int = MIN_WINDOWS) -> bool:
+        return len(self.window_means) >= min_windows and self.rel_ci() <= self.target
+
+    def capped(self) -> bool:
+        return self.spent_s >= self.time_cap_s
+
+    def summary(self) -> dict:
+        return _summarize(self)
+
+
 def measure(fn, *, batch_size: int, device: str, meter, idle_power_w: float, options: dict) -> dict:
-    options = options or {}
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    window_s = float(_opt(options, "window_s", DEFAULT_WINDOW_S[kind]))
-    time_cap_s = float(_opt(options, "time_cap_s", DEFAULT_WINDOWS_CAP * window_s))
-    target = float(_opt(options, "target_rel_ci", DEFAULT_TARGET_REL_CI))
-    warmup = max(10, int(_opt(options, "warmup_iters", 10)))
-    pue = float(_opt(options, "pue", 1.0))
-    intensity = float(_opt(options, "grid_intensity_g_per_kwh", 475.0))
-    sync = _synchronizer(device)
-
-    _reset_peak_memory(device)
-    for _ in range(warmup):
-        fn()
-        sync()
-
-    latencies_ns: list[int] = []
-    window_means: list[float] = []
-    trace: list = []
-    flags: list[str] = []
-    energy_j = 0.0
-    metered_s = 0.0
-    wall_s = 0.0
-    started = time.perf_counter()
-    reached = False
+    """Warm-up, then windows until the confidence interval of the mean is within the target
+    (at least ``MIN_WINDOWS``) or the time cap is reached: one measurement on its own, without
+    pairing (the CLI's single-variant runs, benchmarks, the generation scenario's parts)."""
+    sampler = Sampler(fn, batch_size=batch_size, device=device, meter=meter, idle_power_w=idle_power_w,
+                      options=options)
+    sampler.warmup()
     while True:
-        lat, wall, reading = _run_window(fn, sync, meter, window_s)
-        offset = time.perf_counter() - started - reading.duration_s
-        trace.extend((round(offset + t, 6), w) for t, w in reading.trace)
-        flags.extend(f for f in reading.flags if f not in flags)
-        energy_j += reading.energy_j
-        metered_s += reading.duration_s
-        wall_s += wall
-        latencies_ns.extend(lat)
-        window_means.append(sum(lat) / len(lat) / 1e6)
-        mean_ms = sum(latencies_ns) / len(latencies_ns) / 1e6
-        if len(window_means) >= MIN_WINDOWS and ci95_half_width(window_means) <= target * mean_ms:
-            reached = True
+        sampler.window()
+        if sampler.enough() or sampler.capped():
             break
-        if time.perf_counter() - started >= time_cap_s:
-            break
+    return sampler.summary()
 
-    lat_ms = sorted(x / 1e6 for x in latencies_ns)
+
+def _summarize(s: Sampler) -> dict:
+    lat_ms = sorted(x / 1e6 for x in s.latencies_ns)
     n = len(lat_ms)
+    flags = list(s.flags)
     mean_ms = sum(lat_ms) / n
     std_ms = statistics.stdev(lat_ms) if n > 1 else 0.0
-    if len(window_means) >= 2:
-        ci_ms = ci95_half_width(window_means)
+    target = s.target
+    if len(s.window_means) >= 2:
+        ci_ms = ci95_half_width(s.window_means)
     else:
         ci_ms = ci95_half_width(lat_ms) if n > 1 else math.inf
         flags.append("ci-from-calls")
-        reached = reached or ci_ms <= target * mean_ms
-    if not reached:
+    rel_ci = ci_ms / mean_ms if mean_ms > 0 and math.isfinite(ci_ms) else math.inf
+    # Flags must carry information: on an ordinary shared machine the 2% target is often out of
+    # reach within the cap, and single calls jitter by more than 10%. So "time-cap-reached" says
+    # the interval ended more than twice the target wide, and "high-cv" is about the windows'
+    # means (the machine's state changing), not the jitter of single calls (``cv`` keeps that).
+    if rel_ci > 2 * target:
         flags.append("time-cap-reached")
     cv = std_ms / mean_ms if mean_ms > 0 else 0.0
-    if cv > HIGH_CV:
+    window_cv = (statistics.stdev(s.window_means) / statistics.fmean(s.window_means)
+                 if len(s.window_means) > 1 and statistics.fmean(s.window_means) > 0 else 0.0)
+    if window_cv > HIGH_CV:
         flags.append("high-cv")
 
-    j_per_inf = energy_j / n
-    active_total = energy_j - idle_power_w * metered_s
+    j_per_inf = s.energy_j / n
+    active_total = s.energy_j - s.idle_power_w * s.metered_s
     if active_total < 0:
         flags.append("active-energy-negative-clamped")
         active_total = 0.0
     if j_per_inf <= 0 and "zero-energy" not in flags:
         flags.append("zero-energy")
+    # Energy uncertainty, one standard uncertainty: the method's own (calibration, attribution)
+    # and the spread of the per-window energies (the statistical part, which is what varies run
+    # to run), combined in quadrature.
+    u_method = float(s.meter.uncertainty_rel)
+    if len(s.window_energy) > 1 and statistics.fmean(s.window_energy) > 0:
+        u_stat = (statistics.stdev(s.window_energy) / math.sqrt(len(s.window_energy))
+                  / statistics.fmean(s.window_energy))
+    else:
+        u_stat = None
+    u_total = math.sqrt(u_method ** 2 + (u_stat or 0.0) ** 2)
+    avg_power = s.energy_j / s.metered_s if s.metered_s > 0 else 0.0
+    meter_resolution_s = getattr(s.meter, "resolution_s", None)
     return {
+        "scenario": "forward",
         "iterations": n,
-        "windows": len(window_means),
-        "window_s": window_s,
+        "windows": len(s.window_means),
+        "window_s": s.window_s,
+        "meter_resolution_s": meter_resolution_s,
         "latency_ms_mean": mean_ms,
         "latency_ms_std": std_ms,
         "latency_ms_p50": _percentile(lat_ms, 50),
         "latency_ms_p95": _percentile(lat_ms, 95),
         "latency_ms_p99": _percentile(lat_ms, 99),
         "latency_ci95_ms": ci_ms if math.isfinite(ci_ms) else None,
+        "latency_ci95_rel": rel_ci if math.isfinite(rel_ci) else None,
+        "target_rel_ci": target,
         "cv": cv,
-        "throughput_samples_per_s": n * batch_size / wall_s if wall_s > 0 else 0.0,
-        "energy_method": meter.method,
-        "energy_estimated": bool(meter.estimated),
-        "energy_uncertainty_rel": float(meter.uncertainty_rel),
+        "window_cv": window_cv,
+        "throughput_samples_per_s": n * s.batch_size / s.wall_s if s.wall_s > 0 else 0.0,
+        "energy_method": s.meter.method,
+        "energy_estimated": bool(s.meter.estimated),
+        "energy_uncertainty_rel": u_total,
+        "energy_uncertainty_method_rel": u_method,
+        "energy_uncertainty_stat_rel": u_stat,
         "energy_j_per_inference": j_per_inf,
         "energy_j_per_inference_active": active_total / n,
-        "energy_j_per_sample": j_per_inf / batch_size,
+        "energy_j_per_sample": j_per_inf / s.batch_size,
         "wh_per_1000_inferences": j_per_inf * 1000.0 / 3600.0,
-        "samples_per_joule": batch_size / j_per_inf if j_per_inf > 0 else 0.0,
-        "avg_power_w": energy_j / metered_s if metered_s > 0 else 0.0,
-        "idle_power_w": float(idle_power_w),
-        "co2e_g_per_inference": j_per_inf / 3.6e6 * pue * intensity,
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "power_trace": downsample(trace),
+        "samples_per_joule": s.batch_size / j_per_inf if j_per_inf > 0 else 0.0,
+        "avg_power_w": avg_power,
+        "idle_power_w": s.idle_power_w,
+        "co2e_g_per_inference": j_per_inf / 3.6e6 * s.pue * s.intensity,
+        "peak_memory_bytes": max(s._peak_memory, peak_memory_bytes(s.device)),
+        "energy_assumptions": s.assumptions,
+        "energy_domains": {k: v / n for k, v in s.domains_j.items()},
+        "power_trace": downsample(s.trace),
         "flags": flags,
+        "window_means_ms": list(s.window_means),
+        "window_energy_j": list(s.window_energy),
     }

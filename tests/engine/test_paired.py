@@ -1,0 +1,160 @@
+"""Paired comparisons and quality grades: what a reviewer can defend.
+
+Variants are measured in interleaved rounds with the baseline; each reports variant/baseline
+ratios with 95% intervals from the rounds. A saving whose interval holds 1 is "no measurable
+difference", never a recommendation; every measurement and the audit carry a grade A-D.
+"""
+import multiprocessing
+import time
+
+import pytest
+
+from tests.engine import models as m
+from workers.engine import quality, rounds
+from workers.engine.loaders import LoadedModel
+from workers.engine.profile import profile_model
+from workers.engine.recipes import RECIPES, Recipe
+from workers.engine.tradeoff import build_tradeoff
+
+FAST = dict(m.FAST_OPTIONS, window_s=0.05, time_cap_s=0.4, rounds=4, target_rel_ci=0.02)
+
+
+def test_paired_ratio_cancels_drift_that_ruins_absolute_figures():
+    # The machine slows down 4x during the audit; the variant always takes 0.5x the baseline's time
+    # at the same moment. Absolute means mislead; the paired ratio does not.
+    base, var = [], []
+    for r in range(6):
+        slow = 1.0 + 0.6 * r
+        base.append((10.0 * slow, 2.0 * slow))
+        var.append((10.0 * (slow + 0.3) * 0.5, 2.0 * (slow + 0.3) * 0.5))  # measured just after the baseline
+    closing = (10.0 * 4.6, 2.0 * 4.6)
+    entry = rounds.compare(base, closing, var)
+    assert entry["rounds"] == 6
+    assert entry["energy_ratio"] == pytest.approx(0.5, rel=0.02)
+    lo, hi = entry["energy_ratio_ci95"]
+    assert 0.45 < lo < 0.5 < hi < 0.55
+    assert entry["verdict"] == "lower" and entry["latency_verdict"] == "lower"
+
+
+def test_a_ratio_whose_interval_holds_one_is_no_measurable_difference():
+    base = [(10.0, 1.0), (12.0, 1.2), (9.0, 0.9), (11.0, 1.1)]
+    var = [(9.0, 0.9), (13.5, 1.35), (8.0, 0.8), (12.5, 1.25)]
+    entry = rounds.compare(base, None, var)
+    lo, hi = entry["energy_ratio_ci95"]
+    assert lo < 1.0 < hi
+    assert entry["verdict"] == "no measurable difference"
+
+
+def _doc(ratio, ci, grade="A", value=0.95, base_value=0.95):
+    def variant(recipe, comparison, v):
+        return {"recipe": recipe, "status": "succeeded",
+                "measurements": [{"batch_size": 1, "energy_j_per_inference": 1.0 * (ratio if comparison else 1),
+                                  "energy_j_per_sample": 1.0, "latency_ms_p50": 1.0, "quality_grade": "A"}],
+                "comparison": comparison, "evaluation": {"metric": "accuracy", "value": v, "higher_is_better": True}}
+
+    comparison = [{"batch_size": 1, "energy_ratio": ratio, "energy_ratio_ci95": ci, "latency_ratio": ratio,
+                   "latency_ratio_ci95": ci, "verdict": rounds._verdict(ci), "quality_grade": grade}]
+    return {"variants": [variant("baseline", [], base_value), variant("int8-dynamic", comparison, value)]}
+
+
+@pytest.mark.parametrize("ratio, ci, grade, value, expected", [
+    (0.6, [0.55, 0.66], "A", 0.95, "recommended"),
+    (0.8, [0.62, 1.04], "A", 0.95, "no measurable difference"),  # the interval holds 1
+    (0.97, [0.96, 0.98], "A", 0.95, "no measurable difference"),  # measurable, but 3% is not worth a change
+    (0.6, [0.55, 0.66], "D", 0.95, "inconclusive"),  # evidence graded too low
+    (0.6, [0.55, 0.66], "A", 0.80, "none"),  # cheaper, but loses 15 points of accuracy
+])
+def test_the_recommendation_rests_on_the_paired_interval(ratio, ci, grade, value, expected):
+    (entry,) = build_tradeoff(_doc(ratio, ci, grade, value))["per_batch_size"]
+    assert entry["verdict"] == expected
+    assert (entry["recommended"] == "int8-dynamic") == (expected == "recommended")
+    if expected == "recommended":
+        # the savings use the paired ratio, not two drifting absolute figures
+        assert entry["savings"]["variant"]["kwh_per_year"] == pytest.approx(
+            0.6 * entry["savings"]["baseline"]["kwh_per_year"])
+        assert "95% interval" in entry["recommended_reason"]
+
+
+def test_fidelity_decides_when_there_are_no_labels():
+    doc = _doc(0.6, [0.55, 0.66])
+    for v, fid in zip(doc["variants"], (1.0, 0.95)):
+        v["evaluation"] = {"metric": None, "value": None, "labelled": False, "fidelity_metric": "embedding_cosine",
+                           "fidelity_value": fid, "fidelity_higher_is_better": True}
+    (entry,) = build_tradeoff(doc, {"min_fidelity": 0.98})["per_batch_size"]
+    assert entry["judged_by"] == "fidelity" and entry["verdict"] == "none"  # cosine 0.95 < 0.98
+    (entry,) = build_tradeoff(doc, {"min_fidelity": 0.9})["per_batch_size"]
+    assert entry["recommended"] == "int8-dynamic"
+
+
+def test_grades_say_why():
+    good = {"latency_ci95_rel": 0.01, "energy_method": "nvml-counter", "window_s": 10.0, "meter_resolution_s": 0.1,
+            "flags": []}
+    assert quality.grade_measurement(good) == ("A", [])
+    grade, reasons = quality.grade_measurement(dict(good, energy_method="estimate-tdp", energy_estimated=True))
+    assert grade == "C" and "estimated" in reasons[0]
+    grade, reasons = quality.grade_measurement(dict(good, window_s=0.5))
+    assert grade == "C" and "5 updates of the meter" in reasons[0]
+    grade, reasons = quality.grade_measurement(dict(good, window_s=0.15))
+    assert grade == "D"
+    grade, reasons = quality.grade_measurement(dict(good, latency_ci95_rel=0.3, flags=["contended:1"]))
+    assert grade == "D" and any("±30.0%" in r for r in reasons) and any("another process" in r for r in reasons)
+    assert quality.grade_drift(0.3)[0] == "C" and quality.grade_drift(47.0)[0] == "D"
+
+
+@pytest.fixture
+def same_model_recipe(monkeypatch):
+    """A variant that is the baseline's own model: any difference measured is noise."""
+    monkeypatch.setitem(RECIPES, "same-model", Recipe("same-model", lambda loaded, params: loaded))
+    return "same-model"
+
+
+def _burn(stop_at):
+    while time.time() < stop_at:
+        pass
+
+
+def test_a_variant_measured_beside_a_cpu_burner_is_never_recommended(mlp_safetensors, same_model_recipe):
+    burners = [multiprocessing.get_context("spawn").Process(target=_burn, args=(time.time() + 30,))
+               for _ in range(2)]
+    for b in burners:
+        b.start()
+    try:
+        doc = profile_model(mlp_safetensors, batch_sizes=(4,), recipes=["baseline", same_model_recipe],
+                            options=dict(FAST, threads=1))
+    finally:
+        for b in burners:
+            b.terminate()
+            b.join()
+    base, same = doc["variants"]
+    assert same["status"] == "succeeded", same["error"]
+    (cmp,) = same["comparison"]
+    assert cmp["rounds"] >= 4 and cmp["energy_ratio_ci95"] and cmp["latency_ratio_ci95"]
+    # Pretend its quality is perfect, so only the measurement can stop a recommendation.
+    for v in doc["variants"]:
+        v["evaluation"] = {"metric": "accuracy", "value": 0.9, "higher_is_better": True}
+    (entry,) = build_tradeoff(doc)["per_batch_size"]
+    assert entry["verdict"] != "recommended", entry["recommended_reason"]
+    assert doc["quality"]["grade"] in quality.GRADES and doc["quality"]["reasons"]
+
+
+def test_every_measurement_and_the_audit_carry_a_grade(mlp_safetensors):
+    events = []
+    doc = profile_model(mlp_safetensors, batch_sizes=(1, 4), recipes=["baseline", "int8-dynamic"],
+                        options=dict(FAST, threads=1), progress=events.append)
+    base, int8 = doc["variants"]
+    for v in (base, int8):
+        for x in v["measurements"]:
+            assert x["quality_grade"] in quality.GRADES and isinstance(x["quality_reasons"], list)
+            assert x["rounds"] >= 4 and len(x["window_means_ms"]) == x["windows"]
+            # the CPU estimate is never graded above C, and says so
+            assert x["quality_grade"] in ("C", "D") and any("estimated" in r for r in x["quality_reasons"])
+    assert base["comparison"] == [] and [c["batch_size"] for c in int8["comparison"]] == [1, 4]
+    assert doc["quality"]["grade"] in ("C", "D")
+    assert doc["drift"]["method"] == "first vs last paired round"
+    # progress says which variant, batch size and round, and never goes back
+    measuring = [e for e in events if e["stage"] == "measuring" and e["round"]]
+    assert {e["batch_size"] for e in measuring} == {1, 4} and {e["variant"] for e in measuring} == {0, 1}
+    percents = [e["percent"] for e in events]
+    assert percents == sorted(percents)
+    # the baseline is not measured a second time at the end: one schedule of rounds per batch size
+    assert base["measurements"][0]["windows"] == int8["measurements"][0]["windows"] + 1  # + the closing window
