@@ -25,10 +25,14 @@ DEFAULT_RECIPES = ["baseline"]
 MAX_BATCH_SIZE = 4096
 
 
-def _dispatch(audit_id: int, queue: str) -> None:
-    from workers.tasks import run_audit  # the Celery app needs Django set up first
+RUN_AUDIT_TASK = "workers.tasks.run_audit"
 
-    run_audit.apply_async(args=[audit_id], queue=queue)
+
+def _dispatch(audit_id: int, queue: str) -> None:
+    # By name through the project's app: services do not import the tasks that import them.
+    from workers.celery import app  # the Celery app needs Django set up first
+
+    app.send_task(RUN_AUDIT_TASK, args=[audit_id], queue=queue)
     Audit.objects.filter(pk=audit_id, status=Audit.Status.QUEUED).update(dispatched_at=timezone.now())
 
 
