@@ -77,8 +77,8 @@ def test_measure_tiny_linear(linear):
     assert 2 <= len(m["power_trace"]) <= 500
     assert m["throughput_samples_per_s"] == pytest.approx(4000 / m["latency_ms_mean"], rel=0.5)
     assert m["window_s"] == 0.05
-    if "time-cap-reached" not in m["flags"]:
-        assert m["latency_ci95_ms"] <= 0.02 * m["latency_ms_mean"]
+    if "time-cap-reached" not in m["flags"]:  # the flag means: ended more than twice the target wide
+        assert m["latency_ci95_ms"] <= 2 * 0.02 * m["latency_ms_mean"]
 
 
 def test_time_cap_reached_and_high_cv_flag_a_machine_whose_state_changes():
@@ -122,7 +122,10 @@ def test_nvml_counter_gives_exact_joules_per_inference(monkeypatch):
                        options={"window_s": 0.02, "time_cap_s": 0.1})
     meter.close()
     assert m["energy_method"] == "nvml-counter"
-    assert m["energy_j_per_inference"] == pytest.approx(3.0 * m["windows"] / m["iterations"])
+    # 3 J per window between the counter's two reads; the time spent reading it is taken out
+    read = 3.0 * m["windows"] / m["iterations"]
+    assert m["meter_overhead_s"] > 0
+    assert 0.8 * read < m["energy_j_per_inference"] < read
     assert len(n) == m["iterations"] + 10  # warm-up calls are not counted
 
 

@@ -29,6 +29,10 @@ DEFAULT_WINDOWS_CAP = 10  # time_cap_s defaults to this many windows
 MIN_WINDOWS = 3
 HIGH_CV = 0.1
 MAX_TRACE_POINTS = 500
+# How often each meter's reading changes, for meters that do not say: the NVML energy counter
+# updates about every 100 ms; nvmlDeviceGetPowerUsage is a 1 s running average on Ampere and
+# newer; RAPL's counters update about every millisecond; CPU time ticks every 10 ms.
+METER_RESOLUTION_S = {"nvml-counter": 0.1, "nvml-power-sampling": 1.0, "rapl": 0.001, "estimate-tdp": 0.01}
 
 # Two-sided 95% Student t quantiles t(0.975, df) for small df; 1.96 beyond.
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -172,6 +176,7 @@ class Sampler:
         self.metered_s = 0.0
         self.wall_s = 0.0
         self.spent_s = 0.0  # time inside windows, what the time cap counts
+        self.meter_overhead_s = 0.0  # reading the meter, taken out of the energy
         self.assumptions: dict | None = None
         self.domains_j: dict[str, float] = {}
         self._peak_memory = 0
@@ -189,13 +194,21 @@ class Sampler:
         offset = self.spent_s
         self.trace.extend((round(offset + t, 6), w) for t, w in reading.trace)
         self.flags.extend(f for f in reading.flags if f not in self.flags)
-        self.energy_j += reading.energy_j
-        self.metered_s += reading.duration_s
+        # The meter's reads bracket the timed calls; what it spends reading (an NVML counter read
+        # costs milliseconds) is not the model's: keep the share of the reading that the timed
+        # calls took.
+        energy_j, metered_s = reading.energy_j, reading.duration_s
+        if 0 < wall < metered_s:
+            self.meter_overhead_s += metered_s - wall
+            energy_j *= wall / metered_s
+            metered_s = wall
+        self.energy_j += energy_j
+        self.metered_s += metered_s
         self.wall_s += wall
         self.spent_s += time.perf_counter() - started
         self.latencies_ns.extend(lat)
         mean_ms = sum(lat) / len(lat) / 1e6
-        per_call_j = reading.energy_j / len(lat)
+        per_call_j = energy_j / len(lat)
         self.window_means.append(mean_ms)
         self.window_energy.append(per_call_j)
         assumptions = getattr(reading, "assumptions", None)
@@ -280,13 +293,14 @@ def _summarize(s: Sampler) -> dict:
         u_stat = None
     u_total = math.sqrt(u_method ** 2 + (u_stat or 0.0) ** 2)
     avg_power = s.energy_j / s.metered_s if s.metered_s > 0 else 0.0
-    meter_resolution_s = getattr(s.meter, "resolution_s", None)
+    meter_resolution_s = getattr(s.meter, "resolution_s", None) or METER_RESOLUTION_S.get(s.meter.method)
     return {
         "scenario": "forward",
         "iterations": n,
         "windows": len(s.window_means),
         "window_s": s.window_s,
         "meter_resolution_s": meter_resolution_s,
+        "meter_overhead_s": s.meter_overhead_s,
         "latency_ms_mean": mean_ms,
         "latency_ms_std": std_ms,
         "latency_ms_p50": _percentile(lat_ms, 50),
