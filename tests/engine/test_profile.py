@@ -16,7 +16,7 @@ MEASUREMENT_FIELDS = {
     "energy_j_per_inference_active", "energy_j_per_sample", "wh_per_1000_inferences", "samples_per_joule",
     "avg_power_w", "idle_power_w", "co2e_g_per_inference", "peak_memory_bytes", "power_trace", "flags",
     # schema 2
-    "scenario", "rounds", "meter_resolution_s", "meter_overhead_s", "latency_ci95_rel", "target_rel_ci", "window_cv",
+    "scenario", "timing_mode", "rounds", "meter_resolution_s", "meter_overhead_s", "latency_ci95_rel", "target_rel_ci", "window_cv",
     "energy_uncertainty_method_rel", "energy_uncertainty_stat_rel", "energy_assumptions", "energy_domains",
     "window_means_ms", "window_energy_j", "quality_grade", "quality_reasons",
 }

@@ -160,3 +160,21 @@ def test_a_failing_call_stops_the_meter():
     with pytest.raises(RuntimeError):
         timing.measure(flaky, batch_size=1, device="cpu", meter=meter, idle_power_w=0.0, options=FAST)
     assert Tracking.ended == 1
+
+
+def test_throughput_mode_synchronises_once_per_window_and_reports_means_only(linear):
+    from workers.engine import timing as t
+
+    m = t.measure(linear, batch_size=4, device="cpu", meter=ConstantMeter(20.0), idle_power_w=0.0,
+                  options=dict(FAST, timing_mode="throughput"))
+    assert m["timing_mode"] == "throughput" and m["iterations"] > 10
+    # per-call figures do not exist when calls are not synchronised one by one
+    assert m["latency_ms_p50"] is None and m["latency_ms_p95"] is None and m["cv"] is None
+    assert m["latency_ms_mean"] > 0 and m["latency_ci95_ms"] is not None
+    latency = t.measure(linear, batch_size=4, device="cpu", meter=ConstantMeter(20.0), idle_power_w=0.0,
+                        options=FAST)
+    # on the CPU there is nothing to synchronise: both modes time the same work
+    assert m["latency_ms_mean"] == pytest.approx(latency["latency_ms_mean"], rel=0.5)
+    with pytest.raises(ValueError, match="unknown timing mode"):
+        t.measure(linear, batch_size=4, device="cpu", meter=ConstantMeter(20.0), idle_power_w=0.0,
+                  options=dict(FAST, timing_mode="fast"))

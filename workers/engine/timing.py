@@ -119,7 +119,8 @@ def _reset_peak_memory(device: str) -> None:
 
 
 def _run_window(fn, sync, meter, window_s: float):
-    """Calls fn until window_s has passed; returns (latencies_ns, wall_s, reading)."""
+    """Latency mode: calls fn until window_s has passed, synchronising after every call so each
+    call's own time is known; returns (latencies_ns, calls, wall_s, reading)."""
     latencies = []
     append = latencies.append
     clock = time.perf_counter_ns
@@ -139,7 +140,35 @@ def _run_window(fn, sync, meter, window_s: float):
         meter.end()  # stop the meter's poller before the error goes up
         raise
     reading = meter.end()
-    return latencies, (t1 - start) / 1e9, reading
+    return latencies, len(latencies), (t1 - start) / 1e9, reading
+
+
+def _run_window_throughput(fn, sync, meter, window_s: float):
+    """Throughput mode: calls fn back to back until window_s has passed on the host's clock and
+    synchronises once at the end, the way a serving loop keeps the device queue full; the window
+    knows only its mean time per call. Returns (None, calls, wall_s, reading)."""
+    clock = time.perf_counter_ns
+    sync()
+    meter.begin()
+    start = clock()
+    deadline = start + int(window_s * 1e9)
+    calls = 0
+    try:
+        while True:
+            fn()
+            calls += 1
+            if clock() >= deadline:
+                break
+        sync()
+    except BaseException:
+        meter.end()
+        raise
+    t1 = clock()
+    reading = meter.end()
+    return None, calls, (t1 - start) / 1e9, reading
+
+
+TIMING_MODES = {"latency": _run_window, "throughput": _run_window_throughput}
 
 
 class Sampler:
@@ -164,10 +193,14 @@ class Sampler:
         self.time_cap_s = float(_opt(options, "time_cap_s", DEFAULT_WINDOWS_CAP * self.window_s))
         self.target = float(_opt(options, "target_rel_ci", DEFAULT_TARGET_REL_CI))
         self.warmup_iters = max(10, int(_opt(options, "warmup_iters", 10)))
+        self.mode = str(_opt(options, "timing_mode", "latency"))
+        if self.mode not in TIMING_MODES:
+            raise ValueError(f"unknown timing mode {self.mode!r}; one of {', '.join(TIMING_MODES)}")
         self.pue = float(_opt(options, "pue", 1.0))
         self.intensity = float(_opt(options, "grid_intensity_g_per_kwh", 475.0))
         self.sync = _synchronizer(device)
-        self.latencies_ns: list[int] = []
+        self.latencies_ns: list[int] = []  # per call, latency mode only
+        self.calls = 0
         self.window_means: list[float] = []  # ms per call, one per window
         self.window_energy: list[float] = []  # J per call, one per window
         self.trace: list = []
@@ -190,7 +223,7 @@ class Sampler:
     def window(self) -> tuple[float, float]:
         """One window; returns its (mean ms per call, J per call)."""
         started = time.perf_counter()
-        lat, wall, reading = _run_window(self.fn, self.sync, self.meter, self.window_s)
+        lat, calls, wall, reading = TIMING_MODES[self.mode](self.fn, self.sync, self.meter, self.window_s)
         offset = self.spent_s
         self.trace.extend((round(offset + t, 6), w) for t, w in reading.trace)
         self.flags.extend(f for f in reading.flags if f not in self.flags)
@@ -206,9 +239,13 @@ class Sampler:
         self.metered_s += metered_s
         self.wall_s += wall
         self.spent_s += time.perf_counter() - started
-        self.latencies_ns.extend(lat)
-        mean_ms = sum(lat) / len(lat) / 1e6
-        per_call_j = energy_j / len(lat)
+        if lat is not None:
+            self.latencies_ns.extend(lat)
+            mean_ms = sum(lat) / calls / 1e6
+        else:
+            mean_ms = wall * 1e3 / calls
+        self.calls += calls
+        per_call_j = energy_j / calls
         self.window_means.append(mean_ms)
         self.window_energy.append(per_call_j)
         assumptions = getattr(reading, "assumptions", None)
@@ -252,16 +289,18 @@ def measure(fn, *, batch_size: int, device: str, meter, idle_power_w: float, opt
 
 def _summarize(s: Sampler) -> dict:
     lat_ms = sorted(x / 1e6 for x in s.latencies_ns)
-    n = len(lat_ms)
+    n = s.calls
     flags = list(s.flags)
-    mean_ms = sum(lat_ms) / n
-    std_ms = statistics.stdev(lat_ms) if n > 1 else 0.0
+    per_call = s.mode == "latency"
+    # Throughput mode knows each window's mean only: its mean is the windows' time over the calls
+    mean_ms = sum(lat_ms) / n if per_call else s.wall_s * 1e3 / n
+    std_ms = (statistics.stdev(lat_ms) if n > 1 else 0.0) if per_call else None
     target = s.target
     if len(s.window_means) >= 2:
         ci_ms = ci95_half_width(s.window_means)
     else:
-        ci_ms = ci95_half_width(lat_ms) if n > 1 else math.inf
-        flags.append("ci-from-calls")
+        ci_ms = ci95_half_width(lat_ms) if per_call and n > 1 else math.inf
+        flags.append("ci-from-calls" if per_call else "single-window")
     rel_ci = ci_ms / mean_ms if mean_ms > 0 and math.isfinite(ci_ms) else math.inf
     # Flags must carry information: on an ordinary shared machine the 2% target is often out of
     # reach within the cap, and single calls jitter by more than 10%. So "time-cap-reached" says
@@ -269,7 +308,7 @@ def _summarize(s: Sampler) -> dict:
     # means (the machine's state changing), not the jitter of single calls (``cv`` keeps that).
     if rel_ci > 2 * target:
         flags.append("time-cap-reached")
-    cv = std_ms / mean_ms if mean_ms > 0 else 0.0
+    cv = (std_ms / mean_ms if mean_ms > 0 else 0.0) if per_call else None
     window_cv = (statistics.stdev(s.window_means) / statistics.fmean(s.window_means)
                  if len(s.window_means) > 1 and statistics.fmean(s.window_means) > 0 else 0.0)
     if window_cv > HIGH_CV:
@@ -303,9 +342,11 @@ def _summarize(s: Sampler) -> dict:
         "meter_overhead_s": s.meter_overhead_s,
         "latency_ms_mean": mean_ms,
         "latency_ms_std": std_ms,
-        "latency_ms_p50": _percentile(lat_ms, 50),
-        "latency_ms_p95": _percentile(lat_ms, 95),
-        "latency_ms_p99": _percentile(lat_ms, 99),
+        "timing_mode": s.mode,
+        # per-call percentiles exist in latency mode only
+        "latency_ms_p50": _percentile(lat_ms, 50) if per_call else None,
+        "latency_ms_p95": _percentile(lat_ms, 95) if per_call else None,
+        "latency_ms_p99": _percentile(lat_ms, 99) if per_call else None,
         "latency_ci95_ms": ci_ms if math.isfinite(ci_ms) else None,
         "latency_ci95_rel": rel_ci if math.isfinite(rel_ci) else None,
         "target_rel_ci": target,
