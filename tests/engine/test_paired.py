@@ -158,3 +158,30 @@ def test_every_measurement_and_the_audit_carry_a_grade(mlp_safetensors):
     assert percents == sorted(percents)
     # the baseline is not measured a second time at the end: one schedule of rounds per batch size
     assert base["measurements"][0]["windows"] == int8["measurements"][0]["windows"] + 1  # + the closing window
+
+
+def _gen_variant(recipe, rows, fidelity=1.0):
+    return {"recipe": recipe, "status": "succeeded", "comparison": [],
+            "evaluation": {"metric": None, "value": None, "labelled": False, "fidelity_metric": "top1_agreement",
+                           "fidelity_value": fidelity, "fidelity_higher_is_better": True},
+            "measurements": [{"batch_size": bs, "energy_j_per_inference": j * bs * 32, "energy_j_per_sample": j * 32,
+                              "energy_j_per_output_token": j, "ttft_ms_p95": ttft, "tpot_ms_p95": tpot,
+                              "energy_uncertainty_rel": 0.05, "latency_ms_p50": tpot * 32}
+                             for bs, j, ttft, tpot in rows]}
+
+
+def test_cheapest_configuration_within_the_latency_slo():
+    doc = {"scenario": {"kind": "generation", "prompt_tokens": 64, "new_tokens": 32},
+           "variants": [
+               _gen_variant("baseline", [(1, 0.50, 20.0, 10.0), (8, 0.10, 60.0, 14.0), (32, 0.04, 250.0, 40.0)]),
+               _gen_variant("int8-dynamic", [(1, 0.40, 18.0, 8.0), (8, 0.08, 55.0, 12.0), (32, 0.03, 230.0, 35.0)]),
+               _gen_variant("prune-structured:0.5", [(8, 0.01, 30.0, 6.0)], fidelity=0.4),  # cheap but broken
+           ]}
+    t = build_tradeoff(doc, {"slo_ttft_ms_p95": 100.0, "slo_tpot_ms_p95": 20.0})
+    assert t["per_batch_size"][0]["energy_key"] == "energy_j_per_output_token"
+    cheapest = t["slo"]["cheapest"]
+    assert (cheapest["recipe"], cheapest["batch_size"]) == ("int8-dynamic", 8)  # batch 32 misses the SLO
+    assert "baseline at batch 8 is within the measurement uncertainty" not in t["slo"]["reason"]
+    t = build_tradeoff(doc, {"slo_ttft_ms_p95": 10.0, "slo_tpot_ms_p95": 5.0})
+    assert t["slo"]["cheapest"] is None and "no configuration meets" in t["slo"]["reason"]
+    assert "TTFT p95 18 ms" in t["slo"]["reason"]
