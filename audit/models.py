@@ -12,6 +12,9 @@ class Team(models.Model):
     grid_intensity_g_per_kwh = models.FloatField(null=True, blank=True)
     pue = models.FloatField(null=True, blank=True)
     carbon_source = models.CharField(max_length=200, blank=True)
+    # A region code of the shipped grid-intensity table (workers/engine/data/grid_intensity.csv),
+    # e.g. "DE", "US-CA", "EU", "WORLD". An explicit grid_intensity_g_per_kwh overrides it.
+    grid_region = models.CharField(max_length=20, blank=True)
     # Energy badges of the team's model versions are private unless the team publishes them.
     publish_badges = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
