@@ -2,6 +2,8 @@
 
 Inject with ``monkeypatch.setitem(sys.modules, "pynvml", make_nvml([...]))``.
 """
+import json
+import os
 import time
 import types
 from dataclasses import dataclass, field
@@ -19,6 +21,26 @@ class NVMLError_NotFound(NVMLError):  # noqa: N801
     pass
 
 
+class NVMLError_NoPermission(NVMLError):  # noqa: N801
+    pass
+
+
+class NVMLError_InvalidArgument(NVMLError):  # noqa: N801
+    pass
+
+
+# pynvml's constants (nvml.h values)
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_GRAPHICS = 0
+NVML_CLOCK_SM = 1
+NVML_CLOCK_MEM = 2
+CLOCK_REASON_BITS = {
+    "GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "SwPowerCap": 0x4, "HwSlowdown": 0x8,
+    "SyncBoost": 0x10, "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40,
+    "HwPowerBrakeSlowdown": 0x80, "DisplayClockSetting": 0x100,
+}
+
+
 @dataclass
 class FakeGPU:
     uuid: str
@@ -33,15 +55,34 @@ class FakeGPU:
     is_mig: bool = False
     parent: "FakeGPU | None" = None
     power_limit_w: float = 700.0
+    # Device state and power-limit management (None: the read raises NotSupported)
+    sm_clock_mhz: object = 1980
+    mem_clock_mhz: object = 2619
+    temperature_c: object = 45
+    clock_reasons: object = 0  # bit mask of nvmlClocksEventReason*
+    power_limit_min_w: object = 200.0  # None: constraints NotSupported
+    power_limit_max_w: float = 700.0
+    power_limit_default_w: float = 700.0
+    power_limit_settable: bool = True  # False: setting raises NoPermission
 
 
-def make_nvml(gpus, *, counter_function=True):
+def make_nvml(gpus, *, counter_function=True, state_file=None, clocks_event_api=True):
+    """``state_file``: a JSON file {uuid: limit in mW} that holds the power limits, so two
+    processes share one "device". ``clocks_event_api=False``: only the older
+    nvmlDeviceGetCurrentClocksThrottleReasons / nvmlClocksThrottleReason* names exist."""
     t0 = time.perf_counter()
     calls = []
     mod = types.ModuleType("pynvml")
     mod.NVMLError = NVMLError
     mod.NVMLError_NotSupported = NVMLError_NotSupported
     mod.NVMLError_NotFound = NVMLError_NotFound
+    mod.NVMLError_NoPermission = NVMLError_NoPermission
+    mod.NVMLError_InvalidArgument = NVMLError_InvalidArgument
+    mod.NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
+    mod.NVML_CLOCK_GRAPHICS = NVML_CLOCK_GRAPHICS
+    mod.NVML_CLOCK_SM = NVML_CLOCK_SM
+    mod.NVML_CLOCK_MEM = NVML_CLOCK_MEM
+    mod.state_file = state_file
     mod.calls = calls
     mod.gpus = gpus
     mod.t0 = t0
@@ -110,7 +151,68 @@ def make_nvml(gpus, *, counter_function=True):
     mod.nvmlDeviceGetMigMode = mig_mode
     mod.nvmlDeviceIsMigDeviceHandle = is_mig
     mod.nvmlDeviceGetDeviceHandleFromMigDeviceHandle = mig_parent
-    mod.nvmlDeviceGetEnforcedPowerLimit = lambda h: int(h.power_limit_w * 1000)
+    mod.nvmlDeviceGetEnforcedPowerLimit = lambda h: limit_mw(h)
+
+    def read_state():
+        try:
+            with open(state_file) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def limit_mw(h):
+        if state_file is not None:
+            return int(read_state().get(h.uuid, int(round(h.power_limit_w * 1000))))
+        return int(round(h.power_limit_w * 1000))
+
+    def constraints(h):
+        if h.power_limit_min_w is None or h.is_mig:
+            raise NVMLError_NotSupported("Not Supported")
+        return [int(round(h.power_limit_min_w * 1000)), int(round(h.power_limit_max_w * 1000))]
+
+    def set_limit(h, mw):
+        log("nvmlDeviceSetPowerManagementLimit", h.uuid, int(mw))
+        if not h.power_limit_settable:
+            raise NVMLError_NoPermission("Insufficient Permissions")
+        lo, hi = constraints(h)
+        if not lo <= int(mw) <= hi:
+            raise NVMLError_InvalidArgument("Invalid Argument")
+        h.power_limit_w = int(mw) / 1000.0
+        if state_file is not None:
+            state = read_state()
+            state[h.uuid] = int(mw)
+            tmp = f"{state_file}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(state, f)
+            os.replace(tmp, state_file)
+
+    def guarded(value):
+        if value is None:
+            raise NVMLError_NotSupported("Not Supported")
+        return value
+
+    def clock(h, kind):
+        return guarded({NVML_CLOCK_SM: h.sm_clock_mhz, NVML_CLOCK_GRAPHICS: h.sm_clock_mhz,
+                        NVML_CLOCK_MEM: h.mem_clock_mhz}.get(kind))
+
+    def temperature(h, sensor):
+        if sensor != NVML_TEMPERATURE_GPU:
+            raise NVMLError_InvalidArgument("Invalid Argument")
+        return guarded(h.temperature_c)
+
+    mod.nvmlDeviceGetPowerManagementLimit = limit_mw
+    mod.nvmlDeviceGetPowerManagementLimitConstraints = constraints
+    mod.nvmlDeviceGetPowerManagementDefaultLimit = lambda h: int(round(h.power_limit_default_w * 1000))
+    mod.nvmlDeviceSetPowerManagementLimit = set_limit
+    mod.nvmlDeviceGetClockInfo = clock
+    mod.nvmlDeviceGetTemperature = temperature
+    mod.nvmlDeviceGetCurrentClocksThrottleReasons = lambda h: guarded(h.clock_reasons)
+    for name, bit in CLOCK_REASON_BITS.items():
+        setattr(mod, f"nvmlClocksThrottleReason{name}", bit)
+    if clocks_event_api:
+        mod.nvmlDeviceGetCurrentClocksEventReasons = lambda h: guarded(h.clock_reasons)
+        for name, bit in CLOCK_REASON_BITS.items():
+            setattr(mod, f"nvmlClocksEventReason{name}", bit)
     mod.nvmlDeviceGetName = lambda h: h.name
     mod.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 << 30, used=0, free=80 << 30)
     mod.nvmlSystemGetDriverVersion = lambda: "550.54.15"

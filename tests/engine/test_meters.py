@@ -1,5 +1,6 @@
 """Energy meters against a fake pynvml and a fake powercap tree."""
 import importlib.util
+import itertools
 import os
 import sys
 import time
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.engine import fingerprint, meters
+from workers.engine import cpuinfo, fingerprint, meters
 from workers.engine.meters import select_meter
 
 
@@ -228,6 +229,29 @@ def test_rapl_sums_packages_only_with_wraparound(tmp_path, monkeypatch):
     assert reading.avg_power_w == pytest.approx(3.5 / reading.duration_s)
 
 
+def test_rapl_reports_dram_beside_the_package(tmp_path):
+    p0 = _zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000)
+    dram = _zone(tmp_path, "intel-rapl:0:1", "dram", 100, max_uj=1_000_000)
+    core = _zone(tmp_path, "intel-rapl:0:0", "core", 0)
+    meter = select_meter("cpu", {"powercap_root": str(tmp_path), "rapl_poll_s": 0})
+    assert [d.name for d in meter.dram_domains] == ["dram"]
+    meter.begin()
+    _write(p0, 3_000_000)  # 2 J package
+    _write(dram, 50)  # wrapped: 999_900 uJ to the top + 50
+    _write(core, 1_500_000)
+    reading = meter.end()
+    assert reading.energy_j == pytest.approx(2.0)  # the package stays the figure
+    assert reading.domains == {"package": pytest.approx(2.0), "dram": pytest.approx(0.99995)}
+    assert reading.assumptions is None
+
+
+def test_rapl_without_dram_zone_reports_package_only(tmp_path):
+    _zone(tmp_path, "intel-rapl:0", "package-0", 0)
+    meter = select_meter("cpu", {"powercap_root": str(tmp_path), "rapl_poll_s": 0})
+    meter.begin()
+    assert set(meter.end().domains) == {"package"}
+
+
 def test_rapl_poller_keeps_up_across_several_wraps(tmp_path):
     p0 = _zone(tmp_path, "intel-rapl:0", "package-0", 0, max_uj=1_000_000)
     meter = select_meter("cpu", {"powercap_root": str(tmp_path), "rapl_poll_s": 0.01})
@@ -264,29 +288,91 @@ def _burn(seconds):
     return x
 
 
-def test_estimate_tdp_is_labelled_and_scales_with_cpu_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(fingerprint, "logical_cpus_per_package", lambda: 8)
-    meter = select_meter("cpu", {"powercap_root": str(tmp_path), "cpu_tdp_w": 64})
+def _estimate(tmp_path, monkeypatch, *, per_package=8, packages=1, **options):
+    monkeypatch.setattr(cpuinfo, "logical_cpus_per_package", lambda: per_package)
+    monkeypatch.setattr(cpuinfo, "cpu_packages", lambda: packages)
+    meter = select_meter("cpu", {"powercap_root": str(tmp_path), **options})
     assert meter.method == "estimate-tdp" and meter.estimated
+    return meter
+
+
+def test_estimate_tdp_is_labelled_and_scales_with_cpu_time(tmp_path, monkeypatch):
+    meter = _estimate(tmp_path, monkeypatch, cpu_tdp_w=64)
     assert meter.uncertainty_rel == pytest.approx(0.5)
-    assert meter.w_per_cpu == pytest.approx(8.0)
+    idle_w = 64 * meters.IDLE_FRACTION_OF_TDP
+    w_core = 8.0 * (1 - meters.IDLE_FRACTION_OF_TDP)
     meter.begin()
-    c0 = time.process_time()
+    c0, t0 = time.process_time(), time.perf_counter()
     _burn(0.2)
-    cpu = time.process_time() - c0
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     reading = meter.end()
-    assert reading.energy_j == pytest.approx(8.0 * cpu, rel=0.1)
+    assert reading.energy_j == pytest.approx(idle_w * wall + w_core * cpu, rel=0.1)
+    a = reading.assumptions
+    assert a["w_per_core"] == pytest.approx(w_core) and a["idle_w"] == pytest.approx(idle_w)
+    assert a["cores_used"] == pytest.approx(cpu / wall, rel=0.1)
+    assert "cpu_tdp_w=64" in a["w_per_core_source"] and "Cloud Carbon Footprint" in a["idle_source"]
+
+
+def test_estimate_idle_is_the_table_share_not_a_sleeping_process(tmp_path, monkeypatch):
+    """A 280 W 64-core EPYC at idle is tens of watts, never the ~0 W of a sleeping process."""
+    monkeypatch.delenv("AUDIT_CPU_TDP_W", raising=False)
+    monkeypatch.delenv("AUDIT_CPU_IDLE_W", raising=False)
+    monkeypatch.setattr(cpuinfo, "cpu_model", lambda: "AMD EPYC 7763 64-Core Processor")
+    meter = _estimate(tmp_path, monkeypatch, per_package=128, packages=2)
+    meter.begin()
+    time.sleep(0.1)
+    reading = meter.end()
+    expected_idle = 2 * 280 * meters.IDLE_FRACTION_OF_TDP  # about 118 W for two packages
+    assert reading.avg_power_w == pytest.approx(expected_idle, rel=0.05)
+    assert reading.assumptions["idle_w"] == pytest.approx(expected_idle)
+    assert "EPYC 7763" in reading.assumptions["w_per_core_source"]
+    given = _estimate(tmp_path, monkeypatch, cpu_idle_w=40)
+    assert given.idle_w == 40 and "cpu_idle_w=40" in given.idle_source
+
+
+def test_estimate_records_memory_beside_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(meters, "_resident_gib", lambda: 4.0)
+    meter = _estimate(tmp_path, monkeypatch, cpu_tdp_w=64)
     meter.begin()
     time.sleep(0.05)
-    assert meter.end().energy_j < 8.0 * 0.05  # a sleeping process costs about nothing
+    reading = meter.end()
+    a = reading.assumptions
+    assert a["memory_gib"] == 4.0 and a["memory_w"] == pytest.approx(4.0 * 0.3725)
+    assert "Green Algorithms" in a["memory_source"]
+    assert reading.domains["dram"] == pytest.approx(a["memory_w"] * reading.duration_s)
+    assert reading.domains["package"] == pytest.approx(reading.energy_j)  # DRAM beside, not added
 
 
-def test_estimate_tdp_sources(tmp_path, monkeypatch):
+def test_unknown_cpu_uncertainty_covers_the_table(tmp_path, monkeypatch):
     monkeypatch.delenv("AUDIT_CPU_TDP_W", raising=False)
-    monkeypatch.setattr(fingerprint, "cpu_model", lambda: "AMD EPYC 7763 64-Core Processor")
-    assert select_meter("cpu", {"powercap_root": str(tmp_path)}).w_per_cpu == pytest.approx(280 / 128)
-    monkeypatch.setattr(fingerprint, "cpu_model", lambda: "Mystery CPU")
-    assert select_meter("cpu", {"powercap_root": str(tmp_path)}).w_per_cpu == pytest.approx(10.0)
+    monkeypatch.setattr(cpuinfo, "cpu_model", lambda: "AMD EPYC 7763 64-Core Processor")
+    assert _estimate(tmp_path, monkeypatch).tdp_per_cpu == pytest.approx(280 / 128)
+    monkeypatch.setattr(cpuinfo, "cpu_model", lambda: "Mystery CPU")
+    unknown = _estimate(tmp_path, monkeypatch)
+    table = [tdp / n for tdp, n in meters.KNOWN_CPU_TDP.values()]
+    assert min(table) < unknown.tdp_per_cpu < max(table)
+    for w in table:  # every known CPU's figure lies inside the stated interval
+        assert abs(w - unknown.tdp_per_cpu) <= unknown.uncertainty_rel * unknown.tdp_per_cpu + 1e-9
+    assert "unknown CPU 'Mystery CPU'" in unknown.source and "±" in unknown.description
     monkeypatch.setenv("AUDIT_CPU_TDP_W", "40")
-    monkeypatch.setattr(fingerprint, "logical_cpus_per_package", lambda: 4)
-    assert select_meter("cpu", {"powercap_root": str(tmp_path)}).w_per_cpu == pytest.approx(10.0)
+    assert _estimate(tmp_path, monkeypatch, per_package=4).tdp_per_cpu == pytest.approx(10.0)
+
+
+def test_estimate_flags_spin_threads_and_other_processes(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 1000 0 0 0 0 0 0\n")
+    meter = _estimate(tmp_path, monkeypatch, cpu_tdp_w=64, threads=1, proc_stat_path=str(stat))
+    meter.begin()
+    hz = os.sysconf("SC_CLK_TCK")
+    stat.write_text(f"cpu  {100 + 10 * hz} 0 100 1000 0 0 0 0 0 0\n")  # 10 CPU-s by others
+    _burn(0.1)
+    reading = meter.end()
+    a = reading.assumptions
+    assert a["other_processes_cpus"] > 0.5 and "cpu-contended" in reading.flags
+    assert reading.energy_j < meter.idle_w * reading.duration_s + meter.w_per_cpu * 0.5  # others not counted
+    assert a["threads"] == 1 and a["cpu_time_over_wall_x_threads"] == pytest.approx(a["cores_used"])
+    cpu_clock = itertools.count(0.0, 1.0)  # 1 CPU-s between begin and end, over ~0.05 s of wall
+    monkeypatch.setattr(meters.time, "process_time", lambda: next(cpu_clock))
+    meter.begin()
+    time.sleep(0.05)
+    assert "cpu-time-above-threads" in meter.end().flags

@@ -15,9 +15,17 @@ Methods, best first:
 - ``rapl`` (CPU): package domains ``intel-rapl:N`` under ``/sys/class/powercap``
   (``AUDIT_POWERCAP_ROOT`` or ``options["powercap_root"]`` to point elsewhere),
   never core/uncore/dram on top of the package they belong to, with counter
-  wrap-around at ``max_energy_range_uj``.
-- ``estimate-tdp`` (CPU, nothing readable): process CPU time x per-logical-CPU
-  share of a TDP. Always ``estimated=True``.
+  wrap-around at ``max_energy_range_uj``. DRAM sub-zones (``intel-rapl:N:M``
+  named ``dram``) are read beside the package into ``Reading.domains``.
+
+Rule for DRAM (both for RAPL and the estimate): the energy figure
+(``Reading.energy_j``) is the CPU package; DRAM is reported beside it in
+``Reading.domains["dram"]`` and not added, so a RAPL figure, an estimate and
+earlier package-only results compare like with like.
+- ``estimate-tdp`` (CPU, nothing readable): a documented model (see
+  ``TdpEstimateMeter``): the package's idle share + this process's CPU time x
+  the dynamic W per logical CPU; DRAM from resident memory x W/GiB beside it.
+  Always ``estimated=True``; every assumed figure is in ``Reading.assumptions``.
 
 Nothing here imports torch or pynvml at module import time: the web process
 imports this module (through the fingerprint) without paying for either.
@@ -32,6 +40,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from workers.engine import cpuinfo
 
 # Relative uncertainty of each method (one standard uncertainty, as a fraction
 # of the figure). Where each comes from:
@@ -51,7 +61,10 @@ from pathlib import Path
 #   RAPL covers the whole package, not only this process: idle subtraction
 #   handles the rest of the machine.
 # - estimate-tdp: an attribution, not a measurement. CPU time x TDP share
-#   ignores frequency, vector width and memory traffic; 50%.
+#   ignores frequency, vector width and memory traffic; 50% for a CPU of the
+#   table below. For a CPU not in the table the W per logical CPU is the
+#   table's median, and the uncertainty widens to cover the table's spread
+#   (ESTIMATE_UNKNOWN_CPU_UNCERTAINTY, computed from the table).
 UNCERTAINTY = {
     "nvml-counter": 0.05,
     "nvml-power-sampling": 0.15,
@@ -65,12 +78,6 @@ NVML_SAMPLE_INTERVAL_S = 0.05  # options["nvml_sample_interval_s"], capped at 0.
 RAPL_POLL_S = 0.1  # options["rapl_poll_s"]; 0 disables the poller (no trace)
 CONTENTION_CHECK_EVERY_S = 1.0
 NVML_COUNTER_RESOLUTION_S = 0.1  # the counter updates about every 100 ms
-
-# Default when the CPU's TDP is unknown: 10 W per logical CPU. A server CPU
-# spends roughly 3-12 W per core under load (e.g. a 280 W 64-core EPYC 7763 is
-# 4.4 W/core, a 125 W 8-performance-core desktop part ~10+ W/core); 10 W leans
-# high on purpose so an unknown machine is not made to look frugal.
-DEFAULT_W_PER_LOGICAL_CPU = 10.0
 
 # Known CPUs: substring of /proc/cpuinfo "model name" -> (TDP in W of one
 # package, logical CPUs of one package). Vendor spec sheets.
@@ -89,6 +96,47 @@ KNOWN_CPU_TDP = {
     "Ryzen 9 5950X": (105.0, 32),
 }
 
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2.0
+
+
+# An unknown CPU gets the median TDP per logical CPU of the table above, and an
+# uncertainty that covers the whole table: the largest relative distance of any
+# known CPU's W per logical CPU from that median (never below the 50% of a
+# known CPU). Both are computed from the table, not chosen.
+_TABLE_W_PER_CPU = [tdp / threads for tdp, threads in KNOWN_CPU_TDP.values()]
+DEFAULT_W_PER_LOGICAL_CPU = _median(_TABLE_W_PER_CPU)
+ESTIMATE_UNKNOWN_CPU_UNCERTAINTY = max(
+    UNCERTAINTY["estimate-tdp"],
+    max(abs(w - DEFAULT_W_PER_LOGICAL_CPU) for w in _TABLE_W_PER_CPU) / DEFAULT_W_PER_LOGICAL_CPU,
+)
+
+# Idle (static) share of a package's power. Cloud Carbon Footprint's compute
+# coefficients, averaged from SPECpower_ssj2008 results of the CPUs each cloud
+# runs, give about 0.74 W per vCPU at 0% utilisation and 3.5 W at 100% (AWS
+# figures: https://www.cloudcarbonfootprint.org/docs/methodology/, Apache-2.0):
+# idle is 0.74 / 3.5 = 21% of full load. Quoted from that page as we know it;
+# no copy can be fetched here, re-check it there. options["cpu_idle_w"] or
+# AUDIT_CPU_IDLE_W (the whole machine's CPU packages at idle) replaces it.
+IDLE_FRACTION_OF_TDP = 0.74 / 3.5
+IDLE_FRACTION_SOURCE = (
+    "Cloud Carbon Footprint methodology: 0.74 W/vCPU idle vs 3.5 W/vCPU full load "
+    "(AWS averages of SPECpower_ssj2008), i.e. 21% of TDP"
+)
+# DRAM power per GiB resident: 0.3725 W/GB, the figure of Green Algorithms
+# (Lannelongue, Grealey & Inouye 2021, Advanced Science 8:2100707,
+# doi:10.1002/advs.202100707). options["memory_w_per_gib"] replaces it.
+MEMORY_W_PER_GIB = 0.3725
+MEMORY_W_SOURCE = "Green Algorithms (Lannelongue et al. 2021, Adv. Sci. 8:2100707): 0.3725 W per GB of memory"
+# Process CPU time above this multiple of wall x threads means threads beyond the
+# ones asked for were busy (OpenMP spin-wait, inter-op pools, data loading).
+CPU_TIME_OVER_THREADS_TOLERANCE = 1.05
+# Other processes busier than this many CPUs during a window flag it contended.
+OTHER_PROCESSES_CONTENDED_CPUS = 0.5
+
 GPU_DEFAULT_TDP_W = 300.0  # used only when NVML itself is unreachable on CUDA
 GPU_MAX_PLAUSIBLE_W = 3000.0
 CPU_MAX_PLAUSIBLE_W_PER_PACKAGE = 1000.0
@@ -105,6 +153,12 @@ class Reading:
     avg_power_w: float
     trace: list = field(default_factory=list)  # [(t_s since begin, watts)]
     flags: list = field(default_factory=list)
+    # Every assumed figure behind an estimate (None for a hardware meter): see
+    # TdpEstimateMeter.assumptions_for. Goes into the measurement as energy_assumptions.
+    assumptions: dict | None = None
+    # Joules of this window by domain, where the meter has them: {"package": J, "dram": J}.
+    # energy_j is the package (see the DRAM rule above); {} when the meter has no domains.
+    domains: dict = field(default_factory=dict)
 
 
 class Meter:
@@ -450,6 +504,8 @@ class GpuTdpEstimateMeter(Meter):
     def __init__(self, options: dict, reason: str, detail: str = ""):
         super().__init__()
         self.tdp_w = float(options.get("gpu_tdp_w") or os.environ.get("AUDIT_GPU_TDP_W") or GPU_DEFAULT_TDP_W)
+        self.tdp_source = ("setting gpu_tdp_w" if options.get("gpu_tdp_w") or os.environ.get("AUDIT_GPU_TDP_W")
+                           else f"default {GPU_DEFAULT_TDP_W:g} W (no GPU named: NVML unreachable)")
         self.flags = ["gpu-energy-estimated", reason]
         self.detail = detail
 
@@ -458,7 +514,15 @@ class GpuTdpEstimateMeter(Meter):
 
     def end(self) -> Reading:
         d = time.perf_counter() - self._t0
-        return self._reading(d * self.tdp_w, d, [(0.0, self.tdp_w), (d, self.tdp_w)], [], GPU_MAX_PLAUSIBLE_W)
+        reading = self._reading(d * self.tdp_w, d, [(0.0, self.tdp_w), (d, self.tdp_w)], [], GPU_MAX_PLAUSIBLE_W)
+        reading.assumptions = {
+            "model": "gpu_tdp_w x wall_s (the whole TDP drawn while the window runs)",
+            "gpu_tdp_w": self.tdp_w,
+            "gpu_tdp_source": self.tdp_source,
+            "wall_s": d,
+            "uncertainty_rel": self.uncertainty_rel,
+        }
+        return reading
 
 
 def select_nvml_meter(device: str, options: dict) -> Meter:
@@ -492,6 +556,7 @@ def select_nvml_meter(device: str, options: dict) -> Meter:
 # --------------------------------------------------------------------------- RAPL
 
 _PACKAGE_DOMAIN = re.compile(r"^intel-rapl:\d+$")
+_SUB_DOMAIN = re.compile(r"^intel-rapl:\d+:\d+$")
 
 
 @dataclass
@@ -543,26 +608,67 @@ def rapl_package_domains(root: Path) -> tuple[list[RaplDomain], bool]:
     return domains, present
 
 
-def _is_amd_cpu() -> bool:
-    from workers.engine.fingerprint import cpu_model  # noqa: PLC0415
+def rapl_dram_domains(root: Path) -> list[RaplDomain]:
+    """Readable DRAM sub-zones ``intel-rapl:N:M`` named ``dram`` (server parts have them;
+    desktop parts and AMD usually do not). Reported beside the package, never added."""
+    domains = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    for zone in entries:
+        if not _SUB_DOMAIN.match(zone.name):
+            continue
+        try:
+            if (zone / "name").read_text().strip() != "dram":
+                continue
+            domain = RaplDomain(zone, "dram", int((zone / "max_energy_range_uj").read_text().strip()))
+            domain.read_uj()
+        except (OSError, ValueError):
+            continue
+        domains.append(domain)
+    return domains
 
-    return "AMD" in cpu_model().upper()
+
+def _is_amd_cpu() -> bool:
+    return "AMD" in cpuinfo.cpu_model().upper()
 
 
 class RaplMeter(Meter):
     method = "rapl"
     estimated = False
 
-    def __init__(self, domains: list[RaplDomain], options: dict | None = None):
+    def __init__(self, domains: list[RaplDomain], options: dict | None = None,
+                 dram_domains: list[RaplDomain] | None = None):
         super().__init__()
         options = options or {}
         self.domains = domains
+        self.dram_domains = list(dram_domains or [])
         self.uncertainty_rel = UNCERTAINTY["rapl-amd"] if _is_amd_cpu() else UNCERTAINTY["rapl"]
         poll = options.get("rapl_poll_s")
         self.poll_s = RAPL_POLL_S if poll is None else float(poll)
         self.max_w = CPU_MAX_PLAUSIBLE_W_PER_PACKAGE * len(domains)
         self._lock = threading.Lock()
         self._poller: _Poller | None = None
+
+    @staticmethod
+    def _deltas_uj(domains: list[RaplDomain], last: list[int]) -> int | None:
+        """Sum of each domain's delta since ``last`` (updated in place), unwrapping the
+        counter; None on a torn read (the next poll picks the delta up)."""
+        values = []
+        for domain in domains:
+            try:
+                values.append(domain.read_uj())
+            except (OSError, ValueError):
+                return None
+        total = 0
+        for i, (domain, value) in enumerate(zip(domains, values)):
+            delta = value - last[i]
+            if delta < 0:
+                delta += domain.max_range_uj
+            total += delta
+            last[i] = value
+        return total
 
     def _accumulate(self) -> None:
         """Add each domain's delta since the last read, unwrapping the counter.
@@ -572,18 +678,12 @@ class RaplMeter(Meter):
         """
         with self._lock:
             now = time.perf_counter()
-            delta_uj = 0
-            for i, domain in enumerate(self.domains):
-                try:
-                    value = domain.read_uj()
-                except (OSError, ValueError):
-                    return  # a torn read; the next poll picks the delta up
-                last = self._last[i]
-                delta = value - last
-                if delta < 0:
-                    delta += domain.max_range_uj
-                delta_uj += delta
-                self._last[i] = value
+            delta_uj = self._deltas_uj(self.domains, self._last)
+            if delta_uj is None:
+                return
+            dram_uj = self._deltas_uj(self.dram_domains, self._last_dram)
+            if dram_uj is not None:
+                self._dram_uj += dram_uj
             dt = now - self._t_last
             self._energy_uj += delta_uj
             if dt > 0:
@@ -592,8 +692,10 @@ class RaplMeter(Meter):
 
     def begin(self) -> None:
         self._last = [d.read_uj() for d in self.domains]
+        self._last_dram = [d.read_uj() for d in self.dram_domains]
         self._t0 = self._t_last = time.perf_counter()
         self._energy_uj = 0
+        self._dram_uj = 0
         self._trace = []
         if self.poll_s > 0:
             self._poller = _Poller(self.poll_s, self._accumulate)
@@ -607,7 +709,11 @@ class RaplMeter(Meter):
         duration = self._t_last - self._t0
         energy = self._energy_uj / 1e6
         trace = self._trace if len(self._trace) > 1 else [(0.0, energy / duration if duration else 0.0)] + self._trace
-        return self._reading(energy, duration, trace, [], self.max_w)
+        reading = self._reading(energy, duration, trace, [], self.max_w)
+        reading.domains = {"package": energy}
+        if self.dram_domains:
+            reading.domains["dram"] = self._dram_uj / 1e6
+        return reading
 
     def close(self) -> None:
         if self._poller is not None:
@@ -618,49 +724,170 @@ class RaplMeter(Meter):
 # --------------------------------------------------------------------------- estimate
 
 
-def cpu_tdp_per_logical_cpu(options: dict) -> tuple[float, str]:
-    """(watts per logical CPU, where that figure comes from)."""
-    from workers.engine.fingerprint import cpu_model, logical_cpus_per_package  # noqa: PLC0415
-
+def cpu_tdp_per_logical_cpu(options: dict) -> tuple[float, str, bool]:
+    """(package TDP share per logical CPU in W, where that figure comes from, whether the
+    CPU is known: given by a setting or found in KNOWN_CPU_TDP)."""
     given = options.get("cpu_tdp_w") or os.environ.get("AUDIT_CPU_TDP_W")
     if given:
-        per_package = logical_cpus_per_package()
-        return float(given) / per_package, f"cpu_tdp_w={float(given):g} W over {per_package} logical CPUs"
-    model = cpu_model()
+        per_package = cpuinfo.logical_cpus_per_package()
+        return (float(given) / per_package,
+                f"setting cpu_tdp_w={float(given):g} W over {per_package} logical CPUs", True)
+    model = cpuinfo.cpu_model()
     for key, (tdp, threads) in KNOWN_CPU_TDP.items():
         if key.lower() in model.lower():
-            return tdp / threads, f"{key}: {tdp:g} W TDP over {threads} logical CPUs"
-    return DEFAULT_W_PER_LOGICAL_CPU, f"unknown CPU {model!r}: assumed {DEFAULT_W_PER_LOGICAL_CPU:g} W per logical CPU"
+            return tdp / threads, f"{key}: {tdp:g} W TDP over {threads} logical CPUs (vendor spec sheet)", True
+    return (DEFAULT_W_PER_LOGICAL_CPU,
+            f"unknown CPU {model!r}: median TDP per logical CPU of the {len(KNOWN_CPU_TDP)} known CPUs "
+            f"({DEFAULT_W_PER_LOGICAL_CPU:.3g} W)", False)
+
+
+def _resident_gib() -> float:
+    """This process's resident memory now (/proc/self/statm), in GiB; 0 where unreadable."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _machine_busy_cpu_s(stat_path: str = "/proc/stat") -> float | None:
+    """CPU-seconds all processes of the machine have been busy since boot (None if unreadable)."""
+    try:
+        with open(stat_path, encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = sum(fields[:8]) - idle  # user..steal; guest is already inside user
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _threads(options: dict) -> int | None:
+    """The intra-op threads the run asked for (options["threads"], else torch's, if imported)."""
+    if options.get("threads"):
+        return int(options["threads"])
+    torch = sys.modules.get("torch")
+    try:
+        return int(torch.get_num_threads()) if torch is not None else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 class TdpEstimateMeter(Meter):
-    """Process CPU time (all threads, user + system) x one logical CPU's TDP share.
+    """CPU energy where no counter is readable: a model, every figure of which is recorded.
 
-    Attributes only this process's work, so the idle power it reports is about
-    0 W and total equals active energy. Ignores frequency scaling, SIMD width,
-    memory and the rest of the machine: an estimate, always labelled so.
+    Over a window of wall time ``t`` in which this process used ``c`` CPU-seconds
+    (user + system, all its threads):
+
+        package J = idle_w x t + c x w_per_core
+        dram J    = memory_w x t         (reported beside, not added: see the DRAM rule)
+
+    - ``w_per_core``: the dynamic share of one logical CPU, (1 - idle fraction) x
+      package TDP / logical CPUs, the TDP from the setting ``cpu_tdp_w`` or the
+      table of known CPUs (else the table's median);
+    - ``idle_w``: the static share of all packages, idle fraction x TDP x packages
+      (or the setting ``cpu_idle_w``), so the idle baseline measured with this
+      meter is that share, not the near-zero CPU time of a sleeping process;
+    - ``memory_w``: resident memory of this process at the window's end x W/GiB.
+
+    Only this process's CPU time is counted, so other processes do not inflate it;
+    they are measured (``other_processes_cpus``, from /proc/stat) and flag the
+    reading ``cpu-contended``. Busy-wait threads of this process (OpenMP spin-wait)
+    do count: ``cores_used`` is compared with the threads asked for and a surplus is
+    flagged ``cpu-time-above-threads``.
     """
 
     method = "estimate-tdp"
     estimated = True
-    uncertainty_rel = UNCERTAINTY["estimate-tdp"]
+    reads_idle = True  # the modelled idle share, not measured
 
     def __init__(self, options: dict | None = None, flags=()):
         super().__init__()
-        self.w_per_cpu, self.source = cpu_tdp_per_logical_cpu(options or {})
+        options = options or {}
+        self.options = options
+        self.tdp_per_cpu, self.source, known = cpu_tdp_per_logical_cpu(options)
+        self.uncertainty_rel = UNCERTAINTY["estimate-tdp"] if known else ESTIMATE_UNKNOWN_CPU_UNCERTAINTY
+        self.w_per_cpu = self.tdp_per_cpu * (1.0 - IDLE_FRACTION_OF_TDP)
+        self.packages = cpuinfo.cpu_packages()
+        self.logical_cpus = os.cpu_count() or 1
+        given_idle = options.get("cpu_idle_w") or os.environ.get("AUDIT_CPU_IDLE_W")
+        if given_idle:
+            self.idle_w = float(given_idle)
+            self.idle_source = f"setting cpu_idle_w={self.idle_w:g} W"
+        else:
+            per_package = cpuinfo.logical_cpus_per_package()
+            self.idle_w = IDLE_FRACTION_OF_TDP * self.tdp_per_cpu * per_package * self.packages
+            self.idle_source = (f"{IDLE_FRACTION_SOURCE}, of {self.tdp_per_cpu * per_package:.4g} W TDP "
+                                f"x {self.packages} package(s)")
+        self.memory_w_per_gib = float(options.get("memory_w_per_gib") or MEMORY_W_PER_GIB)
+        self.memory_source = (f"setting memory_w_per_gib={self.memory_w_per_gib:g}"
+                              if options.get("memory_w_per_gib") else MEMORY_W_SOURCE)
         self.flags = list(flags)
-        self.max_w = self.w_per_cpu * (os.cpu_count() or 1) * 1.01 + 1e-9
+        self.max_w = (self.idle_w + self.w_per_cpu * self.logical_cpus) * 1.01 + 1e-9
+        self.stat_path = options.get("proc_stat_path") or "/proc/stat"
+
+    @property
+    def description(self) -> str:
+        return (f"estimate: idle {self.idle_w:.3g} W + process CPU time x {self.w_per_cpu:.3g} W per logical CPU "
+                f"({self.source}); DRAM {self.memory_w_per_gib:g} W/GiB resident, reported beside; "
+                f"±{self.uncertainty_rel:.0%}")
 
     def begin(self) -> None:
         self._t0 = time.perf_counter()
         self._c0 = time.process_time()
+        self._m0 = _machine_busy_cpu_s(self.stat_path)
+
+    def assumptions_for(self, *, cpu_s: float, duration_s: float, memory_gib: float,
+                        other_cpus: float | None) -> dict:
+        threads = _threads(self.options)
+        cores_used = cpu_s / duration_s if duration_s > 0 else 0.0
+        return {
+            "model": "idle_w x wall_s + cpu_s x w_per_core; dram = memory_w x wall_s (beside, not added)",
+            "w_per_core": self.w_per_cpu,
+            "w_per_core_source": f"{self.source}, less the idle share ({IDLE_FRACTION_OF_TDP:.0%})",
+            "tdp_w_per_logical_cpu": self.tdp_per_cpu,
+            "idle_w": self.idle_w,
+            "idle_source": self.idle_source,
+            "memory_w": memory_gib * self.memory_w_per_gib,
+            "memory_w_per_gib": self.memory_w_per_gib,
+            "memory_gib": memory_gib,
+            "memory_source": self.memory_source,
+            "cores_used": cores_used,
+            "cpu_time_s": cpu_s,
+            "wall_s": duration_s,
+            "threads": threads,
+            "cpu_time_over_wall_x_threads": (cpu_s / (duration_s * threads)) if threads and duration_s > 0 else None,
+            "other_processes_cpus": other_cpus,
+            "uncertainty_rel": self.uncertainty_rel,
+            "uncertainty_source": ("50% for a CPU of the table or a given TDP" if self.uncertainty_rel
+                                   == UNCERTAINTY["estimate-tdp"] else
+                                   "largest relative distance of a known CPU's W per logical CPU from the "
+                                   "table median"),
+        }
 
     def end(self) -> Reading:
         cpu_s = time.process_time() - self._c0
         duration = time.perf_counter() - self._t0
-        energy = cpu_s * self.w_per_cpu
-        avg = energy / duration if duration > 0 else 0.0
-        return self._reading(energy, duration, [(0.0, avg), (duration, avg)], [], self.max_w)
+        m1 = _machine_busy_cpu_s(self.stat_path)
+        other = None
+        if self._m0 is not None and m1 is not None and duration > 0:
+            other = max(0.0, (m1 - self._m0 - cpu_s) / duration)
+        memory_gib = _resident_gib()
+        package = self.idle_w * duration + cpu_s * self.w_per_cpu
+        assumptions = self.assumptions_for(cpu_s=cpu_s, duration_s=duration, memory_gib=memory_gib,
+                                           other_cpus=other)
+        flags = []
+        ratio = assumptions["cpu_time_over_wall_x_threads"]
+        if ratio is not None and ratio > CPU_TIME_OVER_THREADS_TOLERANCE:
+            flags.append("cpu-time-above-threads")
+        if other is not None and other > OTHER_PROCESSES_CONTENDED_CPUS:
+            flags.append("cpu-contended")
+        avg = package / duration if duration > 0 else 0.0
+        reading = self._reading(package, duration, [(0.0, avg), (duration, avg)], flags, self.max_w)
+        reading.assumptions = assumptions
+        reading.domains = {"package": package, "dram": assumptions["memory_w"] * duration}
+        return reading
 
 
 # --------------------------------------------------------------------------- selection
@@ -669,7 +896,7 @@ class TdpEstimateMeter(Meter):
 def select_meter(device: str, options: dict) -> Meter:
     """The best meter available for ``device`` ("cpu", "cuda", "cuda:N").
 
-    options: cpu_tdp_w, gpu_tdp_w, gpu_uuid, powercap_root, rapl_poll_s,
+    options: cpu_tdp_w, cpu_idle_w, memory_w_per_gib, threads, gpu_tdp_w, gpu_uuid, powercap_root, rapl_poll_s,
     nvml_sample_interval_s, and energy_method to force "estimate-tdp".
     """
     options = options or {}
@@ -678,7 +905,8 @@ def select_meter(device: str, options: dict) -> Meter:
         return select_nvml_meter(device, options)
     if forced == "estimate-tdp":
         return TdpEstimateMeter(options)
-    domains, present = rapl_package_domains(powercap_root(options))
+    root = powercap_root(options)
+    domains, present = rapl_package_domains(root)
     if domains:
-        return RaplMeter(domains, options)
+        return RaplMeter(domains, options, dram_domains=rapl_dram_domains(root))
     return TdpEstimateMeter(options, flags=["rapl-unreadable"] if present else [])
