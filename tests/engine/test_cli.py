@@ -62,3 +62,18 @@ def test_unknown_recipe_shows_in_table(mlp_safetensors, capsys):
     assert main(["profile", str(mlp_safetensors), "--recipes", "baseline,nope", "--quiet", *FAST]) == 0
     out = capsys.readouterr().out
     assert "nope: skipped: unknown recipe 'nope'" in out
+
+
+def test_summary_table_labels_estimates_with_their_uncertainty():
+    from workers.engine.cli import summary_table  # noqa: PLC0415
+
+    def measurement(method, estimated, rel):
+        return {"batch_size": 1, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "energy_j_per_inference": 0.25,
+                "energy_method": method, "energy_estimated": estimated, "energy_uncertainty_rel": rel}
+
+    result = {"variants": [{"recipe": "baseline", "status": "succeeded", "error": None, "flops": 10, "params": 5,
+                            "measurements": [measurement("estimate-tdp", True, 0.81),
+                                             measurement("rapl", False, 0.05)]}]}
+    rows = summary_table(result).splitlines()[2:4]
+    assert "est. 0.25 ±81% (estimate-tdp)" in rows[0]
+    assert "0.25 ±5% (rapl)" in rows[1] and "est." not in rows[1]

@@ -104,8 +104,10 @@ def _fmt_energy(m: dict) -> str:
     joules = m.get("energy_j_per_inference")
     if joules is None:
         return "-"
-    estimated = "~" if m.get("energy_estimated") else ""
-    return f"{estimated}{joules:.4g} ({m.get('energy_method', '?')})"
+    estimated = "est. " if m.get("energy_estimated") else ""
+    rel = m.get("energy_uncertainty_rel")
+    spread = f" ±{rel:.0%}" if rel is not None else ""
+    return f"{estimated}{joules:.4g}{spread} ({m.get('energy_method', '?')})"
 
 
 def summary_table(result: dict) -> str:
