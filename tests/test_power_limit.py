@@ -208,6 +208,8 @@ def test_sweep_sets_each_limit_in_order_restores_and_merges(device, tmp_path):
     assert seen == [700.0, 450.0, 200.0]
     assert _sets(nvml) == [700.0, 450.0, 200.0, 700.0] and _limit_w(nvml, gpu) == 700.0
     assert list(tmp_path.glob("power-limit-*")) == []
+    calls = [c[0] for c in nvml.calls]
+    assert calls.count("nvmlInit") == calls.count("nvmlShutdown") == 1  # NVML released
     v = doc["variants"][0]
     assert [m["power_limit_w"] for m in v["measurements"]] == [700.0, 700.0]
     assert [(m["batch_size"], m["power_limit_w"]) for m in v["sweep_measurements"]] == [

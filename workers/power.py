@@ -155,6 +155,11 @@ def restore_from_journals(directory=None, nvml=None) -> list[dict]:
         log.warning("restored the power limit of %s from %g W to %g W (journal of pid %s)",
                     uuid, before / 1000, mw / 1000, entry.get("pid"))
         out.append(item)
+    if nv is not None:
+        try:
+            nv.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - closing must not hide what was restored
+            pass
     return out
 
 
@@ -301,6 +306,15 @@ class PowerLimitController:
             self.open()
         return self
 
+    def close(self) -> None:
+        """Release NVML (reference-counted by the driver library); the limit is left as it is."""
+        if self.nvml is not None:
+            try:
+                self.nvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            self.nvml = None
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.restore()
@@ -308,6 +322,9 @@ class PowerLimitController:
             if exc_type is None:
                 raise
             log.exception("power limit not restored (while handling %s)", exc_type.__name__)
+        finally:
+            if not self._changed:  # keep NVML only while a restore is still owed
+                self.close()
 
 
 # --------------------------------------------------------------------------- the sweep
