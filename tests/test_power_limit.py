@@ -104,6 +104,16 @@ def test_journal_written_before_the_change_and_removed_after_restore(device, tmp
     assert list(state.iterdir()) == []
 
 
+def test_refused_when_the_journal_cannot_be_written(device, tmp_path):
+    gpu, nvml = device
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(PowerLimitRefused, match="cannot write the restore journal"):
+        with PowerLimitController("GPU-aaaa", directory=blocker / "state", env=ALLOW) as ctl:
+            ctl.set_limit_w(300)
+    assert _sets(nvml) == [] and _limit_w(nvml, gpu) == 700.0
+
+
 def test_restored_after_an_exception(device, tmp_path):
     gpu, nvml = device
     with pytest.raises(RuntimeError, match="boom"):

@@ -242,11 +242,16 @@ class PowerLimitController:
             if path.exists():
                 raise PowerLimitError(f"a previous worker left {path} and its limit could not be restored")
             self.original_mw = int(self.nvml.nvmlDeviceGetPowerManagementLimit(self.handle))
-        _write_json_atomic(path, {
-            "gpu_uuid": self.uuid, "original_limit_mw": self.original_mw, "pid": os.getpid(),
-            "pid_start_ticks": _proc_start_ticks(os.getpid()), "hostname": socket.gethostname(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+        try:
+            _write_json_atomic(path, {
+                "gpu_uuid": self.uuid, "original_limit_mw": self.original_mw, "pid": os.getpid(),
+                "pid_start_ticks": _proc_start_ticks(os.getpid()), "hostname": socket.gethostname(),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            })
+        except OSError as exc:
+            raise PowerLimitRefused(f"cannot write the restore journal in {directory} ({exc}): without it a killed "
+                                    f"worker could leave the limit changed; point {STATE_DIR_ENV} at a writable, "
+                                    "persistent folder") from exc
         self.journal = path
 
     def set_limit_w(self, watts: float) -> float:
