@@ -148,3 +148,20 @@ def test_frontier_throughput_mode_cannot_check_a_p95_target():
     v = build_frontier(doc, {"latency_target_ms_p95": 8.0})["variants"][0]
     assert v["latency_key"] == "latency_ms_mean" and v["cheapest"] is None
     assert "throughput mode" in v["reason"]
+
+
+def test_snapshot_from_an_nvml_meter_s_handle(monkeypatch):
+    """The call timing makes at the end of a window: the NVML meters expose ``handle`` (the
+    whole GPU's, also for a MIG slice) and ``nvml``; other meters have neither."""
+    from workers.engine.meters import select_meter
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = fake.FakeGPU("GPU-aaaa", energy_step_mj=1000, clock_reasons=0x4, power_limit_w=400.0)
+    monkeypatch.setitem(sys.modules, "pynvml", fake.make_nvml([gpu]))
+    meter = select_meter("cuda", {})
+    try:
+        s = gpu_state.snapshot(meter.handle, meter.nvml)
+    finally:
+        meter.close()
+    assert s["power_limit_w"] == 400.0 and s["throttle_reasons"] == ["sw_power_cap"]
+    assert getattr(select_meter("cpu", {"energy_method": "estimate-tdp"}), "handle", None) is None
