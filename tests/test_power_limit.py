@@ -257,3 +257,32 @@ def test_sweep_refused_changes_nothing_and_runs_nothing(device, tmp_path):
     with pytest.raises(PowerLimitRefused):
         run_power_sweep({"options": {}}, ran.append, PowerLimitController("GPU-aaaa", directory=tmp_path, env={}))
     assert ran == [] and _sets(nvml) == []
+
+
+def test_sweep_or_run_runs_once_unless_asked_and_allowed(device, tmp_path, monkeypatch):
+    gpu, nvml = device
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    limits = []
+
+    def engine(request):
+        limits.append(_limit_w(nvml, gpu))
+        return _doc(limits[-1], gpu)
+
+    plain = power.sweep_or_run({"device": "cuda", "options": {}}, engine, directory=tmp_path, env=ALLOW)
+    assert limits == [700.0] and "power_sweep" not in plain and "frontier" not in plain
+
+    limits.clear()
+    asked = {"device": "cuda", "options": {"power_limit_sweep": True, "power_limit_steps": 2}}
+    refused = power.sweep_or_run(asked, engine, directory=tmp_path, env={})
+    assert limits == [700.0] and _sets(nvml) == []
+    assert "AUDIT_ALLOW_POWER_LIMIT is not 1" in refused["power_sweep"]["refused"]
+    assert refused["warnings"][-1].startswith("power-limit sweep not run:")
+
+    limits.clear()
+    cpu = power.sweep_or_run(dict(asked, device="cpu"), engine, directory=tmp_path, env=ALLOW)
+    assert "needs a GPU" in cpu["power_sweep"]["refused"] and _sets(nvml) == []
+
+    limits.clear()
+    swept = power.sweep_or_run(asked, engine, directory=tmp_path, env=ALLOW)
+    assert limits == [700.0, 200.0] and _limit_w(nvml, gpu) == 700.0
+    assert swept["power_sweep"]["steps_w"] == [700.0, 200.0] and swept["frontier"]["variants"]

@@ -411,3 +411,47 @@ def run_power_sweep(request: dict, run_engine_fn, controller: PowerLimitControll
     merged = merge_sweep(runs, options, original_limit_w=original_w)
     merged["power_sweep"]["restored"] = True
     return merged
+
+
+def sweep_or_run(request: dict, run_once, *, directory=None, env=None, nvml=None) -> dict:
+    """The runner's one call: ``run_once(request)`` as always, or, when the request's options ask
+    for ``power_limit_sweep`` on a CUDA device and this worker allows it, ``run_power_sweep``
+    over the GPU the request names. When the sweep is asked for but refused (not allowed, not
+    supported), the audit still runs once at the limit as found, and the document says why
+    (``warnings`` and ``power_sweep.refused``)."""
+    options = request.get("options") or {}
+    if not options.get("power_limit_sweep"):
+        return run_once(request)
+    device = str(request.get("device") or "cpu")
+    refused = None
+    controller = None
+    if not device.startswith("cuda"):
+        refused = f"a power-limit sweep needs a GPU; this audit runs on {device}"
+    elif not allowed(env):
+        refused = f"power-limit control is off on this worker ({ALLOW_ENV} is not 1)"
+    else:
+        try:
+            from workers.engine.meters import MeterError, resolve_nvml_handle  # noqa: PLC0415
+
+            nv = _nvml(nvml)
+            nv.nvmlInit()
+            try:
+                _handle, uuid = resolve_nvml_handle(nv, device, options)
+            finally:
+                nv.nvmlShutdown()
+            controller = PowerLimitController(uuid, nvml=nvml, directory=directory, env=env).open()
+        except PowerLimitRefused as exc:
+            refused = str(exc)
+        except (MeterError, ImportError, OSError) as exc:
+            refused = f"the GPU could not be found through NVML: {exc}"
+        except Exception as exc:  # noqa: BLE001 - an NVMLError from init or the lookup
+            refused = f"NVML failed: {exc}"
+    if refused is not None:
+        doc = run_once(request)
+        doc.setdefault("warnings", []).append(f"power-limit sweep not run: {refused}")
+        doc["power_sweep"] = {"refused": refused}
+        return doc
+    try:
+        return run_power_sweep(request, run_once, controller)
+    finally:
+        controller.close()
