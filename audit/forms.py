@@ -2,6 +2,7 @@ import json
 
 from django import forms
 
+from workers.engine import carbon
 from workers.engine.registry import architecture_names
 
 from .models import Dataset, Task
@@ -132,8 +133,15 @@ class AuditRequestForm(forms.Form):
         help_text="Tick plain recipes; parameterised ones as text, e.g. prune-unstructured:0.5, distill:200.",
     )
 
+    grid_region = forms.ChoiceField(
+        required=False, label="Grid region",
+        help_text="Yearly average grid carbon intensity (Ember via Our World in Data, CC-BY-4.0). "
+                  "Empty: the team's setting.",
+    )
+
     def __init__(self, *args, team, recipes, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["grid_region"].choices = [("", "— team setting —")] + carbon.regions()
         self.queues = live_queues()
         choices = [(q["queue"], f"{q['queue']}: {q['hardware']} ({q['workers']} worker{'s' if q['workers'] != 1 else ''})") for q in self.queues]
         if not choices:

@@ -220,3 +220,13 @@ SPECTACULAR_SETTINGS = {
         "TaskEnum": "audit.models.Task",
     },
 }
+
+# --- carbon: grid region and the optional live provider -----------------------
+# Region of the shipped table (workers/engine/data/grid_intensity.csv) used when neither the
+# audit nor its team names one or an intensity; "" falls back to DEFAULT_GRID_INTENSITY_G_PER_KWH.
+DEFAULT_GRID_REGION = env.str("DEFAULT_GRID_REGION", default="WORLD")
+# Electricity Maps (live, average intensity of consumption): asked when the key is set; on any
+# failure the audit uses the shipped table and records a warning.
+ELECTRICITYMAPS_API_KEY = env.str("ELECTRICITYMAPS_API_KEY", default="")
+ELECTRICITYMAPS_API_URL = env.str("ELECTRICITYMAPS_API_URL", default="https://api.electricitymap.org/v3")
+ELECTRICITYMAPS_TIMEOUT_S = env.float("ELECTRICITYMAPS_TIMEOUT_S", default=3.0)

@@ -9,6 +9,9 @@ from workers.engine.sandbox import run_engine
 ENGINE_OPTION_KEYS = (
     "threads", "warmup_iters", "window_s", "time_cap_s", "target_rel_ci", "idle_s",
     "grid_intensity_g_per_kwh", "pue", "carbon_source",
+    # where the intensity came from (audit.services.audits.carbon_settings); profile.py copies
+    # carbon_region/year/kind/licence/source_url into the result's carbon section
+    "carbon_region", "carbon_year", "carbon_kind", "carbon_licence", "carbon_source_url", "carbon_warning",
 )
 
 

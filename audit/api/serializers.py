@@ -241,6 +241,11 @@ class AuditRequestSerializer(serializers.Serializer):
     batch_sizes = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=4096), required=False,
                                         min_length=1, max_length=8)
     recipes = serializers.ListField(child=serializers.CharField(max_length=60), required=False, min_length=1)
+    grid_region = serializers.CharField(
+        max_length=20, required=False, allow_blank=True,
+        help_text="Grid region code of the shipped yearly-average table (e.g. DE, FR, US, EU, WORLD); "
+                  "empty: the team's setting. Looked up live where Electricity Maps is configured.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -250,6 +255,15 @@ class AuditRequestSerializer(serializers.Serializer):
         if request is not None:  # None while the schema is generated
             self.fields["model_version"].queryset = model_versions_for_user(request.user)
             self.fields["dataset"].queryset = datasets_for_user(request.user)
+
+    def validate_grid_region(self, value):
+        from workers.engine import carbon
+
+        code = carbon.normalise(value)
+        if code and code not in carbon.table():
+            raise serializers.ValidationError(f"“{value}” is not a grid region of the shipped table "
+                                              f"(e.g. DE, FR, US, EU, WORLD).")
+        return code
 
     def validate_recipes(self, value):
         """Plain names and parameterised specs ("prune-unstructured:0.5"), as the form takes them."""

@@ -144,6 +144,7 @@ class AuditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             device=data.get("device") or ("cuda" if queue.startswith("gpu") else "cpu"),
             batch_sizes=data.get("batch_sizes"),
             recipes=data.get("recipes"),
+            grid_region=data.get("grid_region") or None,
         )
         audit = self.get_queryset().get(pk=audit.pk)
         body = s.AuditSerializer(audit, context={"request": request}).data

@@ -4,8 +4,12 @@ Every write made on behalf of a running task is conditional on the attempt that
 claimed the audit, so a worker that lost its claim (the reaper requeued it,
 someone cancelled it, another worker took the redelivered task) cannot overwrite
 the state; its writes match no row and it stops."""
+import json
 import logging
+import math
 import re
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,7 +19,10 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from workers.engine import carbon
+
 from ..models import Audit, Dataset, Evaluation, Measurement, ModelVersion, Variant
+
 from .budgets import audit_budgets_check
 
 log = logging.getLogger(__name__)
@@ -53,14 +60,70 @@ def check_target_queue(queue: str) -> None:
         )
 
 
-def carbon_settings(team) -> dict:
-    """The grid intensity and PUE an audit of this team uses, with where they came from."""
-    intensity = team.grid_intensity_g_per_kwh
+def _electricitymaps_latest(zone: str) -> dict:
+    """Options from Electricity Maps' latest carbon intensity of ``zone``; raises on any failure."""
+    url = (f"{settings.ELECTRICITYMAPS_API_URL.rstrip('/')}/carbon-intensity/latest?"
+           + urllib.parse.urlencode({"zone": zone}))
+    req = urllib.request.Request(url, headers={"auth-token": settings.ELECTRICITYMAPS_API_KEY})
+    with urllib.request.urlopen(req, timeout=settings.ELECTRICITYMAPS_TIMEOUT_S) as resp:  # noqa: S310 - fixed https base
+        body = json.loads(resp.read().decode("utf-8"))
+    intensity = float(body["carbonIntensity"])
+    if not math.isfinite(intensity) or intensity < 0:
+        raise ValueError(f"implausible carbonIntensity {body['carbonIntensity']!r}")
+    when = str(body.get("datetime") or "")
     return {
-        "grid_intensity_g_per_kwh": intensity if intensity is not None else settings.DEFAULT_GRID_INTENSITY_G_PER_KWH,
-        "pue": team.pue if team.pue is not None else settings.DEFAULT_PUE,
-        "carbon_source": team.carbon_source
-        or (f"team setting ({team.name})" if intensity is not None else settings.DEFAULT_CARBON_SOURCE),
+        "grid_intensity_g_per_kwh": intensity,
+        "carbon_source": f"Electricity Maps, latest for {zone}" + (f" at {when}" if when else ""),
+        "carbon_region": zone,
+        "carbon_year": int(when[:4]) if when[:4].isdigit() else None,
+        # Electricity Maps' carbon-intensity endpoint gives the average intensity of consumption.
+        "carbon_kind": "average",
+        "carbon_licence": "Electricity Maps API terms",
+        "carbon_source_url": url,
+    }
+
+
+def _region_carbon(region: str) -> dict:
+    """The live figure for a country zone where Electricity Maps is configured, else the table."""
+    code = carbon.normalise(region)
+    if code not in carbon.table():
+        raise ValidationError(f"“{region}” is not a grid region of the shipped table (e.g. DE, FR, US, EU, WORLD).")
+    if settings.ELECTRICITYMAPS_API_KEY and code not in ("WORLD", "EU"):
+        try:
+            return _electricitymaps_latest(code)
+        except Exception as exc:  # noqa: BLE001 - any failure of the provider: the table instead
+            log.warning("Electricity Maps failed for %s: %s; using the shipped table", code, exc)
+            return {**carbon.lookup(code),
+                    "carbon_warning": f"Electricity Maps unavailable ({type(exc).__name__}: {exc}); "
+                                      f"used the shipped yearly average for {code}"}
+    return carbon.lookup(code)
+
+
+def carbon_settings(team, grid_region: str | None = None) -> dict:
+    """The grid intensity and PUE an audit of this team uses, with where they came from.
+
+    Precedence: the audit's own ``grid_region``; the team's explicit intensity; the team's
+    region; settings.DEFAULT_GRID_REGION; DEFAULT_GRID_INTENSITY_G_PER_KWH. A region is
+    looked up live (Electricity Maps, when ELECTRICITYMAPS_API_KEY is set) or in the shipped
+    table; the source, year, kind, licence and region travel with the audit's options.
+    """
+    pue = team.pue if team.pue is not None else settings.DEFAULT_PUE
+    if grid_region:
+        return {**_region_carbon(grid_region), "pue": pue}
+    if team.grid_intensity_g_per_kwh is not None:
+        return {
+            "grid_intensity_g_per_kwh": team.grid_intensity_g_per_kwh,
+            "pue": pue,
+            "carbon_source": team.carbon_source or f"team setting ({team.name})",
+            "carbon_region": carbon.normalise(team.grid_region) or None,
+        }
+    region = team.grid_region or settings.DEFAULT_GRID_REGION
+    if region:
+        return {**_region_carbon(region), "pue": pue}
+    return {
+        "grid_intensity_g_per_kwh": settings.DEFAULT_GRID_INTENSITY_G_PER_KWH,
+        "pue": pue,
+        "carbon_source": settings.DEFAULT_CARBON_SOURCE,
     }
 
 
@@ -75,6 +138,7 @@ def audit_request(
     batch_sizes: list[int] | None = None,
     recipes: list[str] | None = None,
     engine_options: dict | None = None,
+    grid_region: str | None = None,
 ) -> Audit:
     """Create an audit and dispatch it to its hardware queue once the row is committed."""
     check_target_queue(target_queue)
@@ -89,7 +153,7 @@ def audit_request(
         "window_s": settings.ENGINE_GPU_WINDOW_S if device.startswith("cuda") else settings.ENGINE_WINDOW_S,
         "time_cap_s": settings.ENGINE_GPU_TIME_CAP_S if device.startswith("cuda") else settings.ENGINE_TIME_CAP_S,
         "idle_s": settings.ENGINE_IDLE_S,
-        **carbon_settings(model_version.asset.team),
+        **carbon_settings(model_version.asset.team, grid_region),
         **(engine_options or {}),
     }
     audit = Audit.objects.create(

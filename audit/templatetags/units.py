@@ -69,6 +69,32 @@ def grams(value) -> str:
 
 
 @register.filter
+def carbon_basis(options) -> str:
+    """What every gram rests on, from an audit's options: intensity, region, year, kind, source.
+    E.g. "56 gCO₂e/kWh, FR 2023 average (Ember yearly electricity data via Our World in Data ...)"."""
+    options = options or {}
+    intensity = options.get("grid_intensity_g_per_kwh")
+    if _missing(intensity):
+        return DASH
+    where = " ".join(str(options[k]) for k in ("carbon_region", "carbon_year", "carbon_kind") if options.get(k))
+    pue = options.get("pue")
+    text = f"{float(intensity):g} gCO₂e/kWh" + (f" × PUE {float(pue):g}" if not _missing(pue) and float(pue) != 1.0 else "")
+    text += f", {where}" if where else ", kind and year not recorded"
+    if options.get("carbon_source"):
+        text += f" ({options['carbon_source']}"
+        text += f"; {options['carbon_licence']})" if options.get("carbon_licence") else ")"
+    return text
+
+
+@register.filter
+def carbon_tag(options) -> str:
+    """The short form beside a gram figure: "FR 2023 average" (the full basis goes in its title)."""
+    options = options or {}
+    parts = [str(options[k]) for k in ("carbon_region", "carbon_year", "carbon_kind") if options.get(k)]
+    return " ".join(parts) if parts else "grid basis not recorded"
+
+
+@register.filter
 def wh(value) -> str:
     return _scaled(value, [(1e3, "kWh"), (1.0, "Wh"), (1e-3, "mWh"), (1e-6, "µWh")])
 

@@ -41,6 +41,7 @@ def audit_create(request, version_pk: int):
                 device=form.device_for(data["target"]),
                 batch_sizes=data["batch_sizes"],
                 recipes=data["recipes"],
+                grid_region=data.get("grid_region") or None,
             )
         except ValidationError as exc:
             form.add_error(None, exc)
