@@ -77,8 +77,7 @@ def carbon_basis(options) -> str:
     if _missing(intensity):
         return DASH
     where = " ".join(str(options[k]) for k in ("carbon_region", "carbon_year", "carbon_kind") if options.get(k))
-    pue = options.get("pue")
-    text = f"{float(intensity):g} gCO₂e/kWh" + (f" × PUE {float(pue):g}" if not _missing(pue) and float(pue) != 1.0 else "")
+    text = f"{float(intensity):g} gCO₂e/kWh"  # PUE is shown beside it by the page
     text += f", {where}" if where else ", kind and year not recorded"
     if options.get("carbon_source"):
         text += f" ({options['carbon_source']}"
