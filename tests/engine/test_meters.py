@@ -368,7 +368,7 @@ def test_estimate_flags_spin_threads_and_other_processes(tmp_path, monkeypatch):
     _burn(0.1)
     reading = meter.end()
     a = reading.assumptions
-    assert a["other_processes_cpus"] > 0.5 and "cpu-contended" in reading.flags
+    assert a["other_processes_cpus"] > 0.5 and "contended-cpu" in reading.flags
     assert reading.energy_j < meter.idle_w * reading.duration_s + meter.w_per_cpu * 0.5  # others not counted
     assert a["threads"] == 1 and a["cpu_time_over_wall_x_threads"] == pytest.approx(a["cores_used"])
     cpu_clock = itertools.count(0.0, 1.0)  # 1 CPU-s between begin and end, over ~0.05 s of wall

@@ -793,7 +793,7 @@ class TdpEstimateMeter(Meter):
 
     Only this process's CPU time is counted, so other processes do not inflate it;
     they are measured (``other_processes_cpus``, from /proc/stat) and flag the
-    reading ``cpu-contended``. Busy-wait threads of this process (OpenMP spin-wait)
+    reading ``contended-cpu``. Busy-wait threads of this process (OpenMP spin-wait)
     do count: ``cores_used`` is compared with the threads asked for and a surplus is
     flagged ``cpu-time-above-threads``.
     """
@@ -882,7 +882,7 @@ class TdpEstimateMeter(Meter):
         if ratio is not None and ratio > CPU_TIME_OVER_THREADS_TOLERANCE:
             flags.append("cpu-time-above-threads")
         if other is not None and other > OTHER_PROCESSES_CONTENDED_CPUS:
-            flags.append("cpu-contended")
+            flags.append("contended-cpu")
         avg = package / duration if duration > 0 else 0.0
         reading = self._reading(package, duration, [(0.0, avg), (duration, avg)], flags, self.max_w)
         reading.assumptions = assumptions
