@@ -331,13 +331,13 @@ def test_estimate_idle_is_the_table_share_not_a_sleeping_process(tmp_path, monke
 
 
 def test_estimate_records_memory_beside_the_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(meters, "_resident_gib", lambda: 4.0)
+    monkeypatch.setattr(meters, "_resident_gb", lambda: 4.0)
     meter = _estimate(tmp_path, monkeypatch, cpu_tdp_w=64)
     meter.begin()
     time.sleep(0.05)
     reading = meter.end()
     a = reading.assumptions
-    assert a["memory_gib"] == 4.0 and a["memory_w"] == pytest.approx(4.0 * 0.3725)
+    assert a["memory_gb"] == 4.0 and a["memory_w"] == pytest.approx(4.0 * 0.3725)
     assert "Green Algorithms" in a["memory_source"]
     assert reading.domains["dram"] == pytest.approx(a["memory_w"] * reading.duration_s)
     assert reading.domains["package"] == pytest.approx(reading.energy_j)  # DRAM beside, not added

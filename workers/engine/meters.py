@@ -24,7 +24,7 @@ Rule for DRAM (both for RAPL and the estimate): the energy figure
 earlier package-only results compare like with like.
 - ``estimate-tdp`` (CPU, nothing readable): a documented model (see
   ``TdpEstimateMeter``): the package's idle share + this process's CPU time x
-  the dynamic W per logical CPU; DRAM from resident memory x W/GiB beside it.
+  the dynamic W per logical CPU; DRAM from resident memory x W/GB beside it.
   Always ``estimated=True``; every assumed figure is in ``Reading.assumptions``.
 
 Nothing here imports torch or pynvml at module import time: the web process
@@ -126,10 +126,10 @@ IDLE_FRACTION_SOURCE = (
     "Cloud Carbon Footprint methodology: 0.74 W/vCPU idle vs 3.5 W/vCPU full load "
     "(AWS averages of SPECpower_ssj2008), i.e. 21% of TDP"
 )
-# DRAM power per GiB resident: 0.3725 W/GB, the figure of Green Algorithms
+# DRAM power per GB (1e9 bytes) resident: 0.3725 W/GB, the figure of Green Algorithms
 # (Lannelongue, Grealey & Inouye 2021, Advanced Science 8:2100707,
-# doi:10.1002/advs.202100707). options["memory_w_per_gib"] replaces it.
-MEMORY_W_PER_GIB = 0.3725
+# doi:10.1002/advs.202100707). options["memory_w_per_gb"] replaces it.
+MEMORY_W_PER_GB = 0.3725
 MEMORY_W_SOURCE = "Green Algorithms (Lannelongue et al. 2021, Adv. Sci. 8:2100707): 0.3725 W per GB of memory"
 # Process CPU time above this multiple of wall x threads means threads beyond the
 # ones asked for were busy (OpenMP spin-wait, inter-op pools, data loading).
@@ -741,12 +741,13 @@ def cpu_tdp_per_logical_cpu(options: dict) -> tuple[float, str, bool]:
             f"({DEFAULT_W_PER_LOGICAL_CPU:.3g} W)", False)
 
 
-def _resident_gib() -> float:
-    """This process's resident memory now (/proc/self/statm), in GiB; 0 where unreadable."""
+def _resident_gb() -> float:
+    """This process's resident memory now (/proc/self/statm), in GB (1e9 bytes, the unit of
+    the W/GB figure); 0 where unreadable."""
     try:
         with open("/proc/self/statm", encoding="ascii") as fh:
             pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
     except (OSError, ValueError, IndexError):
         return 0.0
 
@@ -789,7 +790,7 @@ class TdpEstimateMeter(Meter):
     - ``idle_w``: the static share of all packages, idle fraction x TDP x packages
       (or the setting ``cpu_idle_w``), so the idle baseline measured with this
       meter is that share, not the near-zero CPU time of a sleeping process;
-    - ``memory_w``: resident memory of this process at the window's end x W/GiB.
+    - ``memory_w``: resident memory of this process at the window's end x W/GB.
 
     Only this process's CPU time is counted, so other processes do not inflate it;
     they are measured (``other_processes_cpus``, from /proc/stat) and flag the
@@ -820,9 +821,9 @@ class TdpEstimateMeter(Meter):
             self.idle_w = IDLE_FRACTION_OF_TDP * self.tdp_per_cpu * per_package * self.packages
             self.idle_source = (f"{IDLE_FRACTION_SOURCE}, of {self.tdp_per_cpu * per_package:.4g} W TDP "
                                 f"x {self.packages} package(s)")
-        self.memory_w_per_gib = float(options.get("memory_w_per_gib") or MEMORY_W_PER_GIB)
-        self.memory_source = (f"setting memory_w_per_gib={self.memory_w_per_gib:g}"
-                              if options.get("memory_w_per_gib") else MEMORY_W_SOURCE)
+        self.memory_w_per_gb = float(options.get("memory_w_per_gb") or MEMORY_W_PER_GB)
+        self.memory_source = (f"setting memory_w_per_gb={self.memory_w_per_gb:g}"
+                              if options.get("memory_w_per_gb") else MEMORY_W_SOURCE)
         self.flags = list(flags)
         self.max_w = (self.idle_w + self.w_per_cpu * self.logical_cpus) * 1.01 + 1e-9
         self.stat_path = options.get("proc_stat_path") or "/proc/stat"
@@ -830,7 +831,7 @@ class TdpEstimateMeter(Meter):
     @property
     def description(self) -> str:
         return (f"estimate: idle {self.idle_w:.3g} W + process CPU time x {self.w_per_cpu:.3g} W per logical CPU "
-                f"({self.source}); DRAM {self.memory_w_per_gib:g} W/GiB resident, reported beside; "
+                f"({self.source}); DRAM {self.memory_w_per_gb:g} W/GB resident, reported beside; "
                 f"±{self.uncertainty_rel:.0%}")
 
     def begin(self) -> None:
@@ -838,7 +839,7 @@ class TdpEstimateMeter(Meter):
         self._c0 = time.process_time()
         self._m0 = _machine_busy_cpu_s(self.stat_path)
 
-    def assumptions_for(self, *, cpu_s: float, duration_s: float, memory_gib: float,
+    def assumptions_for(self, *, cpu_s: float, duration_s: float, memory_gb: float,
                         other_cpus: float | None) -> dict:
         threads = _threads(self.options)
         cores_used = cpu_s / duration_s if duration_s > 0 else 0.0
@@ -849,9 +850,9 @@ class TdpEstimateMeter(Meter):
             "tdp_w_per_logical_cpu": self.tdp_per_cpu,
             "idle_w": self.idle_w,
             "idle_source": self.idle_source,
-            "memory_w": memory_gib * self.memory_w_per_gib,
-            "memory_w_per_gib": self.memory_w_per_gib,
-            "memory_gib": memory_gib,
+            "memory_w": memory_gb * self.memory_w_per_gb,
+            "memory_w_per_gb": self.memory_w_per_gb,
+            "memory_gb": memory_gb,
             "memory_source": self.memory_source,
             "cores_used": cores_used,
             "cpu_time_s": cpu_s,
@@ -873,9 +874,9 @@ class TdpEstimateMeter(Meter):
         other = None
         if self._m0 is not None and m1 is not None and duration > 0:
             other = max(0.0, (m1 - self._m0 - cpu_s) / duration)
-        memory_gib = _resident_gib()
+        memory_gb = _resident_gb()
         package = self.idle_w * duration + cpu_s * self.w_per_cpu
-        assumptions = self.assumptions_for(cpu_s=cpu_s, duration_s=duration, memory_gib=memory_gib,
+        assumptions = self.assumptions_for(cpu_s=cpu_s, duration_s=duration, memory_gb=memory_gb,
                                            other_cpus=other)
         flags = []
         ratio = assumptions["cpu_time_over_wall_x_threads"]
@@ -896,7 +897,7 @@ class TdpEstimateMeter(Meter):
 def select_meter(device: str, options: dict) -> Meter:
     """The best meter available for ``device`` ("cpu", "cuda", "cuda:N").
 
-    options: cpu_tdp_w, cpu_idle_w, memory_w_per_gib, threads, gpu_tdp_w, gpu_uuid, powercap_root, rapl_poll_s,
+    options: cpu_tdp_w, cpu_idle_w, memory_w_per_gb, threads, gpu_tdp_w, gpu_uuid, powercap_root, rapl_poll_s,
     nvml_sample_interval_s, and energy_method to force "estimate-tdp".
     """
     options = options or {}
