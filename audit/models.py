@@ -22,6 +22,18 @@ class Team(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self):
+        """A region must be one of the shipped table's, or every audit of the team would be refused."""
+        from django.core.exceptions import ValidationError  # noqa: PLC0415
+
+        from workers.engine import carbon  # noqa: PLC0415
+
+        super().clean()
+        self.grid_region = carbon.normalise(self.grid_region)
+        if self.grid_region and self.grid_region not in carbon.table():
+            raise ValidationError({"grid_region": f"“{self.grid_region}” is not a region of the shipped table "
+                                                  f"(e.g. DE, FR, US, EU, WORLD)."})
+
 
 class Membership(models.Model):
     class Role(models.TextChoices):

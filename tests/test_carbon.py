@@ -182,3 +182,13 @@ def test_world_and_eu_are_never_asked_live(member, team, provider):
     p = provider(body={"carbonIntensity": 1})
     assert _request(member, team, grid_region="EU").options["carbon_region"] == "EU"
     assert p.requests == []
+
+
+def test_a_team_region_outside_the_table_is_refused(team):
+    team.grid_region = "atlantis"
+    with pytest.raises(ValidationError) as exc:
+        team.full_clean()
+    assert "grid_region" in exc.value.message_dict
+    team.grid_region = " de "
+    team.full_clean()
+    assert team.grid_region == "DE"
