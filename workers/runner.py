@@ -5,6 +5,7 @@ from django.conf import settings
 from audit.models import Audit
 from audit.services import audits as audit_services
 from workers.engine.sandbox import run_engine
+from workers.power import sweep_or_run
 
 ENGINE_OPTION_KEYS = (
     "threads", "warmup_iters", "window_s", "time_cap_s", "target_rel_ci", "idle_s",
@@ -12,6 +13,11 @@ ENGINE_OPTION_KEYS = (
     # where the intensity came from (audit.services.audits.carbon_settings); profile.py copies
     # carbon_region/year/kind/licence/source_url into the result's carbon section
     "carbon_region", "carbon_year", "carbon_kind", "carbon_licence", "carbon_source_url", "carbon_warning",
+    # the measurement method (timing.py, rounds.py) and the generation scenario (generation.py)
+    "timing_mode", "rounds", "scenario", "prompt_tokens", "new_tokens", "generation_backend",
+    # the latency targets the trade-off judges against, and the GPU sweep (workers/power.py)
+    "latency_target_ms_p95", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
+    "power_limit_sweep", "power_limit_steps", "gpu_uuid",
 )
 
 
@@ -59,10 +65,15 @@ def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
         if not audit_services.audit_progress(audit_id=audit_id, attempt=attempt):
             raise AuditLost()
 
-    return run_engine(
-        request,
-        timeout_s=settings.ENGINE_TIMEOUT_S,
-        on_event=on_event,
-        tick_s=settings.AUDIT_HEARTBEAT_S,
-        on_tick=on_tick,
-    )
+    def run_once(one_request: dict) -> dict:
+        return run_engine(
+            one_request,
+            timeout_s=settings.ENGINE_TIMEOUT_S,
+            on_event=on_event,
+            tick_s=settings.AUDIT_HEARTBEAT_S,
+            on_tick=on_tick,
+        )
+
+    # One run, or (asked for, on a GPU worker that allows it) one run per power-limit step,
+    # with the card's limit restored afterwards whatever happens (workers/power.py).
+    return sweep_or_run(request, run_once)

@@ -52,6 +52,21 @@ def hide_worker_environment(**kwargs):
             log.warning("could not make the worker non-dumpable")
 
 
+@worker_init.connect
+@worker_process_init.connect
+def restore_power_limits(**kwargs):
+    """A worker killed mid-sweep left a GPU at a lowered power limit and a journal saying what it
+    was; put it back before this worker takes any audit (workers/power.py). Nothing to do, and
+    no NVML touched, where no journal exists."""
+    try:
+        from workers.power import restore_from_journals
+
+        for entry in restore_from_journals():
+            log.warning("power-limit journal: %s", entry)
+    except Exception:  # a broken NVML must not keep the worker from starting; the journal stays
+        log.exception("restoring power limits from journals failed")
+
+
 @worker_ready.connect
 def announce_worker(sender, **kwargs):
     queue = _hardware_queue(sender)

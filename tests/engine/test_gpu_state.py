@@ -165,3 +165,27 @@ def test_snapshot_from_an_nvml_meter_s_handle(monkeypatch):
         meter.close()
     assert s["power_limit_w"] == 400.0 and s["throttle_reasons"] == ["sw_power_cap"]
     assert getattr(select_meter("cpu", {"energy_method": "estimate-tdp"}), "handle", None) is None
+
+
+def test_every_gpu_measurement_records_clocks_temperature_limit_and_throttling(monkeypatch):
+    """A measurement on an NVML meter carries the device's state over its windows, read after
+    each window (outside the timed calls); a power-cap slowdown flags the measurement."""
+    from workers.engine.meters import select_meter
+    from workers.engine.timing import measure
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = fake.FakeGPU("GPU-aaaa", energy_step_mj=1000, clock_reasons=0x4, power_limit_w=300.0,
+                       sm_clock_mhz=1200, temperature_c=64)
+    monkeypatch.setitem(sys.modules, "pynvml", fake.make_nvml([gpu]))
+    meter = select_meter("cuda", {})
+    try:
+        m = measure(lambda: sum(range(2000)), batch_size=1, device="cpu", meter=meter, idle_power_w=0.0,
+                    options={"window_s": 0.05, "time_cap_s": 0.3, "warmup_iters": 10})
+    finally:
+        meter.close()
+    assert m["sm_clock_mhz"] == 1200 and m["temperature_c_max"] == 64.0
+    assert m["power_limit_w"] == 300.0 and m["throttle_reasons"] == ["sw_power_cap"]
+    assert "gpu-slowdown" in m["flags"]
+    cpu = measure(lambda: None, batch_size=1, device="cpu", meter=select_meter("cpu", {"energy_method": "estimate-tdp"}),
+                  idle_power_w=0.0, options={"window_s": 0.02, "time_cap_s": 0.1})
+    assert "sm_clock_mhz" not in cpu and "gpu-slowdown" not in cpu["flags"]

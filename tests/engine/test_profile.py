@@ -162,3 +162,10 @@ def test_through_the_real_sandboxed_child(mlp_safetensors, tmp_path):
     with pytest.raises(EngineFailure) as err:
         run_engine(dict(request, path=str(bad)), timeout_s=120, on_event=lambda e: None)
     assert err.value.kind == "load-error" and "pickled nn.Module is refused" in err.value.message
+
+
+def test_without_a_region_the_world_average_is_used_and_says_where_it_came_from(mlp_safetensors):
+    doc = profile_model(mlp_safetensors, options=dict(m.FAST_OPTIONS, carbon_warning="live intensity unavailable: timeout"))
+    assert doc["carbon"]["region"] == "WORLD" and doc["carbon"]["intensity_g_per_kwh"] == 481.0
+    assert doc["carbon"]["year"] == 2023 and doc["carbon"]["source_url"].startswith("https://")
+    assert "live intensity unavailable: timeout" in doc["warnings"]

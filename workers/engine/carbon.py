@@ -69,3 +69,8 @@ def lookup(region: str) -> dict:
 def co2e_g(energy_j: float, intensity_g_per_kwh: float, pue: float = 1.0) -> float:
     """gCO2e = kWh x PUE x grid intensity."""
     return energy_j / 3.6e6 * pue * intensity_g_per_kwh
+
+
+def world_g_per_kwh() -> float:
+    """The table's world average: the intensity used where nobody named a region."""
+    return float(table()["WORLD"]["g_per_kwh"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import ENGINE_VERSION, SCHEMA_VERSION
+from . import ENGINE_VERSION, SCHEMA_VERSION, carbon as carbon_table
 from .errors import EngineError, FormatError, LoadError
 from .counting import count_model, count_params
 from .loaders import LoadedModel, load_model
@@ -39,9 +39,10 @@ DEFAULT_OPTIONS = {
     "time_cap_s": None,
     "target_rel_ci": 0.02,
     "idle_s": 2.0,
-    "grid_intensity_g_per_kwh": 475.0,
     "pue": 1.0,
-    "carbon_source": "world average (default)",
+    # None: the world average from the shipped table (carbon.py), with its provenance; the web
+    # app passes the team's or the audit's grid region instead
+    "grid_intensity_g_per_kwh": None,
     "recipe_params": {},
     # evaluation on the audit's dataset
     "eval_max_samples": 512,
@@ -154,6 +155,9 @@ def _merge_options(options: dict | None) -> dict:
     merged.update({k: v for k, v in (options or {}).items()})
     for key in ("architecture_config", "input_overrides", "recipe_params"):
         merged[key] = dict(merged.get(key) or {})
+    if merged.get("grid_intensity_g_per_kwh") is None:
+        merged.update(carbon_table.lookup("WORLD"))
+    merged.setdefault("carbon_source", "request")
     return merged
 
 
@@ -230,6 +234,8 @@ def profile_model(
                report=_Progress(progress, len(recipes)),
                pct_measured=_PCT_MEASURED_WITH_EVAL if dataset else _PCT_MEASURED_WITHOUT_LABELS)
 
+    if options.get("carbon_warning"):  # e.g. a live intensity provider failed and the table stood in
+        run.warnings.append(str(options["carbon_warning"]))
     run.report("loading", 0.0, f"loading {path}")
     run.threads = _set_threads(options)
     loaded = load_model(path, format, options, device)

@@ -23,6 +23,8 @@ import statistics
 import sys
 import time
 
+from .carbon import world_g_per_kwh
+
 DEFAULT_WINDOW_S = {"cuda": 10.0, "cpu": 1.0}
 DEFAULT_TARGET_REL_CI = 0.02
 DEFAULT_WINDOWS_CAP = 10  # time_cap_s defaults to this many windows
@@ -197,7 +199,7 @@ class Sampler:
         if self.mode not in TIMING_MODES:
             raise ValueError(f"unknown timing mode {self.mode!r}; one of {', '.join(TIMING_MODES)}")
         self.pue = float(_opt(options, "pue", 1.0))
-        self.intensity = float(_opt(options, "grid_intensity_g_per_kwh", 475.0))
+        self.intensity = float(_opt(options, "grid_intensity_g_per_kwh", world_g_per_kwh()))
         self.sync = _synchronizer(device)
         self.latencies_ns: list[int] = []  # per call, latency mode only
         self.calls = 0
@@ -213,6 +215,7 @@ class Sampler:
         self.assumptions: dict | None = None
         self.domains_j: dict[str, float] = {}
         self._peak_memory = 0
+        self.device_states: list[dict] = []  # one gpu_state.snapshot per window (NVML meters)
 
     def warmup(self) -> None:
         _reset_peak_memory(self.device)
@@ -254,7 +257,19 @@ class Sampler:
         for name, joules in (getattr(reading, "domains", None) or {}).items():
             self.domains_j[name] = self.domains_j.get(name, 0.0) + float(joules)
         self._peak_memory = max(self._peak_memory, peak_memory_bytes(self.device))
+        self._snapshot_device()
         return mean_ms, per_call_j
+
+    def _snapshot_device(self) -> None:
+        """Clocks, temperature, power limit and throttle reasons after each window, read outside
+        the timed region, where the meter is an NVML one (a GPU)."""
+        handle = getattr(self.meter, "handle", None)
+        nvml = getattr(self.meter, "nvml", None)
+        if handle is None or nvml is None:
+            return
+        from . import gpu_state  # noqa: PLC0415
+
+        self.device_states.append(gpu_state.snapshot(handle, nvml))
 
     def rel_ci(self) -> float:
         """Half-width of the 95% interval of the mean latency, relative to the mean."""
@@ -333,6 +348,14 @@ def _summarize(s: Sampler) -> dict:
     u_total = math.sqrt(u_method ** 2 + (u_stat or 0.0) ** 2)
     avg_power = s.energy_j / s.metered_s if s.metered_s > 0 else 0.0
     meter_resolution_s = getattr(s.meter, "resolution_s", None) or METER_RESOLUTION_S.get(s.meter.method)
+    device_state = {}
+    if s.device_states:
+        from . import gpu_state  # noqa: PLC0415
+
+        device_state = gpu_state.summarize(s.device_states)
+        device_state.pop("snapshots", None)
+        if device_state.get("slowdown") and "gpu-slowdown" not in flags:
+            flags.append("gpu-slowdown")
     return {
         "scenario": "forward",
         "iterations": n,
@@ -373,4 +396,6 @@ def _summarize(s: Sampler) -> dict:
         "flags": flags,
         "window_means_ms": list(s.window_means),
         "window_energy_j": list(s.window_energy),
+        # GPU clocks, temperature, power limit and throttle reasons over the windows (NVML only)
+        **device_state,
     }

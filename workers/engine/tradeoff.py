@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from .quality import MIN_VERDICT_GRADE, at_least, combine, grade_drift
+from .carbon import world_g_per_kwh
 
 J_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365
@@ -335,7 +336,7 @@ def _savings(points, rec, carbon, opts) -> dict | None:
     return projected_savings(
         baseline_j_per_query=base["energy_j_per_sample"], variant_j_per_query=variant_j,
         queries_per_day=float(opts["queries_per_day"]),
-        intensity_g_per_kwh=float(carbon.get("intensity_g_per_kwh", 475.0)), pue=float(carbon.get("pue", 1.0)),
+        intensity_g_per_kwh=float(carbon.get("intensity_g_per_kwh", world_g_per_kwh())), pue=float(carbon.get("pue", 1.0)),
         price_per_kwh=float(opts["electricity_price_per_kwh"]), currency=str(opts["currency"]))
 
 
