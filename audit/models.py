@@ -179,8 +179,22 @@ class Audit(models.Model):
     )
     # Verdict against the team's energy budgets: "" until checked, then pass or fail,
     # with one entry per limit in budget_results.
-    budget_verdict = models.CharField(max_length=10, blank=True, db_index=True)
+    budget_verdict = models.CharField(max_length=12, blank=True, db_index=True)
     budget_results = models.JSONField(default=list, blank=True)
+    # Schema 2 of the engine's result (docs/ENGINE_INTERFACE.md); empty for audits stored before.
+    schema_version = models.PositiveSmallIntegerField(default=1)
+    # forward passes or the generation scenario: {"kind", "prompt_tokens", "new_tokens", "backend"}
+    scenario = models.JSONField(default=dict, blank=True)
+    # The audit's quality grade (A-D; "" for v1 results) and why: the worst of the baseline's
+    # measurements and the paired comparisons the verdict rests on (workers/engine/quality.py).
+    quality_grade = models.CharField(max_length=1, blank=True, db_index=True)
+    quality_reasons = models.JSONField(default=list, blank=True)
+    # The engine's own trade-off (recommendation from paired ratios, SLO answer), the carbon
+    # basis with its provenance, the sandbox that ran the child, a GPU power-limit sweep.
+    tradeoff = models.JSONField(null=True, blank=True)
+    carbon = models.JSONField(default=dict, blank=True)
+    sandbox = models.JSONField(default=dict, blank=True)
+    power_sweep = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -218,6 +232,11 @@ class Variant(models.Model):
     # What a reader must know about this variant, e.g. that masked pruning saves nothing on
     # dense kernels, or which backend a quantisation recipe used.
     notes = models.JSONField(default=list, blank=True)
+    # Paired comparison with the baseline, one entry per batch size (empty for the baseline
+    # and for v1 results): ratios variant/baseline with 95% intervals, verdict, grade.
+    comparison = models.JSONField(default=list, blank=True)
+    # What else the engine said about the variant (dtype it ran in, stored dtype ...).
+    details = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["audit", "position"]
@@ -231,10 +250,11 @@ class Measurement(models.Model):
     batch_size = models.PositiveIntegerField()
     input_shape = models.JSONField(default=dict)
     latency_mean_ms = models.FloatField()
-    latency_std_ms = models.FloatField()
-    latency_p50_ms = models.FloatField()
-    latency_p95_ms = models.FloatField()
-    latency_p99_ms = models.FloatField()
+    # Per-call figures exist in latency timing mode only; throughput mode leaves them empty.
+    latency_std_ms = models.FloatField(null=True)
+    latency_p50_ms = models.FloatField(null=True)
+    latency_p95_ms = models.FloatField(null=True)
+    latency_p99_ms = models.FloatField(null=True)
     # None when a single call was all the time cap allowed: no interval can be computed.
     latency_ci95_ms = models.FloatField(null=True)
     throughput_samples_per_s = models.FloatField()
@@ -253,9 +273,44 @@ class Measurement(models.Model):
     iterations = models.PositiveIntegerField()
     windows = models.PositiveIntegerField()
     window_s = models.FloatField()
-    cv = models.FloatField()
+    cv = models.FloatField(null=True)
     power_trace = models.JSONField(default=list, blank=True)
     flags = models.JSONField(default=list, blank=True)
+    # ---- schema 2 (null or empty for measurements stored before it)
+    scenario = models.CharField(max_length=12, default="forward")
+    timing_mode = models.CharField(max_length=12, default="latency")
+    quality_grade = models.CharField(max_length=1, blank=True)
+    quality_reasons = models.JSONField(default=list, blank=True)
+    latency_ci95_rel = models.FloatField(null=True)
+    window_cv = models.FloatField(null=True)
+    energy_uncertainty_method_rel = models.FloatField(null=True)
+    energy_uncertainty_stat_rel = models.FloatField(null=True)
+    # every assumed figure of an estimate (None for a hardware meter); RAPL domains per inference
+    energy_assumptions = models.JSONField(null=True, blank=True)
+    energy_domains = models.JSONField(default=dict, blank=True)
+    meter_resolution_s = models.FloatField(null=True)
+    meter_overhead_s = models.FloatField(null=True)
+    # the evidence behind the interval: one mean per window
+    window_means_ms = models.JSONField(default=list, blank=True)
+    window_energy_j = models.JSONField(default=list, blank=True)
+    # the paired comparison with the baseline at this batch size (None for the baseline)
+    comparison = models.JSONField(null=True, blank=True)
+    # generation scenario (None on forward measurements)
+    prompt_tokens = models.PositiveIntegerField(null=True)
+    new_tokens = models.PositiveIntegerField(null=True)
+    ttft_ms_p50 = models.FloatField(null=True)
+    ttft_ms_p95 = models.FloatField(null=True)
+    tpot_ms_p50 = models.FloatField(null=True)
+    tpot_ms_p95 = models.FloatField(null=True)
+    output_tokens_per_s = models.FloatField(null=True)
+    energy_j_per_prompt_token = models.FloatField(null=True)
+    energy_j_per_output_token = models.FloatField(null=True, db_index=True)
+    energy_j_per_request = models.FloatField(null=True)
+    prefill_energy_share = models.FloatField(null=True)
+    backend = models.CharField(max_length=20, blank=True)
+    # GPU state over the windows (NVML): clocks, temperature, power limit, throttle reasons
+    power_limit_w = models.FloatField(null=True)
+    device_state = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["variant", "batch_size"]
@@ -266,13 +321,21 @@ class Measurement(models.Model):
 
 class Evaluation(models.Model):
     variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="evaluations")
-    metric = models.CharField(max_length=40)
-    value = models.FloatField()
+    # The labelled metric; empty without a labelled dataset (fidelity is always there in schema 2).
+    metric = models.CharField(max_length=40, blank=True)
+    value = models.FloatField(null=True)
     n_samples = models.PositiveIntegerField()
     fidelity = models.JSONField(default=dict, blank=True)
+    labelled = models.BooleanField(default=True)
+    # The task's headline fidelity to the baseline (embedding_cosine, top1_agreement, relative_error)
+    fidelity_metric = models.CharField(max_length=40, blank=True)
+    fidelity_value = models.FloatField(null=True)
+    fidelity_higher_is_better = models.BooleanField(default=True)
 
     def __str__(self) -> str:
-        return f"{self.metric}={self.value:.4g}"
+        if self.metric:
+            return f"{self.metric}={self.value:.4g}"
+        return f"{self.fidelity_metric}={self.fidelity_value:.4g}" if self.fidelity_value is not None else "no figure"
 
 
 class WorkerNode(models.Model):
@@ -327,6 +390,15 @@ class EnergyBudget(models.Model):
     max_latency_p95_ms = models.FloatField(null=True, blank=True)
     max_accuracy_drop = models.FloatField(
         null=True, blank=True, help_text="Largest accepted drop from the baseline, in percentage points."
+    )
+    # Generative models: the same limits in tokens (checked on generation measurements only).
+    max_j_per_output_token = models.FloatField(null=True, blank=True)
+    max_ttft_ms_p95 = models.FloatField(null=True, blank=True)
+    max_tpot_ms_p95 = models.FloatField(null=True, blank=True)
+    min_fidelity = models.FloatField(
+        null=True, blank=True,
+        help_text="Lowest accepted fidelity to the baseline (e.g. 0.98 cosine or agreement); "
+                  "used where there is no labelled accuracy.",
     )
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)

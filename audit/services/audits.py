@@ -21,9 +21,10 @@ from django.utils import timezone
 
 from workers.engine import carbon
 
-from ..models import Audit, Dataset, Evaluation, Measurement, ModelVersion, Variant
+from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
+from .results import apply_result_fields, store_variants
 
 log = logging.getLogger(__name__)
 
@@ -286,43 +287,6 @@ def audit_cancel(*, audit: Audit) -> bool:
     )
 
 
-MEASUREMENT_FIELDS = [
-    "latency_ms_mean:latency_mean_ms",
-    "latency_ms_std:latency_std_ms",
-    "latency_ms_p50:latency_p50_ms",
-    "latency_ms_p95:latency_p95_ms",
-    "latency_ms_p99:latency_p99_ms",
-    "latency_ci95_ms",
-    "throughput_samples_per_s",
-    "energy_j_per_inference",
-    "energy_j_per_inference_active",
-    "energy_j_per_sample",
-    "wh_per_1000_inferences",
-    "samples_per_joule",
-    "avg_power_w",
-    "idle_power_w",
-    "energy_method",
-    "energy_estimated",
-    "energy_uncertainty_rel",
-    "co2e_g_per_inference",
-    "peak_memory_bytes",
-    "iterations",
-    "windows",
-    "window_s",
-    "cv",
-    "power_trace",
-    "flags",
-]
-
-
-def _measurement_from_result(variant: Variant, doc: dict) -> Measurement:
-    values = {}
-    for spec in MEASUREMENT_FIELDS:
-        source, _, target = spec.partition(":")
-        values[target or source] = doc[source]
-    return Measurement(variant=variant, batch_size=doc["batch_size"], input_shape=doc.get("input_shape", {}), **values)
-
-
 def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
     """Store the engine's result document: variants, measurements, evaluations, fingerprint.
 
@@ -332,43 +296,9 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
         audit = _running(audit_id, attempt).select_for_update().first()
         if audit is None:
             return False
-        audit.variants.all().delete()  # a previous attempt may have died mid-write; start clean
-        measurements, evaluations = [], []
-        for position, doc in enumerate(result.get("variants", [])):
-            variant = Variant.objects.create(
-                audit=audit,
-                position=position,
-                recipe=doc["recipe"],
-                recipe_params=doc.get("recipe_params") or {},
-                status=doc["status"],
-                error=doc.get("error") or "",
-                params=doc.get("params"),
-                nonzero_params=doc.get("nonzero_params"),
-                size_bytes=doc.get("size_bytes"),
-                flops=doc.get("flops"),
-                macs=doc.get("macs"),
-                layer_profile=doc.get("layer_profile") or [],
-                notes=doc.get("notes") or [],
-            )
-            measurements += [_measurement_from_result(variant, m) for m in doc.get("measurements") or []]
-            evaluation = doc.get("evaluation")
-            if evaluation:
-                evaluations.append(
-                    Evaluation(
-                        variant=variant,
-                        metric=evaluation["metric"],
-                        value=evaluation["value"],
-                        n_samples=evaluation["n_samples"],
-                        fidelity=evaluation.get("fidelity") or {},
-                    )
-                )
-        Measurement.objects.bulk_create(measurements)
-        Evaluation.objects.bulk_create(evaluations)
+        store_variants(audit, result)  # a previous attempt may have died mid-write; it starts clean
         succeeded = audit.variants.filter(status=Variant.Status.SUCCEEDED).exists()
-        audit.fingerprint = result.get("fingerprint") or {}
-        audit.engine_version = str(result.get("engine_version", ""))[:20]
-        audit.warnings = result.get("warnings") or []
-        audit.drift = result.get("drift")
+        apply_result_fields(audit, result)
         audit.finished_at = timezone.now()
         audit.heartbeat_at = audit.finished_at
         audit.progress = 100.0
