@@ -59,6 +59,7 @@ DEFAULT_OPTIONS = {
     "scenario": "auto",  # auto: generation for text-generation and seq2seq models
     "prompt_tokens": 64,
     "new_tokens": 32,
+    "generation_backend": "transformers",  # or "vllm" where it is installed (vllm_backend.py)
     "slo_ttft_ms_p95": None,
     "slo_tpot_ms_p95": None,
     "min_fidelity": 0.98,  # trade-off without labels: agreement / cosine kept at least this
@@ -298,9 +299,7 @@ def _resolve_scenario(loaded: LoadedModel, options: dict) -> dict:
             raise LoadError(f"the generation scenario needs a text-generation or seq2seq model; this one is "
                             f"{loaded.architecture} ({loaded.task})")
         return forward
-    generation.check_lengths(loaded, int(options["prompt_tokens"]), int(options["new_tokens"]))
-    return {"kind": "generation", "prompt_tokens": int(options["prompt_tokens"]),
-            "new_tokens": int(options["new_tokens"]), "backend": "transformers"}
+    return generation.scenario(loaded, options)  # lengths checked, backend and prompt source resolved
 
 
 def _variant_label(name: str, params: dict, rec) -> str:
