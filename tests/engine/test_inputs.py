@@ -55,9 +55,12 @@ def test_onnx_dims_resolved_from_batch_sequence_and_overrides():
         {"name": "attention_mask", "dims": ["batch", "sequence"], "dtype": "int64", "vocab_size": None},
         {"name": "extra", "dims": ["batch", "height", 4], "dtype": "float32", "vocab_size": None},
     ]}
-    with pytest.raises(LoadError, match="'height'"):
-        build_inputs(spec, 2, seq_len=10)
+    guessed = build_inputs(spec, 2, seq_len=10)
+    # a dim the engine has no rule for gets a default, and the warning says what was assumed
+    assert guessed.input_shape["extra"] == [2, 10, 4]  # the sequence length, as a rank-3 feature input
+    assert any("'extra'" in w and "'height' = 10" in w and "--input extra=" in w for w in guessed.warnings)
     out = build_inputs(spec, 2, seq_len=10, overrides={"dims": {"height": 7}})
+    assert not any("'extra'" in w for w in out.warnings)
     assert out.input_shape == {"input_ids": [2, 10], "attention_mask": [2, 10], "extra": [2, 7, 4]}
     assert out.values["input_ids"].max() < 300
     assert (out.values["attention_mask"] == 1).all()

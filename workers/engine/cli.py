@@ -92,6 +92,8 @@ class ProgressBar:
 
 
 def _fmt_count(n) -> str:
+    if n is None:
+        return "unknown"
     if not n:
         return "0"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):

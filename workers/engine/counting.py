@@ -58,45 +58,98 @@ def _nonzero(t) -> int:
 
 
 def onnx_params(model_path) -> tuple[int, int]:
-    import numpy as np
+    """(parameters, nonzero parameters) of an ONNX graph: its initializers and the tensors its
+    ``Constant`` nodes hold (paddle2onnx and some other exporters store every weight that way),
+    in subgraphs too. Shape constants and indices (integer tensors) are not weights; int8
+    tensors are quantised weights; scales, zero points and scalars are not counted."""
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(model_path))  # external data already checked to stay in the folder
     params = 0
     nonzero = 0
-    for tensor in model.graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        quantised = array.dtype in (np.int8, np.uint8) or (
-            array.dtype == np.int32 and tensor.name.endswith("_quantized"))  # onnxruntime's int32 biases
-        if not (np.issubdtype(array.dtype, np.floating) or quantised):
-            continue  # shape constants and indices (int32/int64) are not weights; int8 ones are quantised weights
-        if array.ndim == 0 or tensor.name.endswith(("_scale", "_zero_point")):
-            continue  # quantisation parameters, not weights
-        params += int(array.size)
-        nonzero += int(np.count_nonzero(array))
+    for tensor, consumed_as_weight in _onnx_stored_tensors(model.graph):
+        counted = _onnx_weight_count(tensor, consumed_as_weight)
+        if counted:
+            params += counted[0]
+            nonzero += counted[1]
     return params, nonzero
 
 
+# ops whose inputs after the first are weights (a one-element bias still counts there)
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization",
+               "InstanceNormalization", "GroupNormalization", "Gather", "PRelu", "LSTM", "GRU", "RNN")
+
+
+def _onnx_stored_tensors(graph):
+    """(TensorProto, used as a weight input) for the graph's initializers and Constant-node
+    values, recursing into subgraphs (If / Loop / Scan bodies)."""
+    from .flops import constant_tensor
+
+    weight_inputs = set()
+    for node in graph.node:
+        if node.op_type in _WEIGHT_OPS:
+            start = 0 if node.op_type == "Gather" else 1
+            weight_inputs.update(node.input[start:])
+    for tensor in graph.initializer:
+        yield tensor, tensor.name in weight_inputs
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            tensor = constant_tensor(node)
+            if tensor is not None:
+                yield tensor, node.output[0] in weight_inputs
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _onnx_stored_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_stored_tensors(sub)
+
+
+def _onnx_weight_count(tensor, consumed_as_weight: bool) -> tuple[int, int] | None:
+    import numpy as np
+    from onnx import numpy_helper
+
+    array = numpy_helper.to_array(tensor)
+    quantised = array.dtype in (np.int8, np.uint8) or (
+        array.dtype == np.int32 and tensor.name.endswith("_quantized"))  # onnxruntime's int32 biases
+    if not (np.issubdtype(array.dtype, np.floating) or quantised):
+        return None  # shape constants and indices (int32/int64) are not weights; int8 ones are quantised weights
+    if array.ndim == 0 or tensor.name.endswith(("_scale", "_zero_point")):
+        return None  # quantisation parameters, not weights
+    if array.size == 1 and not consumed_as_weight:
+        return None  # a one-element constant (hard-swish's 6, a clip bound) is a hyperparameter
+    return int(array.size), int(np.count_nonzero(array))
+
+
 def count_model(loaded: LoadedModel, seq_len, overrides) -> dict:
+    """Parameters, size, FLOPs, MACs and the per-layer profile of one forward call of batch 1.
+
+    A FLOP count that fails does not fail the variant: FLOPs and MACs are then unknown (None),
+    a warning says why, and latency and energy are still measured. Inputs that cannot be built
+    do fail it (nothing could be measured either).
+    """
     from . import flops
 
     sample = loaded.make_inputs(1, seq_len, overrides)
-    if loaded.kind == "onnx":
-        report = flops.count_onnx(loaded.model_path, sample.input_shape)
-        params, nonzero = onnx_params(loaded.model_path)
-    else:
-        report = flops.count_torch(loaded.module, sample.values, call=loaded.call)
-        params, nonzero = torch_params(loaded.module)
+    warnings = list(sample.warnings)
+    try:
+        if loaded.kind == "onnx":
+            report = flops.count_onnx(loaded.model_path, sample.input_shape)
+        else:
+            report = flops.count_torch(loaded.module, sample.values, call=loaded.call)
+    except Exception as exc:
+        report = None
+        warnings.append(f"FLOPs could not be counted ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                        "FLOPs and MACs are unknown, latency and energy are still measured")
+    params, nonzero = count_params(loaded)
     return {
         "params": params,
         "nonzero_params": nonzero,
         "size_bytes": int(loaded.size_bytes),
-        "flops": int(report.flops),
-        "macs": int(report.macs),
-        "layer_profile": report.layer_profile,
-        "_uncounted_ops": report.uncounted_ops,
-        "_warnings": sample.warnings,
+        "flops": int(report.flops) if report else None,
+        "macs": int(report.macs) if report else None,
+        "layer_profile": report.layer_profile if report else [],
+        "_uncounted_ops": report.uncounted_ops if report else [],
+        "_warnings": warnings,
     }
 
 

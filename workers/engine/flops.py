@@ -9,8 +9,10 @@ multiply-adds, and torch's FlopCounterMode leaves it out too.
 - torch: ``torch.utils.flop_counter.FlopCounterMode`` (covers mm/addmm/bmm/conv and
   scaled-dot-product attention).
 - ONNX: from the graph after ``onnx.shape_inference.infer_shapes`` with concrete input shapes:
-  Conv, ConvTranspose, Gemm, MatMul (attention in exported graphs is MatMul), Einsum is not
-  counted (reported in ``uncounted_ops``).
+  Conv, ConvTranspose, Gemm, MatMul (attention in exported graphs is MatMul). Einsum, fused and
+  custom-domain ops, control flow, and any counted op whose shapes stay unknown or whose formula
+  does not fit are not counted: they are reported in ``uncounted_ops`` and the count never
+  fails a variant.
 """
 
 from __future__ import annotations
@@ -137,36 +139,84 @@ def _torch_entries(module, inclusive: dict[str, int]) -> list[dict]:
 
 
 def count_onnx(model_path, input_shapes: dict[str, list[int]]) -> FlopReport:
-    """Count one run of the ONNX model at ``model_path`` with inputs of ``input_shapes``."""
+    """Count one run of the ONNX model at ``model_path`` with inputs of ``input_shapes``.
+
+    Never raises on a graph it does not understand: a node whose shapes cannot be resolved or
+    whose formula fails (an unexpected rank, an op from a newer opset) is left out of the total
+    and named in ``uncounted_ops``, so the total is then a lower bound and the caller says so.
+    """
     import onnx
-    from onnx import shape_inference
 
     model = onnx.load(str(model_path), load_external_data=False)
     _fix_input_shapes(model, input_shapes)
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
-    shapes = _known_shapes(inferred)
-    if not _all_counted_ops_resolved(inferred, shapes):
-        # onnx's inference loses dims through Reshape/Shape chains (exported transformers);
-        # onnxruntime's symbolic inference carries the concrete input sizes through them.
-        symbolic = _symbolic_shapes(model)
-        if symbolic is not None:
-            inferred, shapes = symbolic, _known_shapes(symbolic)
-    model = inferred
-    params_of = {t.name: math.prod(t.dims) for t in model.graph.initializer}
+    model, shapes = _infer(model)
+    missing = _unresolved_names(model, shapes)
+    if missing:
+        shapes.update(_runtime_shapes(model_path, input_shapes, missing))
+    params_of = {name: math.prod(dims) for name, dims in _weight_dims(model.graph).items()}
     entries = []
     uncounted: set[str] = set()
     for index, node in enumerate(model.graph.node):
-        flops = _node_flops(node, shapes)
+        try:
+            flops = _node_flops(node, shapes)
+        except Exception:  # a formula that does not fit this node's shapes: unknown, not fatal
+            flops = None
+            uncounted.add(_op_name(node))
         if flops is None:
             if _may_hide_flops(node):
                 # say so rather than let a model's matrix work read as 0 FLOPs
-                uncounted.add(f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type)
+                uncounted.add(_op_name(node))
             continue
         params = sum(params_of.get(i, 0) for i in node.input)
         entries.append({"name": node.name or f"{node.op_type}_{index}", "type": node.op_type, "flops": flops,
                         "params": params})
     total = sum(e["flops"] for e in entries)
     return FlopReport(total, total // 2, _finish_profile(entries, total), sorted(uncounted))
+
+
+def _op_name(node) -> str:
+    return f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+
+
+def _infer(model):
+    """(model with inferred shapes, {tensor name: concrete shape}); the input model unchanged
+    where both inferences fail."""
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # e.g. an op or opset onnx's inference rejects; fall back below
+        inferred = model
+    shapes = _known_shapes(inferred)
+    if not _all_counted_ops_resolved(inferred, shapes):
+        # onnx's inference loses dims through Reshape/Shape chains (exported transformers);
+        # onnxruntime's symbolic inference carries the concrete input sizes through them.
+        symbolic = _symbolic_shapes(model)
+        if symbolic is not None:
+            symbolic_shapes = _known_shapes(symbolic)
+            if len(symbolic_shapes) >= len(shapes):
+                return symbolic, symbolic_shapes
+    return inferred, shapes
+
+
+def _weight_dims(graph) -> dict[str, list[int]]:
+    """Dims of the graph's stored tensors: initializers and the outputs of ``Constant`` nodes
+    (exporters such as paddle2onnx store every weight as a Constant)."""
+    dims = {t.name: [int(d) for d in t.dims] for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            tensor = constant_tensor(node)
+            if tensor is not None:
+                dims[node.output[0]] = [int(d) for d in tensor.dims]
+    return dims
+
+
+def constant_tensor(node):
+    """The TensorProto a ``Constant`` node holds in its ``value`` attribute, else None."""
+    for attr in node.attribute:
+        if attr.name == "value" and attr.HasField("t"):
+            return attr.t
+    return None
 
 
 _COUNTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
@@ -187,12 +237,60 @@ def _may_hide_flops(node) -> bool:
 
 
 def _all_counted_ops_resolved(model, shapes) -> bool:
+    return not _unresolved_names(model, shapes)
+
+
+def _unresolved_names(model, shapes) -> list[str]:
+    """Tensors a counted op needs whose concrete shapes are still unknown."""
+    missing = []
     for node in model.graph.node:
-        if node.op_type in _COUNTED_OPS:
+        if node.op_type in _COUNTED_OPS and node.domain in ("", "ai.onnx"):
             names = list(node.input[:2]) + (list(node.output[:1]) if node.op_type.startswith("Conv") else [])
-            if any(n not in shapes for n in names):
-                return False
-    return True
+            missing.extend(n for n in names if n and n not in shapes and n not in missing)
+    return missing
+
+
+_RUNTIME_SHAPES_MAX_BYTES = 1 << 30
+
+
+def _runtime_shapes(model_path, input_shapes: dict[str, list[int]], names: list[str]) -> dict[str, list[int]]:
+    """Shapes both static inferences lost (paddle2onnx's Shape/Slice/Concat chains into a
+    Reshape, an axis onnxruntime's symbolic inference refuses), read by running the graph once
+    on onnxruntime with those tensors exposed as extra outputs. Empty when that cannot be done."""
+    try:
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper
+
+        from .inputs import onnx_numpy_dtype
+
+        model = onnx.load(str(model_path))  # external data: the loader checked it stays in the folder
+        if model.ByteSize() > _RUNTIME_SHAPES_MAX_BYTES:
+            return {}
+        outputs = {o.name for o in model.graph.output}
+        for name in names:
+            if name not in outputs:
+                model.graph.output.append(helper.ValueInfoProto(name=name))
+        initializers = {t.name for t in model.graph.initializer}
+        feeds = {}
+        for value in model.graph.input:
+            if value.name in initializers:
+                continue
+            shape = input_shapes.get(value.name)
+            if shape is None:
+                return {}
+            dtype = onnx_numpy_dtype(value.type.tensor_type.elem_type)
+            feeds[value.name] = (np.zeros(shape, dtype=dtype) if np.dtype(dtype).kind in "iub"
+                                 else np.random.default_rng(0).standard_normal(shape).astype(dtype))
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # a graph that cannot run at these shapes is not an error here
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        wanted = [n for n in names if n in {o.name for o in session.get_outputs()}]
+        values = session.run(wanted, feeds)
+        return {n: [int(d) for d in v.shape] for n, v in zip(wanted, values)}
+    except Exception:
+        return {}
 
 
 def _symbolic_shapes(model):
@@ -215,13 +313,17 @@ def _fix_input_shapes(model, input_shapes: dict[str, list[int]]) -> None:
 
 
 def _known_shapes(model) -> dict[str, list[int]]:
+    """Concrete shapes only: a value whose rank is unknown (no ``shape`` field) or with any
+    symbolic dimension is left out, never read as a scalar."""
     shapes = {}
     for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
+        ttype = value.type.tensor_type
+        if not (value.type.HasField("tensor_type") and ttype.HasField("shape")):
+            continue
+        dims = ttype.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = [int(d.dim_value) for d in dims]
-    for tensor in model.graph.initializer:
-        shapes[tensor.name] = [int(d) for d in tensor.dims]
+    shapes.update(_weight_dims(model.graph))
     return shapes
 
 

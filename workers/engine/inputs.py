@@ -199,28 +199,86 @@ def onnx_input_spec(model) -> dict:
             {
                 "name": value.name,
                 "dims": dims,
-                "dtype": _ONNX_NUMPY.get(ttype.elem_type, "float32"),
+                "dtype": onnx_numpy_dtype(ttype.elem_type),
                 "vocab_size": vocab_of.get(value.name),
             }
         )
     return {"kind": "onnx", "inputs": inputs}
 
 
-def _resolve_dim(dim, axis: int, item: dict, batch_size: int, seq_len: int | None, overrides: dict) -> int:
-    if isinstance(dim, int):
-        return dim
-    dims_override = overrides.get("dims") or {}
-    if dim in dims_override:
-        return int(dims_override[dim])
-    if axis == 0:
-        return batch_size
+# Defaults for dynamic dimensions nothing else fixes, by what the input looks like.
+DEFAULT_IMAGE_SIZE = 224  # the ImageNet crop most vision models are trained at
+DEFAULT_AUDIO_SAMPLES = 16000  # one second at 16 kHz, the rate of most speech models
+DEFAULT_CHANNELS = 3
+
+
+def onnx_numpy_dtype(elem_type: int) -> str:
+    """numpy dtype name of an ONNX ``TensorProto`` element type (float32 when unknown)."""
+    return _ONNX_NUMPY.get(int(elem_type), "float32")
+
+
+def _guess_dim(dim: str, axis: int, item: dict, seq_len: int | None) -> tuple[int, str | None]:
+    """(size, what was assumed or None when it is the engine's documented convention)."""
+    rank = len(item["dims"])
     lowered = dim.lower()
+    floating = item["dtype"] in ("float32", "float16", "float64")
     if any(hint in lowered for hint in SEQ_DIM_HINTS) or (axis == 1 and item["dtype"] in ("int64", "int32")):
-        return int(seq_len or DEFAULT_SEQ_LEN)
-    raise LoadError(
-        f"ONNX input {item['name']!r} has a dynamic dimension {dim!r} the engine cannot guess; "
-        f"give input_overrides {{'dims': {{'{dim}': N}}}}"
-    )
+        return int(seq_len or DEFAULT_SEQ_LEN), None
+    if floating and rank == 4 and axis == 1:
+        return DEFAULT_CHANNELS, "channels"
+    if floating and rank == 4 and axis in (2, 3):
+        size = item.get("image_size") or DEFAULT_IMAGE_SIZE
+        return int(size), "image height" if axis == 2 else "image width"
+    if floating and rank == 2 and axis == 1:
+        return DEFAULT_AUDIO_SAMPLES, "audio samples (1 s at 16 kHz)"
+    return int(seq_len or DEFAULT_SEQ_LEN), "sequence length"
+
+
+def _onnx_shape(item: dict, batch_size: int, seq_len: int | None, overrides: dict,
+                resolved: dict[str, int]) -> tuple[tuple[int, ...], list[str]]:
+    """Concrete shape of one ONNX input and the assumptions made for it.
+
+    A dimension is, in order: fixed in the graph; set by ``dims`` overrides; the size another
+    input's dimension of the same name took; the batch size on axis 0; the sequence length for
+    sequence-like dims; else a default by the input's look (NCHW image: 224; [batch, samples]
+    audio: 16000; otherwise 128), recorded as an assumption.
+    """
+    dims_override = overrides.get("dims") or {}
+    shape: list[int] = []
+    assumed: list[str] = []
+    for axis, dim in enumerate(item["dims"]):
+        if isinstance(dim, int):
+            shape.append(dim)
+            continue
+        named = dim not in ("?", "") and not dim.startswith(f"{item['name']}_dim")
+        if dim in dims_override and named:
+            size = int(dims_override[dim])
+        elif named and dim in resolved:
+            size = resolved[dim]
+        elif axis == 0:
+            size = batch_size
+        else:
+            size, what = _guess_dim(dim, axis, item, seq_len)
+            if what:
+                assumed.append(f"axis {axis} {dim!r} = {size} ({what})")
+        if named and axis != 0:
+            resolved.setdefault(dim, size)
+        shape.append(int(size))
+    return tuple(shape), assumed
+
+
+def _override_shape(item: dict, per_sample: list, batch_size: int) -> tuple[tuple[int, ...], list[str]]:
+    """A ``shape`` override: per-sample dims (the batch size is put in front), or, when it has
+    as many dims as the input itself, the whole shape as given."""
+    dims = [int(d) for d in per_sample]
+    rank = len(item.get("dims") or [])
+    if rank and len(dims) == rank:
+        note = []
+        if dims[0] != batch_size and not isinstance(item["dims"][0], int):
+            note = [f"ONNX input {item['name']!r}: the override gives its whole shape {dims}, so the batch "
+                    f"size {batch_size} does not apply to it"]
+        return tuple(dims), note
+    return (batch_size, *dims), []
 
 
 def _onnx_inputs(spec, batch_size, seq_len, overrides) -> ModelInputs:
@@ -228,16 +286,28 @@ def _onnx_inputs(spec, batch_size, seq_len, overrides) -> ModelInputs:
 
     rng = np.random.default_rng(int(overrides.get("seed", DEFAULT_SEED)))
     shape_overrides = dict(overrides.get("shape") or {})
+    dtype_overrides = dict(overrides.get("dtype") or {})
     values: dict[str, Any] = {}
     warnings: list[str] = []
+    resolved: dict[str, int] = {}
+    names = {item["name"] for item in spec["inputs"]}
+    unknown = sorted(set(shape_overrides) - names)
+    if unknown:
+        raise LoadError(f"input override(s) for {', '.join(map(repr, unknown))}: the model has no such input; "
+                        f"its inputs are {', '.join(sorted(names))}")
     for item in spec["inputs"]:
         if item["name"] in shape_overrides:
-            shape = (batch_size, *(int(d) for d in shape_overrides[item["name"]]))
+            shape, notes = _override_shape(item, shape_overrides[item["name"]], batch_size)
+            warnings.extend(notes)
         else:
-            shape = tuple(
-                _resolve_dim(d, axis, item, batch_size, seq_len, overrides) for axis, d in enumerate(item["dims"])
-            )
-        dtype = item["dtype"]
+            shape, assumed = _onnx_shape(item, batch_size, seq_len, overrides, resolved)
+            if assumed:
+                warnings.append(
+                    f"ONNX input {item['name']!r} has dynamic dimensions the graph does not fix; assumed "
+                    f"{', '.join(assumed)}, per sample {list(shape[1:])}; set them with "
+                    f"--input {item['name']}=<dims> (input_overrides {{'shape': {{'{item['name']}': [...]}}}})"
+                )
+        dtype = dtype_overrides.get(item["name"]) or item["dtype"]
         name = item["name"].lower()
         if dtype in ("float32", "float16", "float64"):
             values[item["name"]] = rng.standard_normal(shape).astype(dtype)

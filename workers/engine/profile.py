@@ -369,7 +369,8 @@ def _stage_count(run: _Run, loaded: LoadedModel, models: dict) -> None:
                 run.warnings.append(w)
         uncounted = counted.pop("_uncounted_ops")
         if uncounted:
-            run.warnings.append(f"{doc['recipe']}: FLOPs of ops {', '.join(uncounted)} are not counted")
+            run.warnings.append(f"{doc['recipe']}: FLOPs of ops {', '.join(uncounted)} are not counted; the FLOPs "
+                                "figure is a lower bound and their share of it is unknown")
         doc.update(counted)
 
 
