@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], metavar="1,8")
     p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--scenario", default=None, choices=["auto", "forward", "generation"],
+                   help="auto (default): the generation scenario for text-generation and seq2seq models")
+    p.add_argument("--prompt-tokens", type=int, default=None, metavar="N", help="generation: prompt length (64)")
+    p.add_argument("--new-tokens", type=int, default=None, metavar="N",
+                   help="generation: tokens generated per sequence, EOS ignored (32; at most 1024)")
+    p.add_argument("--generation-backend", default=None, choices=["transformers", "vllm"],
+                   help="generation: model.generate (default) or vLLM's offline engine where installed")
     p.add_argument("--recipes", type=_name_list, default=["baseline"], metavar="baseline,int8-dynamic,...",
                    help="recipe specs, e.g. baseline,int8-dynamic,prune-unstructured:0.5,distill:200")
     p.add_argument("--dataset", default=None, metavar="FILE|builtin:NAME",
@@ -114,7 +121,11 @@ def _fmt_energy(m: dict) -> str:
 
 def summary_table(result: dict) -> str:
     """The stdout table: one row per variant and batch size."""
+    generation = (result.get("scenario") or {}).get("kind") == "generation"
     header = ["variant", "batch", "p50 ms", "p95 ms", "J/inference (method)", "FLOPs", "params", "status"]
+    if generation:  # per batch: TTFT and TPOT p95, output tokens/s, J per output token, J per request
+        header = ["variant", "batch", "TTFT p95 ms", "TPOT p95 ms", "out tok/s", "J/output token", "J/request (method)",
+                  "FLOPs", "params", "status"]
     rows = []
     for v in result["variants"]:
         base = [v["recipe"]]
@@ -122,8 +133,11 @@ def summary_table(result: dict) -> str:
         tail = [_fmt_count(v.get("flops")) if counted else "-", _fmt_count(v.get("params")) if counted else "-",
                 v["status"]]
         if not v["measurements"]:
-            rows.append(base + ["-", "-", "-", "-"] + tail)
+            rows.append(base + ["-"] * (len(header) - 4) + tail)
         for m in v["measurements"]:
+            if generation:
+                rows.append(base + _generation_cells(m) + tail)
+                continue
             rows.append(base + [str(m["batch_size"]), f"{m['latency_ms_p50']:.3f}", f"{m['latency_ms_p95']:.3f}",
                                 _fmt_energy(m)] + tail)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
@@ -161,6 +175,18 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _generation_cells(m: dict) -> list[str]:
+    def num(key, fmt="{:.3f}"):
+        value = m.get(key)
+        return "-" if value is None else fmt.format(value)
+
+    per_token = m.get("energy_j_per_output_token")
+    rel = m.get("energy_j_per_output_token_uncertainty_rel")
+    token_cell = "-" if per_token is None else f"{per_token:.4g}" + (f" ±{rel:.0%}" if rel is not None else "")
+    return [str(m["batch_size"]), num("ttft_ms_p95"), num("tpot_ms_p95"), num("output_tokens_per_s", "{:.1f}"),
+            token_cell, _fmt_energy(dict(m, energy_j_per_inference=m.get("energy_j_per_request")))]
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{x:+.1%}"
 
@@ -170,6 +196,8 @@ _OPTION_FLAGS = {
     "threads": "threads", "time_cap": "time_cap_s", "window": "window_s", "idle": "idle_s",
     "eval_samples": "eval_max_samples", "max_accuracy_drop": "max_accuracy_drop",
     "queries_per_day": "queries_per_day", "price_per_kwh": "electricity_price_per_kwh",
+    "scenario": "scenario", "prompt_tokens": "prompt_tokens", "new_tokens": "new_tokens",
+    "generation_backend": "generation_backend",
 }
 
 
