@@ -174,8 +174,8 @@ def test_prompts_are_the_passage_in_the_models_own_tokens(gpt2_text):
     assert ids.shape == (3, 30)
     tok = AutoTokenizer.from_pretrained(str(gpt2_text))
     first = tok.convert_ids_to_tokens(ids[0].tolist())
-    assert first[:6] == ["<s>", "The", "old", "weather", "station", "stood"]  # BOS, as the tokenizer starts text
-    assert tok.convert_ids_to_tokens(ids[1].tolist())[:3] == ["a", "low", "hill"]  # 7 tokens further on
+    assert first[:5] == ["The", "old", "weather", "station", "stood"]  # this tokenizer adds no BOS
+    assert tok.convert_ids_to_tokens(ids[1].tolist())[:3] == ["low", "hill", "above"]  # 7 tokens further on
     assert tok.unk_token_id not in ids.flatten().tolist()
 
 
