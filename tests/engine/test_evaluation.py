@@ -48,7 +48,9 @@ def test_int8_keeps_digits_accuracy_and_the_document_has_the_tradeoff(digits_mod
     assert ev["metric"] == "accuracy" and ev["n_samples"] == 400 and ev["higher_is_better"] is True
     assert ev["value"] > 0.9
     assert set(ev["metrics"]) == {"accuracy", "top5_accuracy", "macro_f1"}
-    assert ev["fidelity"] == {"mean_cosine_similarity": 1.0, "top1_agreement": 1.0, "kl_divergence": 0.0}
+    assert ev["fidelity"] == {"top1_agreement": 1.0, "kl_divergence": 0.0}
+    assert ev["labelled"] is True and ev["fidelity_kind"] == "classifier"
+    assert (ev["fidelity_metric"], ev["fidelity_value"], ev["fidelity_higher_is_better"]) == ("top1_agreement", 1.0, True)
     assert abs(int8["evaluation"]["value"] - ev["value"]) <= 0.02
     assert int8["evaluation"]["fidelity"]["top1_agreement"] >= 0.98
     assert any("paired with the baseline" in n for n in pruned["notes"])
@@ -68,8 +70,9 @@ def test_identity_has_fidelity_one_and_labels_optional(mlp_safetensors, tmp_path
     loaded = load_model(mlp_safetensors)
     data = prepare_eval_data(tmp_path / "x.npz", loaded)
     ev = Evaluator(loaded, data, batch_size=8).evaluate(loaded)
-    assert data.task == "unlabeled" and ev["metric"] == "top1_agreement" and ev["value"] == 1.0
-    assert ev["fidelity"]["mean_cosine_similarity"] == 1.0 and ev["fidelity"]["kl_divergence"] == 0.0
+    assert data.task == "unlabeled" and ev["labelled"] is False and ev["metric"] is None and ev["value"] is None
+    assert ev["fidelity_metric"] == "top1_agreement" and ev["fidelity_value"] == 1.0
+    assert ev["fidelity"] == {"top1_agreement": 1.0, "kl_divergence": 0.0}
 
 
 def test_accuracy_is_the_variants_own(digits_model):
@@ -96,6 +99,8 @@ def test_regression_metrics(tmp_path):
     data = prepare_eval_data("builtin:diabetes", loaded, max_samples=100)
     ev = Evaluator(loaded, data).evaluate(loaded)
     assert ev["metric"] == "mse" and ev["higher_is_better"] is False and ev["n_samples"] == 100
+    assert ev["fidelity_kind"] == "regression" and ev["fidelity_higher_is_better"] is False
+    assert ev["fidelity"] == {"relative_error": 0.0, "mean_abs_error": 0.0}
     import torch
 
     with torch.no_grad():
@@ -203,7 +208,8 @@ def test_image_npz_on_a_vision_transformer(vit_dir, tmp_path):
     base, pruned = doc["variants"]
     assert base["evaluation"]["metric"] == "accuracy" and base["evaluation"]["n_samples"] == 10
     assert pruned["params"] < base["params"] and pruned["flops"] < base["flops"]
-    assert pruned["evaluation"]["fidelity"]["mean_cosine_similarity"] > 0.5
+    assert 0.0 <= pruned["evaluation"]["fidelity"]["top1_agreement"] <= 1.0
+    assert pruned["evaluation"]["fidelity_kind"] == "classifier" and base["evaluation"]["fidelity_value"] == 1.0
     np.savez(tmp_path / "wrong.npz", pixel_values=np.zeros((2, 3, 16, 16), dtype=np.float32))
     with pytest.raises(FormatError, match=r"per-sample shape \[3, 16, 16\]; the model expects \[3, 32, 32\]"):
         profile_model(vit_dir, dataset=str(tmp_path / "wrong.npz"), options=m.FAST_OPTIONS)

@@ -21,7 +21,8 @@ MEASUREMENT_FIELDS = {
     "window_means_ms", "window_energy_j", "quality_grade", "quality_reasons",
 }
 VARIANT_FIELDS = {"recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes", "flops",
-                  "macs", "layer_profile", "measurements", "comparison", "evaluation", "notes"}
+                  "macs", "layer_profile", "measurements", "comparison", "evaluation", "notes",
+                  "stored_dtype", "baseline_dtype", "dtype"}
 
 
 def _check_document(doc):

@@ -150,7 +150,8 @@ def summary_table(result: dict) -> str:
         for v in evaluated:
             ev = v["evaluation"]
             fid = ", ".join(f"{k} {val:.4g}" for k, val in ev.get("fidelity", {}).items())
-            lines.append(f"  {v['recipe']}: {ev['metric']} {ev['value']:.4g} on {ev['n_samples']} samples; "
+            labelled = f"{ev['metric']} {ev['value']:.4g}" if ev.get("value") is not None else "no labels"
+            lines.append(f"  {v['recipe']}: {labelled} on {ev['n_samples']} samples ({ev.get('dataset')}); "
                          f"fidelity: {fid}")
     for v in result["variants"]:
         if v["error"]:

@@ -1,24 +1,46 @@
-"""Accuracy and fidelity of each variant on the audit's dataset.
+"""Accuracy and fidelity of each variant, on the audit's dataset or on generated inputs.
 
 ``prepare_eval_data(dataset, loaded, ...)`` reads the dataset (a file or a ``builtin:`` name),
 checks that it fits the model (``datasets.check_dataset_for_model``: refused with a clear message
 before anything is measured), tokenises text with the model's own tokenizer and returns an
-``EvalData``: the model's inputs as arrays and the labels. ``Evaluator`` computes the reference
-(the model as uploaded) outputs once and scores every variant:
+``EvalData``: the model's inputs as arrays and the labels. Without a dataset,
+``generated_eval_data(loaded, ...)`` builds the inputs fidelity is measured on: the engine's
+built-in English sentences through the model's own tokenizer where it ships one, else several
+seeded random batches of the model's declared inputs (``inputs.build_inputs``).
+
+``Evaluator`` computes the reference (the model as uploaded) outputs once and scores every
+variant. Labelled metrics, where the dataset has labels:
 
 - classification: accuracy (primary), top-5 accuracy (more than 5 classes), macro-F1;
 - regression: MSE (primary), MAE;
-- language modelling (plain text): perplexity (primary), mean NLL per token;
-- always, against the reference outputs: fidelity = top-1 agreement, mean cosine similarity of
-  the outputs, mean KL divergence KL(reference || variant) of the softmax outputs. Without labels
-  the primary metric is the top-1 agreement (mean cosine similarity for one-output models).
+- language modelling (plain text): perplexity (primary), mean NLL per token.
 
-Metrics are computed with numpy (no scikit-learn at run time).
+Fidelity to the reference, always, by the metric that fits the model (``fidelity_kind``):
+
+- ``embedding`` (feature extraction): cosine similarity of the pooled embeddings (the model's own
+  pooling where it declares one, e.g. a sentence-transformers ``1_Pooling/config.json``, else
+  mean pooling; padding masked), averaged over the inputs (``embedding_cosine``, the headline),
+  its worst input (``embedding_cosine_min``), and nearest-neighbour agreement (``nn_agreement``:
+  the share of inputs whose nearest neighbour among the other inputs is the same under the
+  variant as under the reference);
+- ``classifier`` (one prediction per sample): top-1 agreement (headline) and mean
+  KL(reference || variant) of the softmax distributions (``kl_divergence``, nats);
+- ``sequence`` (language models, fill-mask, token classification, seq2seq): the same per position,
+  padding masked; for a causal LM each position's argmax is its next-token prediction, and on real
+  text the variant's ``perplexity`` is reported too;
+- ``regression`` (one output per sample or a regression head): ``relative_error``
+  = ||variant - reference|| / ||reference|| over every output (headline, lower is better) and
+  ``mean_abs_error``.
+
+Metrics are computed with numpy and torch (no scikit-learn at run time); large logits are
+reduced in chunks so an LM's vocabulary-wide outputs never sit in memory in float64.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +48,12 @@ from .datasets import array_inputs_for_model, check_dataset_for_model, read_data
 
 DEFAULT_MAX_SAMPLES = 512
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_FIDELITY_SAMPLES = 32  # generated inputs when there is no dataset
+GENERATED_SOURCE = "generated inputs"
 _CACHE_LIMIT_FLOATS = 16_000_000  # keep reference outputs in memory below ~64 MB, else recompute
+_OUTPUT_LIMIT_FLOATS = 32_000_000  # one evaluation batch's vocabulary-wide logits: at most ~128 MB
+_CHUNK_FLOATS = 4_000_000  # rows of logits reduced at a time in float64
+_RANDOM_BATCH = 8
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 
 
@@ -39,6 +66,7 @@ class EvalData:
     arrays: dict
     labels: np.ndarray | None = None
     notes: list = field(default_factory=list)
+    real_text: bool = False  # token ids of real text (a causal LM's perplexity on it means something)
 
     @property
     def n(self) -> int:
@@ -47,7 +75,7 @@ class EvalData:
     def subset(self, idx) -> "EvalData":
         idx = np.asarray(idx)
         return EvalData(self.task, self.source, {k: v[idx] for k, v in self.arrays.items()},
-                        None if self.labels is None else self.labels[idx], list(self.notes))
+                        None if self.labels is None else self.labels[idx], list(self.notes), self.real_text)
 
     def split(self, train_fraction: float = 0.5, seed: int = 0) -> tuple["EvalData", "EvalData"]:
         """(training / calibration part, held-out evaluation part), disjoint, deterministic."""
@@ -139,7 +167,7 @@ def prepare_eval_data(dataset, loaded, *, seq_len: int | None = None, max_sample
         labels = labels.astype(np.int64)
     elif task == "regression" and labels is not None:
         labels = labels.astype(np.float32)
-    data = EvalData(task, raw.source, arrays, labels, notes)
+    data = EvalData(task, raw.source, arrays, labels, notes, real_text=raw.kind in ("text", "text-labels"))
     if data.n > max_samples:
         idx = np.sort(np.random.default_rng(seed).permutation(data.n)[:max_samples])
         data = data.subset(idx)
@@ -156,19 +184,234 @@ def _declared_names(loaded) -> list[str]:
     return []
 
 
+# --- generated inputs (no dataset) ---------------------------------------------------------
+
+
+def generated_eval_data(loaded, *, seq_len: int | None = None, overrides: dict | None = None,
+                        n_samples: int = DEFAULT_FIDELITY_SAMPLES) -> EvalData:
+    """Inputs to measure fidelity on when the audit has no dataset: the built-in sentences
+    (``fidelity_texts``) through the model's own tokenizer where a text model ships one, else
+    ``n_samples`` inputs from seeded random batches of its declared inputs (the machinery the
+    measurements use, ``inputs.build_inputs``, with other seeds). Unlabelled."""
+    n = max(3, int(n_samples))
+    notes: list[str] = []
+    if (loaded.input_spec or {}).get("kind") == "text":
+        tokenizer = load_tokenizer(loaded)
+        if tokenizer is not None:
+            data = _text_eval_data(loaded, tokenizer, seq_len, n, notes)
+            if data is not None:
+                return data
+    return _random_eval_data(loaded, seq_len, dict(overrides or {}), n, notes)
+
+
+def _text_eval_data(loaded, tokenizer, seq_len, n, notes) -> EvalData | None:
+    from .fidelity_texts import SENTENCES
+
+    spec = loaded.input_spec or {}
+    length = _seq_len(loaded, seq_len)
+    texts = [SENTENCES[i] for i in range(min(n, len(SENTENCES)))]
+    try:
+        rows = [list(tokenizer(t, truncation=True, max_length=length)["input_ids"]) for t in texts]
+    except Exception as exc:
+        notes.append(f"the model's tokenizer failed on the built-in sentences ({type(exc).__name__}: {exc})")
+        return None
+    rows = [r for r in rows if r]
+    vocab = spec.get("vocab_size")
+    if len(rows) < 3 or (vocab and max(max(r) for r in rows) >= int(vocab)):
+        notes.append("the model's tokenizer does not fit its vocabulary; random token ids were used instead")
+        return None
+    longest = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if isinstance(tokenizer.pad_token_id, int) else 0
+    ids = np.full((len(rows), longest), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    arrays = {"input_ids": ids, "attention_mask": mask}
+    if spec.get("encoder_decoder"):  # teacher-forced on the same text
+        arrays["decoder_input_ids"] = ids.copy()
+        arrays["decoder_attention_mask"] = mask.copy()
+    notes.append(f"no dataset: fidelity measured on {len(rows)} built-in English sentences tokenised with the "
+                 f"model's tokenizer ({int(mask.sum(1).min())}-{longest} tokens, padded to the longest, padding "
+                 "masked)")
+    return EvalData("unlabeled", GENERATED_SOURCE, arrays, None, notes, real_text=True)
+
+
+def _random_eval_data(loaded, seq_len, overrides, n, notes) -> EvalData:
+    from .inputs import DEFAULT_SEED, build_inputs
+
+    first_seed = int(overrides.get("seed", DEFAULT_SEED)) + 1  # not the measurement's own batch
+    n_batches = -(-n // _RANDOM_BATCH)
+    parts: dict[str, list] = {}
+    for b in range(n_batches):
+        built = build_inputs(loaded.input_spec or {}, _RANDOM_BATCH, seq_len=seq_len,
+                             overrides=dict(overrides, seed=first_seed + b), device="cpu")
+        for name, value in built.values.items():
+            parts.setdefault(name, []).append(_to_numpy(value))
+    arrays = {name: np.concatenate(chunks)[:n] for name, chunks in parts.items()}
+    kind = (loaded.input_spec or {}).get("kind")
+    what = {"text": "random token ids", "vision": "random images (standard normal pixels)"}.get(kind, "random inputs")
+    if kind == "text" and "attention_mask" in arrays:
+        what = _vary_lengths(loaded, arrays, first_seed)
+    notes.append(f"no dataset: fidelity measured on {n} {what} of the model's declared input shape, from "
+                 f"{n_batches} seeded batches (seeds {first_seed}-{first_seed + n_batches - 1}); a dataset of real "
+                 "inputs gives a figure closer to production")
+    return EvalData("unlabeled", GENERATED_SOURCE, arrays, None, notes)
+
+
+def _vary_lengths(loaded, arrays: dict, seed: int) -> str:
+    """Give random token sequences lengths from an eighth of the sequence to all of it, the rest
+    padding (pad id, masked), as real batches have: mean pooling over many random tokens makes
+    every input's embedding nearly the same, and padding must not count."""
+    ids, mask = arrays["input_ids"], arrays["attention_mask"]
+    n, length = ids.shape
+    pad = (loaded.config or {}).get("pad_token_id")
+    pad = int(pad) if isinstance(pad, int) and 0 <= pad < int((loaded.input_spec or {}).get("vocab_size") or 0) else 0
+    lengths = np.random.default_rng(seed).integers(max(1, length // 8), length + 1, size=n)
+    for i, k in enumerate(lengths):
+        ids[i, k:] = pad
+        mask[i, k:] = 0
+        if "decoder_input_ids" in arrays:
+            arrays["decoder_input_ids"][i, k:] = pad
+    if "decoder_input_ids" in arrays:
+        arrays["decoder_attention_mask"] = mask.copy()
+    return f"random token sequences of {int(lengths.min())}-{length} tokens (padding masked)"
+
+
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    import torch
+
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16:  # numpy has no bfloat16; the variant casts its inputs again
+        value = value.float()
+    return value.numpy()
+
+
+# --- what fidelity means for this model ----------------------------------------------------
+
+EMBEDDING, CLASSIFIER, SEQUENCE, REGRESSION = "embedding", "classifier", "sequence", "regression"
+HEADLINE = {EMBEDDING: ("embedding_cosine", True), CLASSIFIER: ("top1_agreement", True),
+            SEQUENCE: ("top1_agreement", True), REGRESSION: ("relative_error", False)}
+_EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity", "embedding")
+_SEQUENCE_TASKS = ("text-generation", "text2text-generation", "fill-mask", "token-classification")
+_CLASSIFIER_TASKS = ("text-classification", "image-classification", "audio-classification", "classification",
+                     "question-answering")
+_LOGIT_NAMES = ("logit", "score", "prob", "class", "label")
+_EMBEDDING_NAMES = ("embed", "hidden", "pool", "feature", "token_embeddings")
+
+
+def fidelity_kind(loaded, ref) -> str:
+    """embedding | classifier | sequence | regression, from the model's task, its config and the
+    shape of its main output (``ref``: the reference output of one batch)."""
+    task = str(loaded.task or "unknown")
+    config = loaded.config or {}
+    ndim = ref.dim()
+    width = int(ref.shape[-1]) if ndim else 1
+    if task in _EMBEDDING_TASKS:
+        return EMBEDDING
+    if task == "regression" or config.get("problem_type") == "regression" or ndim <= 1 or (ndim == 2 and width == 1):
+        return REGRESSION
+    if task in _SEQUENCE_TASKS:
+        return SEQUENCE if ndim >= 3 else CLASSIFIER
+    if task in _CLASSIFIER_TASKS:
+        return CLASSIFIER if ndim == 2 else SEQUENCE
+    name = _onnx_output_name(loaded).lower()
+    if ndim == 2:
+        return EMBEDDING if any(h in name for h in _EMBEDDING_NAMES) else CLASSIFIER
+    if ndim == 3 and any(h in name for h in _LOGIT_NAMES):
+        return SEQUENCE
+    return EMBEDDING  # hidden states, feature maps: cosine of the pooled / flattened output
+
+
+def _onnx_output_name(loaded) -> str:
+    if loaded.kind != "onnx":
+        return ""
+    try:
+        return str(loaded.module.get_outputs()[0].name)
+    except Exception:
+        return ""
+
+
+_POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
+                 ("pooling_mode_max_tokens", "max"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+                 ("pooling_mode_weightedmean_tokens", "weightedmean"), ("pooling_mode_lasttoken", "lasttoken"))
+
+
+def model_pooling(loaded) -> tuple[list[str], str]:
+    """(pooling modes, where they come from): a sentence-transformers folder's Pooling module
+    (``modules.json`` -> its ``config.json``, or ``1_Pooling/config.json``), else masked mean
+    pooling. Several modes are concatenated, as sentence-transformers does. Only JSON is read."""
+    folder = getattr(loaded, "source_dir", None)
+    if folder is not None:
+        for path in _pooling_configs(Path(folder)):
+            try:
+                config = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            modes = [mode for key, mode in _POOLING_KEYS if isinstance(config, dict) and config.get(key)]
+            if modes:
+                return modes, f"the model's own pooling ({path.relative_to(folder).as_posix()})"
+    return ["mean"], "mean over the tokens, padding masked (the model declares no pooling)"
+
+
+def _pooling_configs(folder: Path):
+    candidates = []
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        modules = []
+    for entry in modules if isinstance(modules, list) else []:
+        if isinstance(entry, dict) and str(entry.get("type", "")).endswith("Pooling"):
+            rel = str(entry.get("path") or "")
+            if rel and not rel.startswith("/") and ".." not in Path(rel).parts:
+                candidates.append(folder / rel / "config.json")
+    candidates.append(folder / "1_Pooling" / "config.json")
+    root = folder.resolve()
+    return [c for c in candidates if c.is_file() and root in c.resolve().parents]
+
+
+def pool(hidden, mask, modes) -> "torch.Tensor":  # noqa: F821
+    """Pooled embeddings [batch, width x len(modes)] of ``hidden`` [batch, tokens, width] under
+    ``mask`` [batch, tokens] (1 = a real token); padding never counts."""
+    import torch
+
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    lengths = m.sum(1).clamp(min=1.0)
+    out = []
+    for mode in modes:
+        if mode == "cls":
+            out.append(hidden[:, 0])
+        elif mode == "max":
+            out.append(hidden.masked_fill(m == 0, float("-inf")).amax(1).nan_to_num(0.0, posinf=0.0, neginf=0.0))
+        elif mode == "mean_sqrt_len":
+            out.append((hidden * m).sum(1) / lengths.sqrt())
+        elif mode == "weightedmean":
+            w = m * torch.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype, device=hidden.device).view(1, -1, 1)
+            out.append((hidden * w).sum(1) / w.sum(1).clamp(min=1.0))
+        elif mode == "lasttoken":
+            last = (mask.long().cumsum(1).argmax(1)).clamp(min=0)
+            out.append(hidden[torch.arange(hidden.shape[0]), last])
+        else:
+            out.append((hidden * m).sum(1) / lengths)
+    return torch.cat(out, dim=-1)
+
+
 # --- outputs -------------------------------------------------------------------------------
 
 
-def _outputs(loaded, values) -> np.ndarray:
-    if loaded.kind == "onnx":
-        return np.asarray(loaded.forward(values)[0], dtype=np.float32)
+def _outputs(loaded, values):
+    """The model's main output for one batch as a float32 CPU tensor."""
     import torch
 
+    if loaded.kind == "onnx":
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(loaded.forward(values)[0], dtype=np.float32)))
     from .recipes.common import logits_of
 
     with torch.inference_mode():
         out = logits_of(loaded.forward(values))
-    return out.detach().float().cpu().numpy()
+    return out.detach().float().cpu()
 
 
 def _batches(n: int, batch_size: int):
@@ -176,9 +419,46 @@ def _batches(n: int, batch_size: int):
         yield np.arange(start, min(n, start + batch_size))
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+def _mask_key(data: EvalData, kind: str) -> str | None:
+    if kind == SEQUENCE and "decoder_input_ids" in data.arrays:
+        return "decoder_attention_mask" if "decoder_attention_mask" in data.arrays else None
+    if "attention_mask" in data.arrays:
+        return "attention_mask"
+    return next((k for k in data.arrays if "mask" in k.lower() and data.arrays[k].ndim == 2), None)
+
+
+def _chunks(rows: int, width: int):
+    step = max(1, _CHUNK_FLOATS // max(width, 1))
+    for start in range(0, rows, step):
+        yield slice(start, min(rows, start + step))
+
+
+def _agreement_and_kl(out, ref) -> tuple[int, float, int]:
+    """(rows whose argmax agree, summed KL(ref || out) in nats, rows) over 2-D logits."""
+    import torch
+
+    agree, kl = 0, 0.0
+    for part in _chunks(out.shape[0], out.shape[-1]):
+        o, r = out[part].double(), ref[part].double()
+        agree += int((o.argmax(-1) == r.argmax(-1)).sum())
+        lr, lo = torch.log_softmax(r, -1), torch.log_softmax(o, -1)
+        kl += float((lr.exp() * (lr - lo)).sum())
+    return agree, kl, int(out.shape[0])
+
+
+def _next_token_nll(out, ids, mask) -> tuple[float, int]:
+    """(summed negative log-likelihood of each next token, tokens counted) of causal-LM logits."""
+    import torch
+
+    logits = out[:, :-1]
+    target = torch.as_tensor(ids[:, 1:])
+    keep = torch.as_tensor(mask[:, 1:] * mask[:, :-1]).bool()
+    rows, targets = logits[keep], target[keep]
+    nll = 0.0
+    for part in _chunks(rows.shape[0], rows.shape[-1] if rows.dim() == 2 else 1):
+        logp = torch.log_softmax(rows[part].double(), -1)
+        nll -= float(logp.gather(-1, targets[part].unsqueeze(-1)).sum())
+    return nll, int(keep.sum())
 
 
 class _Scores:
@@ -191,52 +471,108 @@ class _Scores:
         self.sq = self.abs = 0.0
         self.nll = 0.0
         self.tokens = 0
-        self.agree = 0
-        self.agree_n = 0
-        self.cos_sum = 0.0
-        self.cos_n = 0
-        self.kl_sum = 0.0
-        self.kl_n = 0
+        # fidelity
+        self.agree = self.rows = 0
+        self.kl = 0.0
+        self.pooled_out: list = []
+        self.pooled_ref: list = []
+        self.diff_sq = self.ref_sq = self.diff_abs = 0.0
+        self.values = 0
+        self.fid_nll = 0.0
+        self.fid_tokens = 0
 
 
-def _score_batch(s: _Scores, task: str, out: np.ndarray, ref: np.ndarray, labels, mask) -> None:
-    classes = out.shape[-1] if out.ndim > 1 else 1
+def _score_labels(s: _Scores, task: str, out, labels, ids, mask) -> None:
     if task == "classification" and labels is not None:
-        pred = out.argmax(-1)
+        o = out.numpy()
+        pred = o.argmax(-1)
         s.correct += int((pred == labels).sum())
         s.preds.append(pred)
-        if classes > 5:
+        if o.shape[-1] > 5:
             s.has_top5 = True
-            top = np.argsort(-out, axis=-1)[:, :5]
+            top = np.argsort(-o, axis=-1)[:, :5]
             s.top5 += int((top == labels[:, None]).any(-1).sum())
         s.count += len(labels)
     elif task == "regression" and labels is not None:
-        pred = out.reshape(len(labels), -1)[:, 0]
+        pred = out.numpy().reshape(len(labels), -1)[:, 0].astype(np.float64)
         s.sq += float(((pred - labels) ** 2).sum())
         s.abs += float(np.abs(pred - labels).sum())
         s.count += len(labels)
     elif task == "lm":
-        logp = _log_softmax(out[:, :-1].astype(np.float64))
-        target = labels[:, 1:]
-        m = mask[:, 1:].astype(bool)
-        picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-        s.nll += float(-(picked[m]).sum())
-        s.tokens += int(m.sum())
-    # fidelity against the reference, per sample (per token for sequence outputs)
-    if classes > 1:
-        o = out.reshape(-1, classes).astype(np.float64)
-        r = ref.reshape(-1, classes).astype(np.float64)
-        s.agree += int((o.argmax(-1) == r.argmax(-1)).sum())
-        s.agree_n += len(o)
-        lr, lo = _log_softmax(r), _log_softmax(o)
-        s.kl_sum += float((np.exp(lr) * (lr - lo)).sum())
-        s.kl_n += len(o)
-    o = out.reshape(out.shape[0], -1).astype(np.float64)
-    r = ref.reshape(ref.shape[0], -1).astype(np.float64)
-    denom = np.linalg.norm(o, axis=1) * np.linalg.norm(r, axis=1)
-    cos = np.where(denom > 0, (o * r).sum(1) / np.where(denom > 0, denom, 1), (o == r).all(1).astype(float))
-    s.cos_sum += float(cos.sum())
-    s.cos_n += len(cos)
+        nll, tokens = _next_token_nll(out, ids, mask)
+        s.nll += nll
+        s.tokens += tokens
+
+
+def _score_fidelity(s: _Scores, kind: str, out, ref, mask, pooling, lm_ids=None) -> None:
+    import torch
+
+    if kind == EMBEDDING:
+        if out.dim() == 3:
+            m = torch.as_tensor(mask) if mask is not None and tuple(mask.shape) == tuple(out.shape[:2]) else None
+            m = torch.ones(out.shape[:2]) if m is None else m
+            o, r = pool(out, m, pooling), pool(ref, m, pooling)
+        else:
+            o, r = out.reshape(out.shape[0], -1), ref.reshape(ref.shape[0], -1)
+        s.pooled_out.append(o.double().numpy())
+        s.pooled_ref.append(r.double().numpy())
+    elif kind == REGRESSION:
+        o, r = out.reshape(out.shape[0], -1).double(), ref.reshape(ref.shape[0], -1).double()
+        s.diff_sq += float(((o - r) ** 2).sum())
+        s.ref_sq += float((r ** 2).sum())
+        s.diff_abs += float((o - r).abs().sum())
+        s.values += int(o.numel())
+    elif kind == CLASSIFIER:
+        o, r = out.reshape(out.shape[0], -1), ref.reshape(ref.shape[0], -1)
+        a, kl, n = _agreement_and_kl(o, r)
+        s.agree, s.kl, s.rows = s.agree + a, s.kl + kl, s.rows + n
+    else:  # SEQUENCE: every unmasked position
+        width = out.shape[-1]
+        if mask is not None and tuple(mask.shape) == tuple(out.shape[:2]):
+            keep = torch.as_tensor(mask).bool()
+            o, r = out[keep], ref[keep]
+        else:
+            o, r = out.reshape(-1, width), ref.reshape(-1, width)
+        a, kl, n = _agreement_and_kl(o, r)
+        s.agree, s.kl, s.rows = s.agree + a, s.kl + kl, s.rows + n
+        if lm_ids is not None:
+            nll, tokens = _next_token_nll(out, lm_ids, mask if mask is not None else np.ones(lm_ids.shape, np.int64))
+            s.fid_nll += nll
+            s.fid_tokens += tokens
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    denom = na * nb
+    both_zero = (na == 0) & (nb == 0)
+    return np.where(denom > 0, (a * b).sum(1) / np.where(denom > 0, denom, 1.0), both_zero.astype(float))
+
+
+def nearest_neighbours(emb: np.ndarray) -> np.ndarray:
+    """Index of each row's nearest other row by cosine similarity."""
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = emb / np.where(norm > 0, norm, 1.0)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(1)
+
+
+def _fidelity(s: _Scores, kind: str) -> dict:
+    if kind == EMBEDDING:
+        out, ref = np.concatenate(s.pooled_out), np.concatenate(s.pooled_ref)
+        cos = _cosines(out, ref)
+        fid = {"embedding_cosine": _r(cos.mean()), "embedding_cosine_min": _r(cos.min())}
+        if len(out) >= 3:
+            fid["nn_agreement"] = _r(np.mean(nearest_neighbours(out) == nearest_neighbours(ref)))
+        return fid
+    if kind == REGRESSION:
+        ref_norm = np.sqrt(s.ref_sq)
+        rel = np.sqrt(s.diff_sq) / ref_norm if ref_norm > 0 else (0.0 if s.diff_sq == 0 else 1.0)
+        return {"relative_error": _r(rel), "mean_abs_error": _r(s.diff_abs / max(s.values, 1))}
+    fid = {"top1_agreement": _r(s.agree / max(s.rows, 1)), "kl_divergence": _r(max(0.0, s.kl / max(s.rows, 1)))}
+    if s.fid_tokens:
+        fid["perplexity"] = _r(float(np.exp(s.fid_nll / s.fid_tokens)))
+    return fid
 
 
 def _macro_f1(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -249,14 +585,27 @@ def _macro_f1(preds: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def eval_batch_size(loaded, data: EvalData, requested: int) -> int:
+    """``requested``, smaller for models whose outputs span the vocabulary at every position
+    (one batch's logits stay under ``_OUTPUT_LIMIT_FLOATS``)."""
+    ids = data.arrays.get("input_ids")
+    vocab = (loaded.input_spec or {}).get("vocab_size")
+    if ids is None or not vocab or ids.ndim != 2 or loaded.task not in _SEQUENCE_TASKS + ("unknown",):
+        return max(1, int(requested))
+    return max(1, min(int(requested), _OUTPUT_LIMIT_FLOATS // max(1, ids.shape[1] * int(vocab))))
+
+
 class Evaluator:
-    """Scores variants against the dataset and against the reference model's outputs."""
+    """Scores variants against the dataset's labels (where it has them) and, always, against the
+    reference model's outputs (fidelity)."""
 
     def __init__(self, reference, data: EvalData, *, batch_size: int = DEFAULT_BATCH_SIZE):
         self.reference = reference
         self.data = data
-        self.batch_size = int(batch_size)
+        self.batch_size = eval_batch_size(reference, data, batch_size)
         self._cache: list | None = None
+        self.kind: str | None = None
+        self.pooling, self.pooling_source = model_pooling(reference)
 
     def _reference_outputs(self):
         if self._cache is not None:
@@ -266,7 +615,7 @@ class Evaluator:
         total = 0
         for idx in _batches(self.data.n, self.batch_size):
             out = _outputs(self.reference, self.data.values_for(self.reference, idx))
-            total += out.size
+            total += out.numel()
             if outs is not None:
                 outs.append(out)
                 if total > _CACHE_LIMIT_FLOATS:
@@ -279,21 +628,26 @@ class Evaluator:
         data = self.data
         s = _Scores()
         labels_all = data.labels
+        causal_text = data.real_text and self.reference.task == "text-generation" and data.task != "lm"
         # the generator first: zip must drain it to the end, where it fills the cache
         for ref, idx in zip(self._reference_outputs(), _batches(data.n, self.batch_size)):
             out = ref if loaded is self.reference else _outputs(loaded, data.values_for(loaded, idx))
-            if data.task == "lm":
-                labels = data.arrays["input_ids"][idx]
-                mask = data.arrays.get("attention_mask", np.ones_like(labels))[idx]
-            else:
-                labels = None if labels_all is None else labels_all[idx]
-                mask = None
-            _score_batch(s, data.task, out, ref, labels, mask)
-        fidelity = {"mean_cosine_similarity": _r(s.cos_sum / max(s.cos_n, 1))}
-        if s.agree_n:
-            fidelity["top1_agreement"] = _r(s.agree / s.agree_n)
-            fidelity["kl_divergence"] = _r(max(0.0, s.kl_sum / s.kl_n))
+            if tuple(out.shape) != tuple(ref.shape):
+                raise ValueError(f"the variant's output has shape {list(out.shape)}, the baseline's {list(ref.shape)}")
+            if self.kind is None:
+                self.kind = fidelity_kind(self.reference, ref)
+            key = _mask_key(data, self.kind)
+            mask = data.arrays[key][idx] if key else None
+            ids = data.arrays["input_ids"][idx] if "input_ids" in data.arrays else None
+            lm_mask = data.arrays.get("attention_mask", np.ones_like(ids))[idx] if ids is not None else None
+            labels = None if labels_all is None else labels_all[idx]
+            _score_labels(s, data.task, out, labels, ids, lm_mask)
+            _score_fidelity(s, self.kind, out, ref, mask, self.pooling,
+                            lm_ids=ids if causal_text and self.kind == SEQUENCE else None)
+        fidelity = _fidelity(s, self.kind)
+        headline, fid_higher = HEADLINE[self.kind]
         metrics: dict = {}
+        primary, higher = None, True
         if data.task == "classification" and data.labels is not None:
             metrics["accuracy"] = _r(s.correct / max(s.count, 1))
             if s.has_top5:
@@ -309,20 +663,24 @@ class Evaluator:
             metrics["perplexity"] = _r(float(np.exp(nll)))
             metrics["nll_per_token"] = _r(nll)
             primary, higher = "perplexity", False
-        else:
-            primary = "top1_agreement" if "top1_agreement" in fidelity else "mean_cosine_similarity"
-            metrics[primary] = fidelity[primary]
-            higher = True
-        return {
+        doc = {
             "metric": primary,
-            "value": metrics[primary],
+            "value": metrics[primary] if primary else None,
+            "labelled": primary is not None,
             "n_samples": int(data.n),
             "fidelity": fidelity,
+            "fidelity_metric": headline,
+            "fidelity_value": fidelity[headline],
+            "fidelity_higher_is_better": fid_higher,
+            "fidelity_kind": self.kind,
             "metrics": metrics,
             "higher_is_better": bool(higher),
             "task": data.task,
             "dataset": data.source,
         }
+        if self.kind == EMBEDDING:
+            doc["pooling"] = {"modes": list(self.pooling), "source": self.pooling_source}
+        return doc
 
 
 def _r(x: float) -> float:

@@ -8,6 +8,13 @@
 - TorchScript / torch.export: both unpickle code, so only when ``AUDIT_ALLOW_UNSAFE_FORMATS``
   is on, and only ever inside the sandboxed child.
 
+Precision: the dtype a checkpoint is stored in does not decide the baseline's. Torch models are
+loaded in float32 on every device (``options["baseline_dtype"]``: ``"float32"``, the default, or
+``"stored"`` to keep the checkpoint's dtype); half precision is what the ``fp16`` / ``bf16``
+recipes measure. ``LoadedModel.stored_dtype`` records the checkpoint's floating-point dtype and
+``compute_dtype()`` what a model (or variant) computes in. ONNX graphs run as stored (their
+dtypes are part of the graph).
+
 Zips are extracted with ``archive.safe_extract`` into a private temporary folder that
 ``LoadedModel.close()`` removes.
 """
@@ -56,6 +63,24 @@ class LoadedModel:
     input_dtype: str | None = None
     # Folder the model was loaded from (Hugging Face: where its tokenizer lives).
     source_dir: Path | None = None
+    # Floating-point dtype of the checkpoint's weights as uploaded ("float16", "float32", ...).
+    stored_dtype: str | None = None
+
+    def compute_dtype(self) -> str | None:
+        """The floating-point dtype this model computes in: its inputs' cast dtype, else that of
+        most of its floating-point weights (torch), or of its float initializers / inputs (ONNX)."""
+        if self.input_dtype:
+            return self.input_dtype
+        if self.kind == "onnx":
+            if self.model_path is None:
+                return self.stored_dtype
+            try:  # a variant's graph (ort-fp16, int8) is its own file
+                import onnx
+
+                return onnx_float_dtype(onnx.load(str(self.model_path), load_external_data=False))
+            except Exception:
+                return self.stored_dtype
+        return module_float_dtype(self.module)
 
     def make_inputs(self, batch_size: int, seq_len: int | None = None, overrides: dict | None = None):
         """``inputs.ModelInputs`` for one forward call of ``batch_size`` samples."""
@@ -88,6 +113,111 @@ class LoadedModel:
         if self.workdir is not None:
             archive.remove_tree(self.workdir)
             self.workdir = None
+
+
+BASELINE_DTYPES = ("float32", "stored")
+_HALF = ("float16", "bfloat16")
+# safetensors header dtype codes and ONNX TensorProto data types of floating-point tensors
+_SAFETENSORS_FLOAT = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+_ONNX_FLOAT = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+def _dominant(counts: dict) -> str | None:
+    """The dtype holding most elements (None when there is no floating-point tensor)."""
+    return max(counts, key=counts.get) if counts else None
+
+
+def tensors_float_dtype(tensors) -> str | None:
+    """Floating-point dtype of most elements among ``tensors`` (torch tensors)."""
+    counts: dict = {}
+    for t in tensors:
+        if getattr(t, "is_floating_point", lambda: False)():
+            name = str(t.dtype).removeprefix("torch.")
+            counts[name] = counts.get(name, 0) + int(t.numel())
+    return _dominant(counts)
+
+
+def module_float_dtype(module) -> str | None:
+    """Floating-point dtype of most of a torch module's parameters and buffers (None for a
+    module without any, or a callable that is no nn.Module)."""
+    try:
+        tensors = list(module.parameters()) + list(module.buffers())
+    except Exception:
+        return None
+    found = tensors_float_dtype(tensors)
+    if found is None and tensors == []:  # e.g. every layer quantised: packed weights, float biases
+        try:
+            from .recipes.common import storable_tensors
+
+            found = tensors_float_dtype(storable_tensors(module).values())
+        except Exception:
+            found = None
+    return found
+
+
+def safetensors_float_dtype(paths) -> str | None:
+    """Floating-point dtype of most elements in safetensors files, read from their JSON headers
+    (nothing is loaded)."""
+    counts: dict = {}
+    for path in paths:
+        try:
+            header = formats.read_safetensors_header(path)
+        except (FormatError, OSError):
+            continue
+        for name, entry in header.items():
+            if name == "__metadata__" or not isinstance(entry, dict):
+                continue
+            dtype = _SAFETENSORS_FLOAT.get(str(entry.get("dtype")))
+            if dtype is None:
+                continue
+            n = 1
+            for d in entry.get("shape") or []:
+                n *= int(d)
+            counts[dtype] = counts.get(dtype, 0) + n
+    return _dominant(counts)
+
+
+def onnx_float_dtype(proto) -> str | None:
+    """Floating-point dtype of most initializer elements of an ONNX graph (its float inputs'
+    when it has no float initializer)."""
+    counts: dict = {}
+    for t in proto.graph.initializer:
+        dtype = _ONNX_FLOAT.get(int(t.data_type))
+        if dtype is not None:
+            n = 1
+            for d in t.dims:
+                n *= int(d)
+            counts[dtype] = counts.get(dtype, 0) + n
+    if not counts:
+        for value in proto.graph.input:
+            dtype = _ONNX_FLOAT.get(int(value.type.tensor_type.elem_type))
+            if dtype is not None:
+                counts[dtype] = counts.get(dtype, 0) + 1
+    return _dominant(counts)
+
+
+def baseline_dtype_option(options: dict) -> str:
+    """``options["baseline_dtype"]``: "float32" (default) or "stored"; LoadError otherwise."""
+    wanted = str(options.get("baseline_dtype") or "float32").strip().lower()
+    if wanted not in BASELINE_DTYPES:
+        raise LoadError(f"unknown baseline_dtype {wanted!r}; one of {', '.join(BASELINE_DTYPES)} "
+                        "(half precision is measured by the fp16 / bf16 recipes)")
+    return wanted
+
+
+def _precision_warning(stored: str | None, baseline: str | None, device: str) -> list[str]:
+    if stored in _HALF and baseline == "float32":
+        return [f"the checkpoint is stored in {stored}; the baseline runs in float32 on {device} (the fp16 and "
+                "bf16 recipes measure half precision against it)"]
+    return []
+
+
+def precision_keys(loaded: LoadedModel, variant: LoadedModel | None) -> dict:
+    """The precision keys of a variant's result entry (docs/ENGINE_INTERFACE.md, schema 2):
+    ``stored_dtype`` (the checkpoint's), ``baseline_dtype`` (what the baseline computes in) and
+    ``dtype`` (what this variant computes in; None when it did not run)."""
+    return {"stored_dtype": loaded.stored_dtype, "baseline_dtype": loaded.compute_dtype(),
+            "dtype": None if variant is None else variant.compute_dtype()}
 
 
 def unsafe_formats_allowed() -> bool:
@@ -233,6 +363,10 @@ def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
                 raise LoadError(str(exc)) from None
             except ValueError:
                 raise LoadError(f"{index.name} is not valid JSON") from None
+        import torch
+
+        stored = safetensors_float_dtype(sorted(root.rglob("*.safetensors")))
+        keep = baseline_dtype_option(options) == "stored" or getattr(config, "quantization_config", None)
         try:
             model, info = cls.from_pretrained(
                 str(root),
@@ -240,6 +374,8 @@ def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
                 use_safetensors=True,
                 local_files_only=True,
                 output_loading_info=True,
+                # transformers 5 loads the stored dtype by default ("auto"); the baseline is float32
+                dtype="auto" if keep else torch.float32,
             )
         except Exception as exc:
             raise LoadError(f"could not load the Hugging Face model as {cls.__name__}: {exc}") from None
@@ -253,18 +389,23 @@ def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
         model = model.to(device).eval()
         arch = cls.__name__ if cls.__name__ != "AutoModel" else type(model).__name__
         size = sum(p.stat().st_size for p in root.rglob("*.safetensors"))
+        computes = module_float_dtype(model)
+        warnings += _precision_warning(stored, computes, device)
         return LoadedModel(
             module=model,
             format="hf",
             architecture=arch,
             task=_hf_task(arch),
             config=config.to_dict(),
-            input_spec=_hf_input_spec(config),
+            input_spec=inputs.hf_input_spec(config, model=model, folder=root),
             device=device,
             size_bytes=size,
             warnings=warnings,
             workdir=workdir,
             source_dir=root,
+            stored_dtype=stored,
+            # inputs follow a half-precision model kept as stored (baseline_dtype "stored")
+            input_dtype=computes if computes in _HALF else None,
         )
     except BaseException:
         if workdir is not None:
@@ -275,7 +416,8 @@ def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
 # --- registered architectures --------------------------------------------------------------
 
 
-def _registered_module(name: str, config: dict, state_dict: dict, device: str, fmt: str) -> LoadedModel:
+def _registered_module(name: str, config: dict, state_dict: dict, device: str, fmt: str,
+                       options: dict | None = None) -> LoadedModel:
     arch = registry.get_architecture(name)
     full = arch.full_config(config)
     try:
@@ -291,6 +433,13 @@ def _registered_module(name: str, config: dict, state_dict: dict, device: str, f
             f"the weights do not fit architecture {name!r} with config {full}: {_first_lines(exc)}"
         ) from None
     del result
+    # load_state_dict copied the weights into the builder's float32 parameters
+    stored = tensors_float_dtype(state_dict.values())
+    keep = baseline_dtype_option(options or {}) == "stored" and stored in _HALF
+    if keep:
+        import torch
+
+        module = module.to(getattr(torch, stored))
     module = module.to(device).eval()
     spec = {
         "kind": "tensors",
@@ -305,6 +454,9 @@ def _registered_module(name: str, config: dict, state_dict: dict, device: str, f
         input_spec=spec,
         call="positional",
         device=device,
+        stored_dtype=stored,
+        input_dtype=stored if keep else None,
+        warnings=_precision_warning(stored, module_float_dtype(module), device),
     )
 
 
@@ -320,7 +472,7 @@ def _load_safetensors(path: Path, options: dict, device: str) -> LoadedModel:
         state_dict = load_file(str(path), device="cpu")
     except Exception as exc:
         raise LoadError(f"the safetensors file could not be read: {exc}") from None
-    loaded = _registered_module(name, config, state_dict, device, "safetensors")
+    loaded = _registered_module(name, config, state_dict, device, "safetensors", options)
     loaded.size_bytes = path.stat().st_size
     return loaded
 
@@ -337,7 +489,7 @@ def _load_state_dict(path: Path, options: dict, device: str) -> LoadedModel:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LoadError("the file does not hold a state dict (a mapping of names to tensors)")
-    loaded = _registered_module(name, config, obj, device, "state-dict")
+    loaded = _registered_module(name, config, obj, device, "state-dict", options)
     loaded.size_bytes = sum(t.numel() * t.element_size() for t in obj.values())
     return loaded
 
@@ -449,6 +601,11 @@ def _load_onnx(path: Path, options: dict, device: str) -> LoadedModel:
         except Exception as exc:
             raise LoadError(f"onnxruntime could not load the model: {_first_lines(exc)}") from None
         producer = proto.producer_name or "unknown producer"
+        stored = onnx_float_dtype(proto)
+        warnings = []
+        if stored in _HALF:
+            warnings.append(f"the ONNX graph is stored in {stored} and runs as stored: its dtypes are part of "
+                            "the graph, so its baseline is not float32")
         return LoadedModel(
             module=session,
             format="onnx",
@@ -461,6 +618,8 @@ def _load_onnx(path: Path, options: dict, device: str) -> LoadedModel:
             size_bytes=model_path.stat().st_size + external_bytes,
             model_path=model_path,
             workdir=workdir,
+            stored_dtype=stored,
+            warnings=warnings,
         )
     except BaseException:
         if workdir is not None:
@@ -502,6 +661,7 @@ def _load_torchscript(path: Path, options: dict, device: str) -> LoadedModel:
         module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:
         raise LoadError(f"the TorchScript archive could not be loaded: {_first_lines(exc)}") from None
+    module, stored, input_dtype = _to_baseline_dtype(module, options)
     return LoadedModel(
         module=module,
         format="torchscript",
@@ -512,7 +672,21 @@ def _load_torchscript(path: Path, options: dict, device: str) -> LoadedModel:
         call="positional",
         device=device,
         size_bytes=path.stat().st_size,
+        stored_dtype=stored,
+        input_dtype=input_dtype,
+        warnings=_precision_warning(stored, module_float_dtype(module), device),
     )
+
+
+def _to_baseline_dtype(module, options: dict):
+    """(module in the baseline's dtype, stored dtype, dtype its float inputs are cast to or None)
+    for a loaded program (TorchScript, torch.export) whose weights may be stored in half precision."""
+    stored = module_float_dtype(module)
+    if stored not in _HALF:
+        return module, stored, None
+    if baseline_dtype_option(options) == "stored":
+        return module, stored, stored
+    return module.float(), stored, None
 
 
 def _load_torch_export(path: Path, options: dict, device: str) -> LoadedModel:
@@ -532,7 +706,11 @@ def _load_torch_export(path: Path, options: dict, device: str) -> LoadedModel:
             for i, a in enumerate(args)
             if isinstance(a, torch.Tensor)
         ]
-    module = program.module().to(device)
+    module, stored, input_dtype = _to_baseline_dtype(program.module().to(device), options)
+    if stored in _HALF and input_dtype is None:  # its example inputs were half; the baseline takes float32
+        for item in spec["inputs"]:
+            if item["dtype"] in _HALF:
+                item["dtype"] = "float32"
     return LoadedModel(
         module=module,
         format="torch-export",
@@ -543,6 +721,9 @@ def _load_torch_export(path: Path, options: dict, device: str) -> LoadedModel:
         call="positional",
         device=device,
         size_bytes=path.stat().st_size,
+        stored_dtype=stored,
+        input_dtype=input_dtype,
+        warnings=_precision_warning(stored, module_float_dtype(module), device),
     )
 
 

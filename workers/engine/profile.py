@@ -406,8 +406,22 @@ def _stage_measure(run: _Run, models: dict) -> None:
 
 
 def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data) -> None:
-    if eval_data is not None:
-        _evaluate_all(loaded, models, run.variants, eval_data, run.options, run.report, run.pct_measured)
+    """Each variant's precision (``stored_dtype``, ``baseline_dtype``, ``dtype``) and its fidelity to
+    the baseline, on the dataset or, without one, on generated inputs (``evaluation.py``)."""
+    from .loaders import precision_keys
+
+    for k, doc in enumerate(run.variants):
+        doc.update(precision_keys(loaded, models.get(k)))
+    if eval_data is None:
+        from .evaluation import DEFAULT_FIDELITY_SAMPLES, generated_eval_data
+
+        try:
+            eval_data = generated_eval_data(loaded, seq_len=run.seq_len, overrides=run.overrides,
+                                            n_samples=int(run.options.get("fidelity_samples") or DEFAULT_FIDELITY_SAMPLES))
+        except Exception as exc:  # the measurements stand; fidelity is unknown
+            run.warnings.append(f"no inputs could be generated to measure fidelity: {type(exc).__name__}: {exc}")
+            return
+    _evaluate_all(loaded, models, run.variants, eval_data, run.options, run.report, run.pct_measured)
 
 
 def _stage_result(run: _Run, loaded: LoadedModel) -> dict:

@@ -46,6 +46,16 @@ def _copy(loaded):
     return copy.deepcopy(loaded.module)
 
 
+def _float32_copy(loaded):
+    """A copy of the model in float32: torch.ao's int8 kernels take float32 activations and
+    weights only, so a baseline kept in its stored half precision (``baseline_dtype`` "stored")
+    is widened first. The variant's inputs are then float32 (``input_dtype`` None)."""
+    module = _copy(loaded)
+    if loaded.input_dtype in ("float16", "bfloat16"):
+        module = module.float()
+    return module
+
+
 def _variant(loaded, module, notes=(), **changes):
     return derive(loaded, module, notes=notes, size_bytes=saved_size_torch(module), **changes)
 
@@ -125,7 +135,7 @@ def int8_dynamic(loaded, params):
     backend = params.get("backend", "auto")
     if backend == "auto":
         backend = "torchao" if _device_kind(loaded.device) == "cuda" else "torch.ao"
-    module = _copy(loaded)
+    module = _copy(loaded) if backend == "torchao" else _float32_copy(loaded)
     ctx = _quiet()
     try:
         if backend == "torchao":
@@ -150,6 +160,7 @@ def int8_dynamic(loaded, params):
         module = _compile_torchao(module, params, loaded.device, notes)
     else:
         params["compile"] = False
+        return derive(loaded, module, notes=notes, size_bytes=size, input_dtype=None)
     return derive(loaded, module, notes=notes, size_bytes=size)
 
 
@@ -193,11 +204,12 @@ def int8_static(loaded, params, ctx):
     example = tuple(loaded.make_inputs(1, ctx.seq_len, ctx.overrides).values.values())
     warn = _quiet()
     try:
-        prepared = quantize_fx.prepare_fx(_copy(loaded), get_default_qconfig_mapping("x86"), example)
+        example = tuple(t.float() if t.is_floating_point() else t for t in example)
+        prepared = quantize_fx.prepare_fx(_float32_copy(loaded), get_default_qconfig_mapping("x86"), example)
         with torch.no_grad():
             for start in range(0, n, 32):
                 values = data.values_for(loaded, np.arange(start, min(n, start + 32)))
-                prepared(*values.values())
+                prepared(*(v.float() if v.is_floating_point() else v for v in values.values()))
         module = quantize_fx.convert_fx(prepared)
     finally:
         warn.__exit__(None, None, None)
@@ -205,7 +217,7 @@ def int8_static(loaded, params, ctx):
     note = (f"calibrated on {n} samples of the dataset; ran torch.ao FX graph-mode quantisation (x86): "
             "torchao's static path (pt2e) produces a reference graph that is fast only after "
             "torch.compile, so on eager CPU torch.ao is the documented fallback")
-    return _variant(loaded, module, [note])
+    return _variant(loaded, module, [note], input_dtype=None)
 
 
 # --- pruning -------------------------------------------------------------------------------
