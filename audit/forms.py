@@ -7,6 +7,7 @@ from workers.engine.registry import architecture_names
 
 from .models import Dataset, Task
 from .selectors import live_queues
+from .services.options import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, OPTION_NAMES, OPTIONS, SCENARIOS, TIMING_MODES
 
 
 class TeamChoiceMixin:
@@ -123,6 +124,9 @@ class RecipeSpecsField(forms.MultipleChoiceField):
             raise forms.ValidationError(str(exc), code="invalid_recipe") from exc
 
 
+_OPTION_HELP = {o.name: o.help for o in OPTIONS}
+
+
 class AuditRequestForm(forms.Form):
     target = forms.ChoiceField(label="Hardware", help_text="Queues with a live worker.")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False, empty_label="— none —")
@@ -138,6 +142,22 @@ class AuditRequestForm(forms.Form):
         help_text="Yearly average grid carbon intensity (Ember via Our World in Data, CC-BY-4.0). "
                   "Empty: the team's setting.",
     )
+
+    # Measurement options (audit/services/options.py; the API takes the same names)
+    scenario = forms.ChoiceField(required=False, initial="auto", help_text=_OPTION_HELP["scenario"],
+                                 choices=[(c, c) for c in SCENARIOS])
+    prompt_tokens = forms.IntegerField(required=False, min_value=1, max_value=MAX_PROMPT_TOKENS,
+                                       help_text=_OPTION_HELP["prompt_tokens"], widget=forms.NumberInput(attrs={"placeholder": "64"}))
+    new_tokens = forms.IntegerField(required=False, min_value=1, max_value=MAX_NEW_TOKENS,
+                                    help_text=_OPTION_HELP["new_tokens"], widget=forms.NumberInput(attrs={"placeholder": "32"}))
+    slo_ttft_ms_p95 = forms.FloatField(required=False, min_value=0.001, label="TTFT target (p95, ms)",
+                                       help_text=_OPTION_HELP["slo_ttft_ms_p95"])
+    slo_tpot_ms_p95 = forms.FloatField(required=False, min_value=0.001, label="TPOT target (p95, ms)",
+                                       help_text=_OPTION_HELP["slo_tpot_ms_p95"])
+    latency_target_ms_p95 = forms.FloatField(required=False, min_value=0.001, label="Latency target (p95, ms)",
+                                             help_text=_OPTION_HELP["latency_target_ms_p95"])
+    timing_mode = forms.ChoiceField(required=False, initial="latency", help_text=_OPTION_HELP["timing_mode"],
+                                    choices=[(c, c) for c in TIMING_MODES])
 
     def __init__(self, *args, team, recipes, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,6 +177,13 @@ class AuditRequestForm(forms.Form):
         if len(values) > 8:
             raise forms.ValidationError("At most 8 batch sizes per audit.")
         return values
+
+    @property
+    def measurement_fields(self):
+        return [self[name] for name in OPTION_NAMES if name in self.fields]
+
+    def measurement_options(self) -> dict:
+        return {k: self.cleaned_data.get(k) for k in OPTION_NAMES if k in self.fields}
 
     def device_for(self, queue: str) -> str:
         for q in self.queues:

@@ -60,3 +60,12 @@ def outsider(other_team):
 def member_client(client, member):
     client.force_login(member)
     return client
+
+
+@pytest.fixture
+def cpu_worker(db):
+    """A live worker serving the cpu queue (its row, as a worker registers itself on start)."""
+    from audit.services.workers import worker_node_register
+
+    return worker_node_register(hostname="celery@test-cpu", queue="cpu", device="cpu",
+                                fingerprint={"cpu": {"model": "Test CPU", "logical_cores": 2}})

@@ -33,7 +33,7 @@ def measurement_doc(batch_size=1, **overrides) -> dict:
         "window_s": 1.0, "latency_ms_mean": 0.21, "latency_ms_std": 0.02, "latency_ms_p50": 0.2,
         "latency_ms_p95": 0.25, "latency_ms_p99": 0.3, "latency_ci95_ms": 0.002, "cv": 0.09,
         "throughput_samples_per_s": 4800.0 * batch_size, "energy_method": "estimate-tdp", "energy_estimated": True,
-        "energy_uncertainty_rel": 0.5, "energy_j_per_inference": 0.002, "energy_j_per_inference_active": 0.0015,
+        "energy_uncertainty_rel": 0.05, "energy_j_per_inference": 0.002, "energy_j_per_inference_active": 0.0015,
         "energy_j_per_sample": 0.002 / batch_size, "wh_per_1000_inferences": 0.002 * 1000 / 3600,
         "samples_per_joule": batch_size / 0.002, "avg_power_w": 10.0, "idle_power_w": 2.5,
         "co2e_g_per_inference": 0.002 / 3.6e6 * 475, "peak_memory_bytes": 200_000_000,

@@ -149,3 +149,46 @@ def test_budgets_of_another_team_are_404(client, outsider, team, lead):
     client.force_login(outsider)
     assert client.post(reverse("budget-toggle", args=[budget.pk])).status_code == 404
     assert "edge" not in client.get(reverse("budget-list")).content.decode()
+
+
+def test_a_verdict_never_outruns_its_evidence(team):
+    """A measurement graded below C, or a threshold inside the figure's own interval, decides
+    nothing: the limit is inconclusive and so is the audit's verdict (unless another fails)."""
+    from .factories import measurement_doc, result_doc
+
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [
+        measurement_doc(1, energy_j_per_inference=0.002, quality_grade="D", quality_reasons=["D: drift 58%"]),
+        measurement_doc(8, energy_j_per_inference=0.0021, energy_uncertainty_rel=0.2),
+    ]
+    audit = finished_audit(team, result=doc)
+    result = check(audit, EnergyBudget(team=team, name="tight", max_j_per_inference=0.0019))
+    rows = [(r["batch_size"], r["passed"], r["inconclusive"], r["quality_grade"]) for r in result.results]
+    # batch 1: clearly over, but graded D; batch 8: 10% over with a ±39% interval
+    assert rows == [(1, None, True, "D"), (8, None, True, "")]
+    assert result.verdict == "inconclusive"
+    decisive = check(audit, EnergyBudget(team=team, name="way under", max_j_per_inference=0.0001))
+    assert [r["passed"] for r in decisive.results] == [None, False] and decisive.verdict == "fail"
+
+
+def test_token_limits_apply_to_generation_measurements_and_fidelity_to_variants(team):
+    from audit.models import Evaluation
+
+    from .factories import measurement_doc, result_doc
+
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [measurement_doc(
+        4, scenario="generation", new_tokens=32, ttft_ms_p95=12.0, tpot_ms_p95=2.5, energy_j_per_output_token=0.004)]
+    doc["variants"].append({**doc["variants"][0], "recipe": "int8-dynamic", "measurements": [measurement_doc(
+        4, scenario="generation", new_tokens=32, ttft_ms_p95=9.0, tpot_ms_p95=1.5, energy_j_per_output_token=0.002)]})
+    audit = finished_audit(team, result=doc)
+    Evaluation.objects.create(variant=audit.variants.get(recipe="int8-dynamic"), n_samples=64, labelled=False,
+                              fidelity_metric="top1_agreement", fidelity_value=0.91)
+    budget = EnergyBudget(team=team, name="serving", max_j_per_output_token=0.003, max_tpot_ms_p95=2.0, min_fidelity=0.95)
+    result = check(audit, budget)
+    got = {(r["limit"], r["variant"]): r["passed"] for r in result.results}
+    assert got == {("j_per_output_token", "baseline"): False, ("j_per_output_token", "int8-dynamic"): True,
+                   ("tpot_ms_p95", "baseline"): False, ("tpot_ms_p95", "int8-dynamic"): True,
+                   ("fidelity", "int8-dynamic"): False}
+    forward = finished_audit(team)  # a forward audit has no token figures: those limits are not listed
+    assert check(forward, EnergyBudget(team=team, name="t", max_tpot_ms_p95=2.0)).results == []

@@ -68,7 +68,7 @@ def test_the_engine_request_carries_the_carbon_provenance(member, team):
         assert options[key] == audit.options[key]
 
 
-def test_api_takes_a_grid_region_and_refuses_an_unknown_one(member, team):
+def test_api_takes_a_grid_region_and_refuses_an_unknown_one(member, team, cpu_worker):
     api = token_client(member)
     version = make_version(team)
     response = api.post("/api/v1/audits/", {"model_version": version.pk, "batch_sizes": [1], "grid_region": "pl"},

@@ -119,3 +119,22 @@ def test_unknown_recipe_is_refused_on_the_form(member_client, team):
     )
     assert response.status_code == 400 and "turbo" in response.content.decode()
     assert Audit.objects.count() == 0
+
+
+def test_the_audit_form_takes_generation_lengths_and_latency_targets(member_client, team, cpu_worker, monkeypatch):
+    from audit.models import Audit
+    from audit.services import audits as audit_services
+
+    monkeypatch.setattr(audit_services, "_dispatch", lambda audit_id, queue: None)
+    version = make_audit(team).model_version
+    page = member_client.get(f"/models/{version.asset_id}/")
+    assert b'name="new_tokens"' in page.content and b'name="slo_tpot_ms_p95"' in page.content
+    response = member_client.post(f"/versions/{version.pk}/audits/", {
+        "target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], "scenario": "generation",
+        "prompt_tokens": "32", "new_tokens": "8", "slo_tpot_ms_p95": "40", "timing_mode": "latency"})
+    assert response.status_code == 302, response.content[:2000]
+    options = Audit.objects.order_by("-pk").first().options
+    assert (options["scenario"], options["prompt_tokens"], options["new_tokens"], options["slo_tpot_ms_p95"]) == ("generation", 32, 8, 40.0)
+    response = member_client.post(f"/versions/{version.pk}/audits/", {
+        "target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], "new_tokens": "4096"})
+    assert response.status_code == 400 and "1024" in response.content.decode()

@@ -188,3 +188,21 @@ def test_report_page_shows_the_review_panel(client, lead, member, team):
     client.force_login(lead)
     page = client.get(audit.get_absolute_url()).content.decode()
     assert 'id="reviews"' in page and "budget-fail" in page and 'value="approved"' in page
+
+
+def test_approving_an_audit_graded_below_c_needs_the_warning_acknowledged(lead, team, client):
+    from audit.models import Audit
+
+    audit = finished_audit(team)
+    Audit.objects.filter(pk=audit.pk).update(quality_grade="D", quality_reasons=["D: the baseline moved by 58%"])
+    audit.refresh_from_db()
+    with pytest.raises(ValidationError) as info:
+        review_create(user=lead, audit=audit, decision="approved")
+    assert "quality grade is D (D: the baseline moved by 58%)" in str(info.value)
+    client.force_login(lead)
+    page = client.get(audit.get_absolute_url()).content.decode()
+    assert 'name="acknowledge_low_quality"' in page and "quality grade is D" in page
+    review = review_create(user=lead, audit=audit, decision="approved", acknowledge_low_quality=True)
+    assert review.decision == "approved"
+    audit.refresh_from_db()
+    assert audit.review_status == "approved"

@@ -60,7 +60,54 @@ COLUMNS: list[tuple[str, str]] = [
     ("window_s", "window_s"),
     ("review_status", f"{A}review_status"),
     ("budget_verdict", f"{A}budget_verdict"),
+    # schema 2: the evidence behind a verdict (empty for audits stored before it)
+    ("audit_quality_grade", f"{A}quality_grade"),
+    ("quality_grade", "quality_grade"),
+    ("timing_mode", "timing_mode"),
+    ("energy_ratio_vs_baseline", "export_energy_ratio"),
+    ("energy_ratio_ci95_low", "export_energy_ratio_low"),
+    ("energy_ratio_ci95_high", "export_energy_ratio_high"),
+    ("latency_ratio_vs_baseline", "export_latency_ratio"),
+    ("latency_ratio_ci95_low", "export_latency_ratio_low"),
+    ("latency_ratio_ci95_high", "export_latency_ratio_high"),
+    ("paired_verdict", "export_paired_verdict"),
+    ("latency_ci95_ratio", "latency_ci95_rel"),
+    ("grid_intensity_g_per_kwh", "export_grid_intensity"),
+    ("grid_region", "export_grid_region"),
+    # generation scenario (empty for forward passes)
+    ("scenario", "scenario"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("new_tokens", "new_tokens"),
+    ("energy_j_per_output_token", "energy_j_per_output_token"),
+    ("energy_j_per_prompt_token", "energy_j_per_prompt_token"),
+    ("energy_j_per_request", "energy_j_per_request"),
+    ("prefill_energy_share_ratio", "prefill_energy_share"),
+    ("ttft_ms_p50", "ttft_ms_p50"),
+    ("ttft_ms_p95", "ttft_ms_p95"),
+    ("tpot_ms_p50", "tpot_ms_p50"),
+    ("tpot_ms_p95", "tpot_ms_p95"),
+    ("output_tokens_per_s", "output_tokens_per_s"),
+    ("gpu_power_limit_w", "power_limit_w"),
 ]
+
+
+def _comparison(key: str, index: int | None = None):
+    expr = KeyTransform(key, "comparison")
+    return KeyTransform(str(index), expr) if index is not None else expr
+
+
+# JSON parts of a row, as expressions the database evaluates (values_list needs names).
+ANNOTATIONS = {
+    "export_energy_ratio": lambda: _comparison("energy_ratio"),
+    "export_energy_ratio_low": lambda: _comparison("energy_ratio_ci95", 0),
+    "export_energy_ratio_high": lambda: _comparison("energy_ratio_ci95", 1),
+    "export_latency_ratio": lambda: _comparison("latency_ratio"),
+    "export_latency_ratio_low": lambda: _comparison("latency_ratio_ci95", 0),
+    "export_latency_ratio_high": lambda: _comparison("latency_ratio_ci95", 1),
+    "export_paired_verdict": lambda: KeyTextTransform("verdict", "comparison"),
+    "export_grid_intensity": lambda: KeyTransform("intensity_g_per_kwh", f"{A}carbon"),
+    "export_grid_region": lambda: KeyTextTransform("region", f"{A}carbon"),
+}
 HEADER = [name for name, _ in COLUMNS]
 ROWS_PER_WRITE = 500
 
@@ -80,7 +127,7 @@ def measurement_rows_queryset(audits):
     ordering = ordering or [f"-{A}created_at", f"-{A}id"]
     rows = (
         Measurement.objects.filter(variant__audit__in=audits.order_by().values("pk"))
-        .annotate(export_hardware=hardware)
+        .annotate(export_hardware=hardware, **{name: make() for name, make in ANNOTATIONS.items()})
         .order_by(*ordering, "variant__position", "batch_size", "id")
         .values_list(*[path for _, path in COLUMNS])
     )

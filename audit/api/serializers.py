@@ -126,7 +126,8 @@ class MeasurementSerializer(serializers.ModelSerializer):
 class EvaluationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Evaluation
-        fields = ["id", "metric", "value", "n_samples", "fidelity"]
+        fields = ["id", "metric", "value", "n_samples", "fidelity", "labelled", "fidelity_metric", "fidelity_value",
+                  "fidelity_higher_is_better"]
         read_only_fields = fields
 
 
@@ -140,7 +141,8 @@ class VariantSerializer(serializers.ModelSerializer):
         model = Variant
         fields = [
             "id", "position", "recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes",
-            "flops_per_sample", "macs_per_sample", "layer_profile", "notes", "measurements", "evaluations",
+            "flops_per_sample", "macs_per_sample", "layer_profile", "notes", "comparison", "details", "measurements",
+            "evaluations",
         ]
         read_only_fields = fields
 
@@ -148,13 +150,17 @@ class VariantSerializer(serializers.ModelSerializer):
 class BudgetResultSerializer(serializers.Serializer):
     budget = serializers.CharField()
     budget_id = serializers.IntegerField(allow_null=True)
-    limit = serializers.CharField(help_text="j_per_inference, wh_per_1000_inferences, latency_p95_ms or accuracy_drop")
+    limit = serializers.CharField(help_text="j_per_inference, wh_per_1000_inferences, latency_p95_ms, accuracy_drop, "
+                                            "j_per_output_token, ttft_ms_p95, tpot_ms_p95 or fidelity")
     variant = serializers.CharField()
     batch_size = serializers.IntegerField(allow_null=True)
     value = serializers.FloatField(allow_null=True)
     threshold = serializers.FloatField()
     unit = serializers.CharField(help_text="J, Wh, ms or pp (percentage points)")
-    passed = serializers.BooleanField(allow_null=True, help_text="null: not measured (not checked)")
+    passed = serializers.BooleanField(allow_null=True, help_text="null: not measured (not checked), or inconclusive")
+    inconclusive = serializers.BooleanField(required=False, default=False,
+                                            help_text="true: the measurement's quality grade is below the verdict threshold (C)")
+    quality_grade = serializers.CharField(required=False, allow_blank=True, default="")
     estimated = serializers.BooleanField()
 
 
@@ -171,6 +177,10 @@ class ReviewCreateSerializer(serializers.Serializer):
     decision = serializers.ChoiceField(choices=Review.Decision.choices,
                                        help_text="approved and changes-requested: team leads only.")
     comment = serializers.CharField(required=False, allow_blank=True, default="")
+    acknowledge_low_quality = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Needed to approve an audit graded below C or with an inconclusive budget verdict; "
+                  "without it such an approval is refused (400) with the warning.")
 
 
 class AuditSerializer(serializers.ModelSerializer):
@@ -187,7 +197,7 @@ class AuditSerializer(serializers.ModelSerializer):
         fields = [
             "id", "url", "team", "model", "model_name", "model_version", "version_label", "dataset", "status", "stage",
             "progress", "target_queue", "device", "hardware", "error", "review_status", "budget_verdict",
-            "requested_by", "created_at", "started_at", "finished_at",
+            "quality_grade", "requested_by", "created_at", "started_at", "finished_at",
         ]
         read_only_fields = fields
 
@@ -217,7 +227,8 @@ class AuditDetailSerializer(AuditSerializer):
 
     class Meta(AuditSerializer.Meta):
         fields = AuditSerializer.Meta.fields + [
-            "options", "fingerprint", "engine_version", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
+            "options", "fingerprint", "engine_version", "schema_version", "scenario", "quality_reasons", "tradeoff",
+            "carbon", "sandbox", "power_sweep", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
             "variants", "reviews",
         ]
         read_only_fields = fields
@@ -230,6 +241,20 @@ class AuditDetailSerializer(AuditSerializer):
     def get_reviews(self, audit):
         reviews = audit.reviews.select_related("reviewer").order_by("created_at", "id")
         return ReviewSerializer(reviews, many=True, context=self.context).data
+
+
+def _option_field(name: str) -> serializers.Field:
+    """One measurement option (audit/services/options.py) as an API field, same name and range."""
+    from ..services.options import OPTIONS
+
+    o = next(o for o in OPTIONS if o.name == name)
+    if o.choices:
+        return serializers.ChoiceField(choices=list(o.choices), required=False, help_text=o.help)
+    if o.kind is bool:
+        return serializers.BooleanField(required=False, help_text=o.help)
+    if o.kind is int:
+        return serializers.IntegerField(required=False, min_value=int(o.low), max_value=int(o.high), help_text=o.help)
+    return serializers.FloatField(required=False, allow_null=True, min_value=o.low, max_value=o.high, help_text=o.help)
 
 
 class AuditRequestSerializer(serializers.Serializer):
@@ -255,6 +280,39 @@ class AuditRequestSerializer(serializers.Serializer):
         if request is not None:  # None while the schema is generated
             self.fields["model_version"].queryset = model_versions_for_user(request.user)
             self.fields["dataset"].queryset = datasets_for_user(request.user)
+
+    scenario = _option_field("scenario")
+    prompt_tokens = _option_field("prompt_tokens")
+    new_tokens = _option_field("new_tokens")
+    slo_ttft_ms_p95 = _option_field("slo_ttft_ms_p95")
+    slo_tpot_ms_p95 = _option_field("slo_tpot_ms_p95")
+    latency_target_ms_p95 = _option_field("latency_target_ms_p95")
+    timing_mode = _option_field("timing_mode")
+    rounds = _option_field("rounds")
+    power_limit_sweep = _option_field("power_limit_sweep")
+
+    def validate_target_queue(self, value):
+        """An audit for a queue no live worker serves would wait forever: refuse it, naming the
+        live queues (the form offers only those)."""
+        from django.core.exceptions import ValidationError as DjangoValidationError
+
+        from ..selectors import live_queues
+        from ..services.audits import check_target_queue
+
+        try:
+            check_target_queue(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
+        live = live_queues()
+        if value not in {q["queue"] for q in live}:
+            offered = ", ".join(f"{q['queue']} ({q['hardware']})" for q in live) or "none: no worker is online"
+            raise serializers.ValidationError(f"No live worker serves the queue “{value}”. Live queues: {offered}.")
+        return value
+
+    def measurement_options(self) -> dict:
+        from ..services.options import OPTION_NAMES
+
+        return {k: self.validated_data[k] for k in OPTION_NAMES if self.validated_data.get(k) is not None}
 
     def validate_grid_region(self, value):
         from workers.engine import carbon
@@ -290,7 +348,8 @@ class BudgetSerializer(serializers.ModelSerializer):
         model = EnergyBudget
         fields = [
             "id", "team", "model", "name", "batch_size", "max_j_per_inference", "max_wh_per_1000_inferences",
-            "max_latency_p95_ms", "max_accuracy_drop", "active", "created_by", "created_at",
+            "max_latency_p95_ms", "max_accuracy_drop", "max_j_per_output_token", "max_ttft_ms_p95", "max_tpot_ms_p95",
+            "min_fidelity", "active", "created_by", "created_at",
         ]
         read_only_fields = ["id", "created_by", "created_at"]
         extra_kwargs = {
@@ -298,6 +357,11 @@ class BudgetSerializer(serializers.ModelSerializer):
             "max_wh_per_1000_inferences": {"help_text": "Wh per 1,000 inferences."},
             "max_latency_p95_ms": {"help_text": "p95 latency in ms."},
             "max_accuracy_drop": {"help_text": "Largest drop from the baseline, in percentage points."},
+            "max_j_per_output_token": {"help_text": "Generative models: J per output token (decode) at the batch size."},
+            "max_ttft_ms_p95": {"help_text": "Generative models: time to first token, p95 in ms."},
+            "max_tpot_ms_p95": {"help_text": "Generative models: time per output token, p95 in ms."},
+            "min_fidelity": {"help_text": "Lowest fidelity to the baseline (cosine or agreement, 0-1); for variants "
+                                          "without a labelled accuracy."},
         }
 
     def __init__(self, *args, **kwargs):

@@ -145,6 +145,7 @@ class AuditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             batch_sizes=data.get("batch_sizes"),
             recipes=data.get("recipes"),
             grid_region=data.get("grid_region") or None,
+            measurement=serializer.measurement_options(),
         )
         audit = self.get_queryset().get(pk=audit.pk)
         body = s.AuditSerializer(audit, context={"request": request}).data

@@ -24,6 +24,7 @@ from workers.engine import carbon
 from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
+from .options import clean_engine_options
 from .results import apply_result_fields, store_variants
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,14 @@ def audit_request(
     recipes: list[str] | None = None,
     engine_options: dict | None = None,
     grid_region: str | None = None,
+    measurement: dict | None = None,
 ) -> Audit:
-    """Create an audit and dispatch it to its hardware queue once the row is committed."""
+    """Create an audit and dispatch it to its hardware queue once the row is committed.
+
+    ``measurement``: the user's measurement options (scenario, token lengths, latency targets,
+    timing mode, rounds, power-limit sweep; services/options.py), checked here."""
     check_target_queue(target_queue)
+    measurement = clean_engine_options(measurement or {})
     batch_sizes = sorted(set(batch_sizes or DEFAULT_BATCH_SIZES))
     if any(b < 1 or b > MAX_BATCH_SIZE for b in batch_sizes):
         raise ValidationError(f"Batch sizes must be between 1 and {MAX_BATCH_SIZE}.")
@@ -156,6 +162,7 @@ def audit_request(
         "idle_s": settings.ENGINE_IDLE_S,
         **carbon_settings(model_version.asset.team, grid_region),
         **(engine_options or {}),
+        **measurement,
     }
     audit = Audit.objects.create(
         model_version=model_version,

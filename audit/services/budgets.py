@@ -15,8 +15,16 @@ Rules (docs/ARCHITECTURE.md, "Review, budgets and the API"):
   scaled by 100.
 - A limit that cannot be checked (batch size not measured, no evaluation) is reported
   with `passed: None` ("not measured") and does not fail the audit; the report shows it.
-- Verdict: "fail" when any limit failed, "pass" when budgets apply and none failed,
-  "" when no budget applies.
+- A verdict never outruns its evidence: a limit checked on a measurement whose quality grade
+  is below C (workers/engine/quality.py), or whose threshold lies inside the figure's 95%
+  interval (energy: its stated uncertainty; latency: the interval of the mean), is reported
+  with `passed: None` and `inconclusive: True`.
+- Generative models: J per output token, TTFT p95 and TPOT p95 limits are checked on
+  generation measurements (and left out for forward ones). `min_fidelity` checks the
+  variants' fidelity to the baseline (higher-is-better fidelity figures only).
+- Verdict: "fail" when any limit failed decisively, "inconclusive" when none failed but some
+  could not be decided, "pass" when budgets apply and every checked limit passed, "" when no
+  budget applies.
 """
 from dataclasses import dataclass, field
 
@@ -26,7 +34,9 @@ from django.db.models import Prefetch, Q
 
 from ..models import Audit, EnergyBudget, Evaluation, Measurement, Membership, ModelAsset, Team, Variant
 
-PASS, FAIL, UNCHECKED = "pass", "fail", ""
+PASS, FAIL, INCONCLUSIVE, UNCHECKED = "pass", "fail", "inconclusive", ""
+MIN_VERDICT_GRADE = "C"  # the engine's threshold (workers/engine/quality.py)
+Z95 = 1.96
 
 # budget field -> (limit name in results, measurement attribute, unit)
 MEASUREMENT_LIMITS = [
@@ -34,8 +44,15 @@ MEASUREMENT_LIMITS = [
     ("max_wh_per_1000_inferences", "wh_per_1000_inferences", "wh_per_1000_inferences", "Wh"),
     ("max_latency_p95_ms", "latency_p95_ms", "latency_p95_ms", "ms"),
 ]
+# Checked on generation measurements only.
+TOKEN_LIMITS = [
+    ("max_j_per_output_token", "j_per_output_token", "energy_j_per_output_token", "J"),
+    ("max_ttft_ms_p95", "ttft_ms_p95", "ttft_ms_p95", "ms"),
+    ("max_tpot_ms_p95", "tpot_ms_p95", "tpot_ms_p95", "ms"),
+]
+FIDELITY_LIMIT = ("min_fidelity", "fidelity", "")
 ACCURACY_LIMIT = ("max_accuracy_drop", "accuracy_drop", "pp")
-LIMIT_FIELDS = [f for f, *_ in MEASUREMENT_LIMITS] + [ACCURACY_LIMIT[0]]
+LIMIT_FIELDS = [f for f, *_ in MEASUREMENT_LIMITS + TOKEN_LIMITS] + [ACCURACY_LIMIT[0], FIDELITY_LIMIT[0]]
 # Metrics where higher is better: a drop from the baseline is a loss of accuracy.
 ACCURACY_METRICS = {"accuracy", "top1", "top1_accuracy", "top5_accuracy", "f1", "macro_f1", "exact_match"}
 BASELINE = "baseline"
@@ -51,8 +68,28 @@ class BudgetCheck:
         return [r for r in self.results if r["passed"] is False]
 
 
-def _entry(budget, limit, variant, batch_size, value, threshold, unit, *, estimated=False) -> dict:
-    passed = None if value is None else bool(value <= threshold)
+def _grade_below_threshold(grade: str) -> bool:
+    return bool(grade) and grade > MIN_VERDICT_GRADE  # "D" > "C": worse
+
+
+def _relative_uncertainty(m, unit: str) -> float | None:
+    """The figure's 95% half-width relative to it: energy from its stated (one-sigma)
+    uncertainty, latency from the interval of the mean."""
+    if unit in ("J", "Wh"):
+        return Z95 * m.energy_uncertainty_rel if m.energy_uncertainty_rel is not None else None
+    return m.latency_ci95_rel
+
+
+def _entry(budget, limit, variant, batch_size, value, threshold, unit, *, estimated=False, grade="",
+           rel_uncertainty=None, lower_is_better=True) -> dict:
+    inconclusive = False
+    if value is None:
+        passed = None
+    else:
+        passed = bool(value <= threshold) if lower_is_better else bool(value >= threshold)
+        near = rel_uncertainty is not None and abs(value - threshold) <= abs(value) * rel_uncertainty
+        if _grade_below_threshold(grade) or near:
+            passed, inconclusive = None, True
     return {
         "budget": budget.name,
         "budget_id": budget.pk,
@@ -64,6 +101,8 @@ def _entry(budget, limit, variant, batch_size, value, threshold, unit, *, estima
         "unit": unit,
         "passed": passed,
         "estimated": estimated,
+        "inconclusive": inconclusive,
+        "quality_grade": grade,
     }
 
 
@@ -74,9 +113,35 @@ def _accuracy_drop(baseline_value: float, value: float) -> float:
 
 def _accuracy(variant) -> tuple[str, float] | None:
     for evaluation in variant.evaluations.all():
-        if evaluation.metric.lower() in ACCURACY_METRICS:
+        if evaluation.metric.lower() in ACCURACY_METRICS and evaluation.value is not None:
             return evaluation.metric, evaluation.value
     return None
+
+
+def _fidelity(variant) -> float | None:
+    for evaluation in variant.evaluations.all():
+        if evaluation.fidelity_value is not None and evaluation.fidelity_higher_is_better:
+            return evaluation.fidelity_value
+    return None
+
+
+def _measurement_entries(budget, limits, variant, *, generation_only=False) -> list[dict]:
+    out = []
+    rows = [m for m in variant.measurements.all() if budget.batch_size in (None, m.batch_size)]
+    if generation_only:
+        rows = [m for m in rows if m.scenario == "generation"]
+    for budget_field, limit, attribute, unit in limits:
+        threshold = getattr(budget, budget_field)
+        if threshold is None:
+            continue
+        if not rows and not generation_only:
+            out.append(_entry(budget, limit, variant.recipe, budget.batch_size, None, threshold, unit))
+        for m in sorted(rows, key=lambda m: m.batch_size):
+            estimated = m.energy_estimated if unit in ("J", "Wh") else False
+            out.append(_entry(budget, limit, variant.recipe, m.batch_size, getattr(m, attribute), threshold, unit,
+                              estimated=estimated, grade=m.quality_grade,
+                              rel_uncertainty=_relative_uncertainty(m, unit)))
+    return out
 
 
 def budget_check(*, budgets, variants) -> BudgetCheck:
@@ -90,20 +155,15 @@ def budget_check(*, budgets, variants) -> BudgetCheck:
     baseline_accuracy = _accuracy(baseline) if baseline else None
     results: list[dict] = []
     for budget in budgets:
-        for budget_field, limit, attribute, unit in MEASUREMENT_LIMITS:
-            threshold = getattr(budget, budget_field)
-            if threshold is None:
-                continue
+        for variant in measured:
+            results += _measurement_entries(budget, MEASUREMENT_LIMITS, variant)
+            results += _measurement_entries(budget, TOKEN_LIMITS, variant, generation_only=True)
+        threshold = getattr(budget, FIDELITY_LIMIT[0])
+        if threshold is not None:
             for variant in measured:
-                rows = [m for m in variant.measurements.all() if budget.batch_size in (None, m.batch_size)]
-                if not rows:
-                    results.append(_entry(budget, limit, variant.recipe, budget.batch_size, None, threshold, unit))
-                for m in sorted(rows, key=lambda m: m.batch_size):
-                    estimated = m.energy_estimated if unit in ("J", "Wh") else False
-                    results.append(
-                        _entry(budget, limit, variant.recipe, m.batch_size, getattr(m, attribute), threshold, unit,
-                               estimated=estimated)
-                    )
+                if variant is not baseline:
+                    results.append(_entry(budget, FIDELITY_LIMIT[1], variant.recipe, None, _fidelity(variant),
+                                          threshold, FIDELITY_LIMIT[2], lower_is_better=False))
         threshold = getattr(budget, ACCURACY_LIMIT[0])
         if threshold is not None:
             _, limit, unit = ACCURACY_LIMIT
@@ -116,7 +176,14 @@ def budget_check(*, budgets, variants) -> BudgetCheck:
                 accuracy = _accuracy(variant)
                 value = _accuracy_drop(baseline_accuracy[1], accuracy[1]) if accuracy else None
                 results.append(_entry(budget, limit, variant.recipe, None, value, threshold, unit))
-    verdict = FAIL if any(r["passed"] is False for r in results) else PASS
+    if not results:
+        verdict = UNCHECKED  # no limit of these budgets applies to what this audit measured
+    elif any(r["passed"] is False for r in results):
+        verdict = FAIL
+    elif any(r["inconclusive"] for r in results):
+        verdict = INCONCLUSIVE
+    else:
+        verdict = PASS
     return BudgetCheck(verdict, results)
 
 
@@ -185,6 +252,9 @@ def _clean(*, team: Team, model_asset: ModelAsset | None, values: dict) -> None:
         value = values.get(name)
         if value is not None and value < 0:
             errors[name] = "A limit cannot be negative."
+    fidelity = values.get(FIDELITY_LIMIT[0])
+    if fidelity is not None and fidelity > 1:
+        errors[FIDELITY_LIMIT[0]] = "Fidelity is between 0 and 1 (e.g. 0.98)."
     if errors:
         raise ValidationError(errors)
     if all(values.get(name) is None for name in LIMIT_FIELDS):
@@ -196,14 +266,13 @@ BUDGET_FIELDS = ["name", "model_asset", "batch_size", *LIMIT_FIELDS, "active"]
 
 @transaction.atomic
 def budget_create(*, user, team: Team, name: str, model_asset: ModelAsset | None = None, batch_size: int | None = None,
-                  max_j_per_inference: float | None = None, max_wh_per_1000_inferences: float | None = None,
-                  max_latency_p95_ms: float | None = None, max_accuracy_drop: float | None = None,
-                  active: bool = True) -> EnergyBudget:
+                  active: bool = True, **limits) -> EnergyBudget:
+    """``limits``: any of LIMIT_FIELDS (max_j_per_inference, ..., max_tpot_ms_p95, min_fidelity)."""
     _require_lead(user, team)
-    values = {
-        "max_j_per_inference": max_j_per_inference, "max_wh_per_1000_inferences": max_wh_per_1000_inferences,
-        "max_latency_p95_ms": max_latency_p95_ms, "max_accuracy_drop": max_accuracy_drop,
-    }
+    unknown = set(limits) - set(LIMIT_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown budget limits: {sorted(unknown)}")
+    values = {name: limits.get(name) for name in LIMIT_FIELDS}
     _clean(team=team, model_asset=model_asset, values=values)
     budget = EnergyBudget.objects.create(
         team=team, model_asset=model_asset, name=name.strip(), batch_size=batch_size, active=active,

@@ -31,13 +31,33 @@ def review_allowed(*, user, audit: Audit, decision: str) -> bool:
     return decision == Review.Decision.COMMENT or role == Membership.Role.LEAD
 
 
+LOW_GRADES = ("D",)  # below the grade a verdict needs (workers/engine/quality.py MIN_VERDICT_GRADE "C")
+
+
+def low_quality_warning(audit: Audit) -> str | None:
+    """What a lead must acknowledge before approving an audit whose figures cannot carry a
+    verdict; None when there is nothing to warn about."""
+    parts = []
+    if audit.quality_grade in LOW_GRADES:
+        reasons = "; ".join(audit.quality_reasons[:4]) if audit.quality_reasons else "no reason recorded"
+        parts.append(f"its quality grade is {audit.quality_grade} ({reasons})")
+    if audit.budget_verdict == "inconclusive":
+        parts.append("its budget verdict is inconclusive")
+    if not parts:
+        return None
+    return ("This audit's figures cannot carry a verdict: " + " and ".join(parts)
+            + ". Approve anyway only if you accept that; tick the acknowledgement to do so.")
+
+
 @transaction.atomic
-def review_create(*, user, audit: Audit, decision: str, comment: str = "") -> Review:
+def review_create(*, user, audit: Audit, decision: str, comment: str = "",
+                  acknowledge_low_quality: bool = False) -> Review:
     """Record a decision (leads only) or a comment (any member of the audit's team).
 
     Raises PermissionDenied for a member who tries to decide (or someone outside the
     team) and ValidationError for a decision on an audit that has not succeeded, or a
-    comment or change request without text."""
+    comment or change request without text, and for an approval of an audit graded below C
+    (or with an inconclusive budget verdict) without ``acknowledge_low_quality``."""
     comment = (comment or "").strip()
     if decision not in Review.Decision.values:
         raise ValidationError({"decision": f"Choose one of: {', '.join(Review.Decision.values)}."})
@@ -51,6 +71,9 @@ def review_create(*, user, audit: Audit, decision: str, comment: str = "") -> Re
             raise ValidationError("Only a succeeded audit can be reviewed.", code="not_reviewable")
         if decision == Review.Decision.CHANGES_REQUESTED and not comment:
             raise ValidationError({"comment": "Say what should change."})
+        warning = low_quality_warning(audit) if decision == Review.Decision.APPROVED else None
+        if warning and not acknowledge_low_quality:
+            raise ValidationError({"acknowledge_low_quality": warning}, code="low_quality")
     elif not comment:
         raise ValidationError({"comment": "A comment cannot be empty."})
     review = Review.objects.create(audit=audit, reviewer=user, decision=decision, comment=comment)

@@ -3,7 +3,7 @@ only `audit` in its context; it gets everything else from `{% audit_reviews audi
 from django import template
 
 from ..models import Membership, Review
-from ..services.reviews import teams_led_by
+from ..services.reviews import low_quality_warning, teams_led_by
 
 register = template.Library()
 
@@ -12,9 +12,13 @@ LIMIT_LABELS = {
     "wh_per_1000_inferences": "Wh per 1,000 inferences",
     "latency_p95_ms": "latency p95",
     "accuracy_drop": "accuracy drop",
+    "j_per_output_token": "J per output token",
+    "ttft_ms_p95": "time to first token p95",
+    "tpot_ms_p95": "time per output token p95",
+    "fidelity": "fidelity to the baseline",
 }
 BADGE = {"approved": "succeeded", "changes-requested": "failed", "pending": "running", "comment": "queued",
-         "pass": "succeeded", "fail": "failed"}
+         "pass": "succeeded", "fail": "failed", "inconclusive": "queued"}
 
 
 @register.simple_tag(takes_context=True)
@@ -43,6 +47,8 @@ def audit_reviews(context, audit) -> dict:
         "results": results,
         "failures": [r for r in results if r.get("passed") is False],
         "unchecked": [r for r in results if r.get("passed") is None],
+        "inconclusive": [r for r in results if r.get("inconclusive")],
+        "low_quality_warning": low_quality_warning(audit),
     }
 
 

@@ -42,6 +42,7 @@ def audit_create(request, version_pk: int):
                 batch_sizes=data["batch_sizes"],
                 recipes=data["recipes"],
                 grid_region=data.get("grid_region") or None,
+                measurement=form.measurement_options(),
             )
         except ValidationError as exc:
             form.add_error(None, exc)

@@ -25,6 +25,7 @@ def review_queue(request):
 class ReviewForm(forms.Form):
     decision = forms.ChoiceField(choices=Review.Decision.choices)
     comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    acknowledge_low_quality = forms.BooleanField(required=False)
 
 
 @login_required
@@ -55,6 +56,10 @@ class BudgetForm(forms.ModelForm):
             "max_wh_per_1000_inferences": "Max Wh per 1,000 inferences",
             "max_latency_p95_ms": "Max latency p95 (ms)",
             "max_accuracy_drop": "Max accuracy drop (percentage points)",
+            "max_j_per_output_token": "Max J per output token (generative models)",
+            "max_ttft_ms_p95": "Max time to first token p95 (ms)",
+            "max_tpot_ms_p95": "Max time per output token p95 (ms)",
+            "min_fidelity": "Min fidelity to the baseline (0-1, e.g. 0.98)",
         }
 
     team = forms.ModelChoiceField(queryset=None, empty_label=None)

@@ -35,3 +35,9 @@ def api(member):
 @pytest.fixture
 def lead_api(lead):
     return token_client(lead)
+
+
+@pytest.fixture(autouse=True)
+def _live_cpu_worker(cpu_worker):
+    """API audit requests go to live queues only; these tests have a cpu worker online."""
+    return cpu_worker

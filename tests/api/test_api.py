@@ -49,6 +49,9 @@ def test_missing_fields_are_400_with_field_errors(api, team):
 
 
 def test_request_an_audit_and_poll_its_status(api, team, no_dispatch, django_capture_on_commit_callbacks):
+    from audit.services.workers import worker_node_register
+
+    worker_node_register(hostname="celery@gpu0", queue="gpu", device="cuda", fingerprint={})
     version = make_audit(team).model_version
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post("/api/v1/audits/", {"model_version": version.pk, "batch_sizes": [8, 1],
@@ -213,3 +216,28 @@ def test_unknown_api_paths_are_json_404(api):
     hint = api.get("/api/v1/audits")
     assert hint.status_code == 404 and "/api/v1/audits/" in hint.json()["detail"]
     assert api.delete("/api/v1/audits/").status_code == 405
+
+
+def test_an_audit_for_a_queue_no_live_worker_serves_is_refused_naming_the_live_ones(api, team, no_dispatch):
+    version = make_audit(team).model_version
+    response = api.post("/api/v1/audits/", {"model_version": version.pk, "target_queue": "gpu-h100"}, format="json")
+    assert response.status_code == 400
+    message = response.json()["target_queue"][0]
+    assert "No live worker serves the queue “gpu-h100”" in message and "cpu (" in message
+    assert no_dispatch == []
+
+
+def test_measurement_options_reach_the_audit_and_bad_ones_are_named(api, team, no_dispatch):
+    version = make_audit(team).model_version
+    response = api.post("/api/v1/audits/", {
+        "model_version": version.pk, "scenario": "generation", "prompt_tokens": 128, "new_tokens": 16,
+        "slo_tpot_ms_p95": 50, "timing_mode": "throughput", "rounds": 4}, format="json")
+    assert response.status_code == 201, response.json()
+    options = Audit.objects.get(pk=response.json()["id"]).options
+    assert (options["scenario"], options["prompt_tokens"], options["new_tokens"]) == ("generation", 128, 16)
+    assert options["slo_tpot_ms_p95"] == 50.0 and options["timing_mode"] == "throughput" and options["rounds"] == 4
+    response = api.post("/api/v1/audits/", {"model_version": version.pk, "new_tokens": 5000, "scenario": "chat"},
+                        format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert "1024" in body["new_tokens"][0] and "scenario" in body

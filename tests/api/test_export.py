@@ -128,3 +128,27 @@ def test_export_uses_values_not_model_instances(monkeypatch, team, member, api):
     monkeypatch.setattr(Measurement, "from_db", classmethod(spy))
     rows = read_csv(api.get("/api/v1/audits/export.csv"))
     assert len(rows) == 2 and built == []
+
+
+def test_export_carries_grades_paired_ratios_and_token_figures(api, team, member):
+    from ..factories import measurement_doc
+
+    doc = two_variant_result()
+    doc["quality"] = {"grade": "B", "reasons": ["B: interval ±4%"]}
+    doc["carbon"] = {"intensity_g_per_kwh": 56.0, "pue": 1.0, "source": "table", "region": "FR"}
+    int8 = doc["variants"][1]
+    int8["comparison"] = [{"batch_size": 1, "rounds": 3, "energy_ratio": 0.64, "energy_ratio_ci95": [0.61, 0.68],
+                           "latency_ratio": 0.7, "latency_ratio_ci95": [0.66, 0.75], "verdict": "lower",
+                           "quality_grade": "B", "quality_reasons": []}]
+    int8["measurements"] = [measurement_doc(1, quality_grade="B", scenario="generation", new_tokens=32,
+                                            energy_j_per_output_token=0.004, tpot_ms_p95=2.5)]
+    finished_audit(team, user=member, result=doc)
+    rows = json.loads(b"".join(api.get("/api/v1/audits/export.json").streaming_content))
+    base, int8_row = rows[0], rows[2]
+    assert base["energy_ratio_vs_baseline"] is None and base["audit_quality_grade"] == "B"
+    assert (int8_row["energy_ratio_vs_baseline"], int8_row["energy_ratio_ci95_low"], int8_row["energy_ratio_ci95_high"]) == (0.64, 0.61, 0.68)
+    assert int8_row["paired_verdict"] == "lower" and int8_row["quality_grade"] == "B"
+    assert int8_row["energy_j_per_output_token"] == 0.004 and int8_row["tpot_ms_p95"] == 2.5 and int8_row["new_tokens"] == 32
+    assert int8_row["grid_intensity_g_per_kwh"] == 56.0 and int8_row["grid_region"] == "FR"
+    csv_rows = read_csv(api.get("/api/v1/audits/export.csv"))
+    assert csv_rows[2]["energy_ratio_ci95_high"] == "0.68" and csv_rows[0]["energy_ratio_vs_baseline"] == ""

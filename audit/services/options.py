@@ -1,0 +1,87 @@
+"""The measurement options a user may set on an audit (form and API alike), checked once here
+and passed to the engine as request options (docs/ENGINE_INTERFACE.md, schema 2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+
+# The engine's caps (workers/engine/generation.py MAX_NEW_TOKENS); repeated here so the web
+# process does not import torch to check a form.
+MAX_NEW_TOKENS = 1024
+MAX_PROMPT_TOKENS = 32768
+SCENARIOS = ("auto", "forward", "generation")
+TIMING_MODES = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+
+
+OPTIONS = (
+    Option("scenario", str, "auto: generation for text-generation and seq2seq models, forward passes otherwise.",
+           choices=SCENARIOS),
+    Option("prompt_tokens", int, "Generation: prompt length in tokens (default 64).", 1, MAX_PROMPT_TOKENS),
+    Option("new_tokens", int, f"Generation: new tokens per sequence, exactly (default 32, at most {MAX_NEW_TOKENS}).",
+           1, MAX_NEW_TOKENS),
+    Option("slo_ttft_ms_p95", float, "Generation: latency target for the first token, p95 in ms.", 0.001, 3.6e6),
+    Option("slo_tpot_ms_p95", float, "Generation: latency target per output token, p95 in ms.", 0.001, 3.6e6),
+    Option("latency_target_ms_p95", float, "Latency target per inference, p95 in ms: the cheapest setting within it is named.",
+           0.001, 3.6e6),
+    Option("timing_mode", str, "latency: synchronise after every call (per-call percentiles); "
+                               "throughput: once per window, the way a server runs (means only).", choices=TIMING_MODES),
+    Option("rounds", int, "Paired interleaved rounds of baseline and variants (default 3 on CPU).", 2, 20),
+    Option("power_limit_sweep", bool, "GPU workers that allow it: measure at a few power limits and find the "
+                                      "cheapest one within the latency target."),
+)
+OPTION_NAMES = tuple(o.name for o in OPTIONS)
+
+
+def clean_engine_options(values: dict) -> dict:
+    """The options set in ``values`` (None and "" are unset), converted and range-checked;
+    raises ValidationError naming the option."""
+    out = {}
+    errors = {}
+    for o in OPTIONS:
+        raw = values.get(o.name)
+        if raw is None or raw == "":
+            continue
+        try:
+            if o.kind is bool:
+                if isinstance(raw, str):
+                    if raw.lower() not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+                        raise ValueError
+                    value = raw.lower() in ("1", "true", "on", "yes")
+                else:
+                    value = bool(raw)
+            elif o.kind is int:
+                if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                    raise ValueError
+                value = int(raw)
+            elif o.kind is float:
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
+            else:
+                value = str(raw).strip().lower()
+        except (TypeError, ValueError):
+            errors[o.name] = f"{o.name}: not a valid {o.kind.__name__}."
+            continue
+        if o.choices and value not in o.choices:
+            errors[o.name] = f"{o.name}: one of {', '.join(o.choices)}."
+            continue
+        if o.low is not None and not (o.low <= value <= o.high):
+            errors[o.name] = f"{o.name}: between {o.low:g} and {o.high:g}."
+            continue
+        if o.kind is bool and not value:
+            continue
+        out[o.name] = value
+    if errors:
+        raise ValidationError(errors)
+    return out
