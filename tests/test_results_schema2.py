@@ -3,7 +3,7 @@ carbon provenance) is stored whole; a throughput-mode measurement (no per-call p
 stores too."""
 import pytest
 
-from audit.models import Measurement, Variant
+from audit.models import Evaluation, Measurement, Variant
 from audit.services import audits as services
 from tests.engine import models as m
 
@@ -46,7 +46,9 @@ def test_a_real_schema2_result_keeps_its_evidence(team, engine_doc):
         assert row.energy_assumptions["w_per_core"] > 0  # an estimate says what it assumed
     base = Measurement.objects.filter(variant__recipe="baseline").first()
     assert base.comparison is None
-    # LEAD-TODO: fidelity without labels (issue 13.3) lands in the engine: Evaluation.labelled False, fidelity_value set
+    evaluation = Evaluation.objects.get(variant=int8)
+    assert evaluation.labelled is False and evaluation.metric == "" and evaluation.value is None
+    assert evaluation.fidelity_metric and 0.5 < evaluation.fidelity_value <= 1.0
 
 
 def test_throughput_mode_measurement_without_percentiles_is_stored(team):
