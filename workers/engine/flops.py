@@ -65,12 +65,21 @@ def count_torch(module, values, *, call: str = "kwargs") -> FlopReport:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_extra_torch_formulas())
-    with torch.inference_mode(), counter:
-        if call == "positional":
-            module(*values.values())
-        else:
-            module(**values)
+    def run(grad_mode):
+        counter = FlopCounterMode(display=False, depth=None, custom_mapping=_extra_torch_formulas())
+        with grad_mode(), counter:
+            if call == "positional":
+                module(*values.values())
+            else:
+                module(**values)
+        return counter
+
+    try:
+        counter = run(torch.inference_mode)
+    except Exception:
+        # weight-norm parametrizations (Wav2Vec2's positional convolution) lose their weight under
+        # inference_mode + FlopCounterMode in torch 2.13; plain no_grad counts the same FLOPs
+        counter = run(torch.no_grad)
     total = int(counter.get_total_flops())
     per_module = {name: int(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
     root = type(module).__name__

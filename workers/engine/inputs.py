@@ -5,26 +5,43 @@ turns a spec plus a batch size, a sequence length and the request's ``input_over
 named tensors (torch models) or numpy arrays (ONNX). Values are random with a fixed seed:
 zeros would let sparse or data-dependent kernels look cheaper than they are.
 
+Two registries replace per-model branches:
+- ``HF_FAMILIES`` (``@hf_family(main_input_name)``): how a Hugging Face model gets its spec, by
+  its class's ``main_input_name``, from its config and ``preprocessor_config.json``
+  (``hf_input_spec``);
+- ``INPUT_KINDS`` (``@input_kind(kind)``): how a spec kind declares its inputs (name, per-sample
+  shape, dtype, integer range), which ``build_inputs`` then overrides and draws.
+
 Specs:
 - ``{"kind": "text", "vocab_size", "max_positions", "low", "encoder_decoder"}``
-- ``{"kind": "vision", "num_channels", "image_size"}``
+- ``{"kind": "vision", "num_channels", "image_size", "input_name"?, "assumed"?}``
+- ``{"kind": "audio-waveform", "input_name", "samples", "sampling_rate", "assumed"?}``
+- ``{"kind": "audio-spectrogram", "input_name", "features_shape", "encoder_decoder", "vocab_size",
+  "max_positions", "low", "assumed"?}`` (AST: [frames, mel]; Whisper: [mel, frames] + decoder ids)
 - ``{"kind": "tensors", "inputs": [{"name", "shape" (one sample, no batch dim), "dtype"}]}``
 - ``{"kind": "onnx", "inputs": [{"name", "dims" (ints or dim names), "dtype", "vocab_size"}]}``
+``assumed`` says which size came from a family default; it becomes a warning.
 
 ``input_overrides`` keys: ``seq_len``, ``image_size``, ``num_channels``, ``vocab_size``,
-``seed``, ``shape`` ({input name: per-sample shape}), ``dims`` ({ONNX dim name: size}).
+``seed``, ``shape`` ({input name: per-sample shape}), ``dtype`` ({input name: dtype}),
+``dims`` ({ONNX dim name: size}). ``parse_input_override`` reads the ``NAME=DIMS[:DTYPE]``
+grammar the CLI's ``--input`` and the web form use into ``shape`` / ``dtype`` entries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .errors import LoadError
 
 DEFAULT_SEQ_LEN = 128
 DEFAULT_SEED = 0
 SEQ_DIM_HINTS = ("seq", "len", "token", "position")
+# Defaults for sizes nothing else fixes (recorded in the warnings when used)
+DEFAULT_IMAGE_SIZE = 224  # the ImageNet crop most vision models are trained at
+DEFAULT_AUDIO_SAMPLES = 16000  # one second at 16 kHz, the rate of most speech models
+DEFAULT_CHANNELS = 3
 
 
 @dataclass
@@ -67,20 +84,170 @@ def build_inputs(
     if seq_len is None and overrides.get("seq_len") is not None:
         seq_len = int(overrides["seq_len"])
     kind = spec.get("kind")
-    if overrides.get("shape") and kind in ("text", "vision"):
-        kind = "tensors-override"
-    if kind == "text":
-        return _text_inputs(spec, batch_size, seq_len, overrides, device)
-    if kind == "vision":
-        return _vision_inputs(spec, batch_size, overrides, device)
-    if kind in ("tensors", "tensors-override"):
-        return _tensor_inputs(spec, batch_size, overrides, device)
     if kind == "onnx":
         return _onnx_inputs(spec, batch_size, seq_len, overrides)
-    raise LoadError(
-        "cannot derive example inputs for this model; give request option input_overrides "
-        "{'shape': {'<input name>': [per-sample dims]}}"
-    )
+    family = INPUT_KINDS.get(kind)
+    if family is None and not overrides.get("shape"):
+        raise LoadError(
+            "cannot derive example inputs for this model; give its inputs' per-sample shapes with "
+            "--input NAME=DIMS[:DTYPE] (e.g. --input pixel_values=3x224x224), or request option "
+            "input_overrides {'shape': {'<input name>': [per-sample dims]}}"
+        )
+    declared, warnings = family(spec, seq_len, overrides) if family else ([], [])
+    declared = _apply_overrides(declared, kind, overrides)
+    return _materialise(declared, batch_size, overrides, device, warnings)
+
+
+# --- the registry of input kinds -------------------------------------------------------------
+# A kind turns a spec into *declared inputs*: [{"name", "shape" (one sample), "dtype", "low",
+# "high" (integer ranges), "fill" ("ones" for masks)}] plus warnings saying what was assumed.
+# ``build_inputs`` applies the request's overrides to them and draws the tensors.
+
+INPUT_KINDS: dict[str, Callable[[dict, int | None, dict], tuple[list[dict], list[str]]]] = {}
+
+
+def input_kind(name: str):
+    """Register the function that declares the inputs of spec kind ``name``."""
+
+    def register(fn):
+        INPUT_KINDS[name] = fn
+        return fn
+
+    return register
+
+
+def _token_ids(name: str, length: int, spec: dict, overrides: dict) -> dict:
+    vocab = int(overrides.get("vocab_size") or spec.get("vocab_size") or 0)
+    if vocab < 2:
+        raise LoadError("the model's config has no usable vocab_size; give input_overrides {'vocab_size': N}")
+    low = int(spec.get("low") or 0)
+    return {"name": name, "shape": [length], "dtype": "int64", "low": low if low < vocab else 0, "high": vocab}
+
+
+@input_kind("text")
+def _text_kind(spec, seq_len, overrides):
+    """``input_ids`` + ``attention_mask`` (+ ``decoder_input_ids`` for encoder-decoders)."""
+    seq_len, warnings = default_seq_len(spec.get("max_positions"), seq_len)
+    declared = [_token_ids("input_ids", seq_len, spec, overrides),
+                {"name": "attention_mask", "shape": [seq_len], "dtype": "int64", "fill": "ones"}]
+    if spec.get("encoder_decoder"):
+        declared.append(_token_ids("decoder_input_ids", seq_len, spec, overrides))
+    return declared, warnings
+
+
+def _as_hw(size) -> tuple[int, int]:
+    if isinstance(size, (list, tuple)):
+        return (int(size[0]), int(size[-1]))
+    return (int(size), int(size))
+
+
+@input_kind("vision")
+def _vision_kind(spec, seq_len, overrides):
+    """``pixel_values`` [channels, height, width]."""
+    channels = int(overrides.get("num_channels") or spec.get("num_channels") or DEFAULT_CHANNELS)
+    h, w = _as_hw(overrides.get("image_size") or spec.get("image_size") or DEFAULT_IMAGE_SIZE)
+    warnings = []
+    name = spec.get("input_name") or "pixel_values"
+    if spec.get("assumed") and not overrides.get("image_size") and name not in (overrides.get("shape") or {}):
+        warnings.append(f"{spec['assumed']}; set it with --input {name}="
+                        f"{channels}xHxW (input_overrides image_size)")
+    return [{"name": name, "shape": [channels, h, w], "dtype": "float32"}], warnings
+
+
+@input_kind("audio-waveform")
+def _waveform_kind(spec, seq_len, overrides):
+    """``input_values`` [samples]: raw audio (Wav2Vec2, HuBERT, WavLM...)."""
+    samples = int(spec.get("samples") or DEFAULT_AUDIO_SAMPLES)
+    name = spec.get("input_name") or "input_values"
+    warnings = [f"{spec['assumed']}; set it with --input {name}=SAMPLES"] \
+        if spec.get("assumed") and name not in (overrides.get("shape") or {}) else []
+    return [{"name": spec.get("input_name") or "input_values", "shape": [samples], "dtype": "float32"}], warnings
+
+
+@input_kind("audio-spectrogram")
+def _spectrogram_kind(spec, seq_len, overrides):
+    """A log-mel spectrogram: ``input_values`` [frames, mel bins] (AST) or ``input_features``
+    [mel bins, frames] (Whisper), plus ``decoder_input_ids`` for encoder-decoders."""
+    dims = [int(d) for d in spec["features_shape"]]
+    declared = [{"name": spec.get("input_name") or "input_features", "shape": dims, "dtype": "float32"}]
+    warnings = [f"{spec['assumed']}; set it with --input {declared[0]['name']}={'x'.join(map(str, dims))}"] \
+        if spec.get("assumed") and declared[0]["name"] not in (overrides.get("shape") or {}) else []
+    if spec.get("encoder_decoder"):
+        length, more = default_seq_len(spec.get("max_positions"), seq_len)
+        declared.append(_token_ids("decoder_input_ids", length, spec, overrides))
+        warnings += more
+    return declared, warnings
+
+
+@input_kind("tensors")
+def _tensors_kind(spec, seq_len, overrides):
+    """Inputs a builder or an exported program declares, as given."""
+    declared = []
+    for item in spec.get("inputs") or []:
+        d = {"name": item["name"], "shape": list(item["shape"]), "dtype": item.get("dtype", "float32")}
+        if item.get("vocab_size"):
+            d["high"] = int(item["vocab_size"])
+        declared.append(d)
+    return declared, []
+
+
+def _apply_overrides(declared: list[dict], kind, overrides: dict) -> list[dict]:
+    """``shape`` overrides replace a declared input's per-sample shape or add an input; ``dtype``
+    overrides its dtype. For declared tensor lists (registered builders, exported programs),
+    overrides naming inputs the spec does not declare replace the whole list (the model takes
+    them positionally)."""
+    shapes = dict(overrides.get("shape") or {})
+    dtypes = dict(overrides.get("dtype") or {})
+    by_name = {d["name"]: dict(d) for d in declared}
+    if kind in ("tensors", None) and shapes and not set(shapes) <= set(by_name):
+        by_name = {name: {"name": name, "shape": [], "dtype": by_name.get(name, {}).get("dtype", "float32")}
+                   for name in shapes}
+    for name, shape in shapes.items():
+        item = by_name.setdefault(name, {"name": name, "dtype": "float32"})
+        item["shape"] = [int(d) for d in shape]
+    for name, dtype in dtypes.items():
+        if name in by_name:
+            by_name[name]["dtype"] = _check_dtype(dtype)
+    if not by_name:
+        raise LoadError(
+            "this model does not declare its input shape; give --input NAME=DIMS (request option "
+            "input_overrides {'shape': {'input': [per-sample dims]}})"
+        )
+    return list(by_name.values())
+
+
+_TORCH_DTYPES = {
+    "float32": "float32", "float": "float32", "float16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "float64": "float64", "int64": "long", "long": "long", "int32": "int32",
+    "bool": "bool", "uint8": "uint8", "int8": "int8",
+}
+
+
+def _check_dtype(name: str) -> str:
+    name = str(name).strip().lower()
+    if name not in _TORCH_DTYPES:
+        raise LoadError(f"unknown input dtype {name!r}; one of {', '.join(sorted(_TORCH_DTYPES))}")
+    return name
+
+
+def _materialise(declared: list[dict], batch_size: int, overrides: dict, device: str, warnings) -> ModelInputs:
+    import torch
+
+    gen = _generator(overrides)
+    values = {}
+    for item in declared:
+        shape = (batch_size, *(int(d) for d in item["shape"]))
+        dtype = getattr(torch, _TORCH_DTYPES.get(item.get("dtype", "float32"), "float32"))
+        if item.get("fill") == "ones" or dtype == torch.bool:
+            tensor = torch.ones(shape, dtype=dtype)
+        elif dtype.is_floating_point:
+            tensor = torch.randn(shape, generator=gen).to(dtype)
+        else:
+            high = int(overrides.get("vocab_size") or item.get("high") or 2)
+            low = int(item.get("low") or 0)
+            tensor = torch.randint(low if low < high else 0, max(high, 1), shape, generator=gen, dtype=dtype)
+        values[item["name"]] = tensor.to(device)
+    return ModelInputs(values, {k: list(v.shape) for k, v in values.items()}, list(warnings))
 
 
 def _generator(overrides: dict):
@@ -91,80 +258,158 @@ def _generator(overrides: dict):
     return gen
 
 
-def _text_inputs(spec, batch_size, seq_len, overrides, device) -> ModelInputs:
-    import torch
+# --- Hugging Face: a spec from the config, the preprocessor config and the model class --------
 
-    seq_len, warnings = default_seq_len(spec.get("max_positions"), seq_len)
-    vocab = int(overrides.get("vocab_size") or spec.get("vocab_size") or 0)
-    if vocab < 2:
-        raise LoadError("the model's config has no usable vocab_size; give input_overrides {'vocab_size': N}")
-    low = int(spec.get("low") or 0)
-    if low >= vocab:
-        low = 0
-    gen = _generator(overrides)
-    ids = torch.randint(low, vocab, (batch_size, seq_len), generator=gen, dtype=torch.long)
-    values = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if spec.get("encoder_decoder"):
-        values["decoder_input_ids"] = torch.randint(low, vocab, (batch_size, seq_len), generator=gen, dtype=torch.long)
-    values = {k: v.to(device) for k, v in values.items()}
-    return ModelInputs(values, {k: list(v.shape) for k, v in values.items()}, warnings)
-
-
-def _as_hw(size) -> tuple[int, int]:
-    if isinstance(size, (list, tuple)):
-        return (int(size[0]), int(size[-1]))
-    return (int(size), int(size))
-
-
-def _vision_inputs(spec, batch_size, overrides, device) -> ModelInputs:
-    import torch
-
-    channels = int(overrides.get("num_channels") or spec.get("num_channels") or 3)
-    h, w = _as_hw(overrides.get("image_size") or spec.get("image_size") or 224)
-    gen = _generator(overrides)
-    pixels = torch.randn((batch_size, channels, h, w), generator=gen).to(device)
-    return ModelInputs({"pixel_values": pixels}, {"pixel_values": list(pixels.shape)})
-
-
-_TORCH_DTYPES = {
-    "float32": "float32", "float": "float32", "float16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "float64": "float64", "int64": "long", "long": "long", "int32": "int32",
-    "bool": "bool",
+# Image sizes by model type where neither the config nor a preprocessor config gives one: the
+# resolution the family's published checkpoints are preprocessed to.
+FAMILY_IMAGE_SIZE = {
+    "detr": 800, "conditional_detr": 800, "deformable_detr": 800, "table-transformer": 800,
+    "dab-detr": 800, "rt_detr": 640, "rt_detr_v2": 640, "d_fine": 640, "yolos": (512, 864),
+    "efficientnet": 600, "mobilevit": 256, "mobilevitv2": 256, "segformer": 512, "dpt": 384,
 }
+DEFAULT_AUDIO_SECONDS = 1.0
+# Speech2Text-style feature inputs: 100 frames per second (10 ms hop)
+DEFAULT_FEATURE_FRAMES = 300
+
+HF_FAMILIES: dict[str, Callable[[Any, dict], dict]] = {}
 
 
-def _random_tensor(shape, dtype_name: str, gen, high: int = 2):
-    import torch
+def hf_family(main_input_name: str):
+    """Register how a Hugging Face model whose ``main_input_name`` is this gets its input spec."""
 
-    dtype = getattr(torch, _TORCH_DTYPES.get(dtype_name, dtype_name))
-    if dtype.is_floating_point:
-        return torch.randn(shape, generator=gen).to(dtype)
-    if dtype == torch.bool:
-        return torch.ones(shape, dtype=torch.bool)
-    return torch.randint(0, max(int(high), 1), shape, generator=gen, dtype=dtype)
+    def register(fn):
+        HF_FAMILIES[main_input_name] = fn
+        return fn
+
+    return register
 
 
-def _tensor_inputs(spec, batch_size, overrides, device) -> ModelInputs:
-    declared = list(spec.get("inputs") or [])
-    shape_overrides = dict(overrides.get("shape") or {})
-    if shape_overrides:
-        by_name = {d["name"]: d for d in declared}
-        declared = [
-            {"name": name, "shape": list(shape), "dtype": by_name.get(name, {}).get("dtype", "float32")}
-            for name, shape in shape_overrides.items()
-        ]
-    if not declared:
-        raise LoadError(
-            "this model does not declare its input shape; give request option input_overrides "
-            "{'shape': {'input': [per-sample dims]}}"
-        )
-    gen = _generator(overrides)
-    values = {}
-    for item in declared:
-        shape = (batch_size, *(int(d) for d in item["shape"]))
-        high = int(overrides.get("vocab_size") or item.get("vocab_size") or 2)
-        values[item["name"]] = _random_tensor(shape, item.get("dtype", "float32"), gen, high).to(device)
-    return ModelInputs(values, {k: list(v.shape) for k, v in values.items()})
+def read_preprocessor_config(folder) -> dict:
+    """``preprocessor_config.json`` of a Hugging Face folder as a dict ({} when absent or bad).
+    Plain JSON: nothing in it is run."""
+    import json
+    from pathlib import Path
+
+    if folder is None:
+        return {}
+    path = Path(folder) / "preprocessor_config.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def hf_input_spec(config, model=None, folder=None) -> dict:
+    """The input spec of a Hugging Face model built into transformers.
+
+    Dispatched on the model class's ``main_input_name`` (``input_ids``, ``pixel_values``,
+    ``input_values``, ``input_features``) through ``HF_FAMILIES``; sizes come from the config,
+    then ``preprocessor_config.json`` in ``folder``, then a default by model family, recorded
+    as an assumption when used.
+    """
+    main = getattr(model, "main_input_name", None) if model is not None else None
+    if main is None:
+        main = "input_ids" if getattr(config, "vocab_size", None) else (
+            "pixel_values" if getattr(config, "image_size", None) is not None else None)
+    family = HF_FAMILIES.get(main)
+    if family is None:
+        return {"kind": "unknown", "input_name": main}
+    return family(config, read_preprocessor_config(folder))
+
+
+@hf_family("input_ids")
+def _hf_text(config, pre: dict) -> dict:
+    vocab = getattr(config, "vocab_size", None)
+    if not vocab:
+        return {"kind": "unknown", "input_name": "input_ids"}
+    special = [
+        getattr(config, attr, None)
+        for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id",
+                     "unk_token_id", "mask_token_id")
+    ]
+    special = [i for i in special if isinstance(i, int) and not isinstance(i, bool) and i < int(vocab) // 2]
+    return {
+        "kind": "text",
+        "vocab_size": int(vocab),
+        "max_positions": getattr(config, "max_position_embeddings", None),
+        "low": (max(special) + 1) if special else 0,
+        "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
+    }
+
+
+def _size_from_preprocessor(pre: dict):
+    """(height, width) or a square size from an image processor's crop_size / size."""
+    for key in ("crop_size", "size"):
+        value = pre.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+        if isinstance(value, dict):
+            if value.get("height") and value.get("width"):
+                return (int(value["height"]), int(value["width"]))
+            if value.get("shortest_edge"):
+                return int(value["shortest_edge"])
+    return None
+
+
+@hf_family("pixel_values")
+def _hf_vision(config, pre: dict) -> dict:
+    model_type = getattr(config, "model_type", "")
+    spec = {"kind": "vision", "num_channels": int(getattr(config, "num_channels", None) or DEFAULT_CHANNELS)}
+    size = getattr(config, "image_size", None)  # position embeddings may be tied to it: first
+    if size is None:
+        size = _size_from_preprocessor(pre)
+    if size is None:
+        size = FAMILY_IMAGE_SIZE.get(model_type, DEFAULT_IMAGE_SIZE)
+        h, w = _as_hw(size)
+        spec["assumed"] = (f"the {type(config).__name__} gives no image size and there is no preprocessor_config.json "
+                           f"with one; assumed {h}x{w} (the {model_type or 'vision'} default)")
+    spec["image_size"] = list(size) if isinstance(size, (list, tuple)) else int(size)
+    return spec
+
+
+@hf_family("input_values")
+def _hf_input_values(config, pre: dict) -> dict:
+    """Raw waveforms (Wav2Vec2, HuBERT, WavLM, ...) or, where the config has mel bins and a
+    length, a spectrogram (Audio Spectrogram Transformer)."""
+    mel = getattr(config, "num_mel_bins", None)
+    frames = getattr(config, "max_length", None)
+    if mel and frames:
+        return {"kind": "audio-spectrogram", "input_name": "input_values", "features_shape": [int(frames), int(mel)]}
+    rate = int(pre.get("sampling_rate") or 16000)
+    if pre.get("max_length"):
+        return {"kind": "audio-waveform", "input_name": "input_values", "samples": int(pre["max_length"]),
+                "sampling_rate": rate}
+    samples = int(rate * DEFAULT_AUDIO_SECONDS)
+    return {"kind": "audio-waveform", "input_name": "input_values", "samples": samples, "sampling_rate": rate,
+            "assumed": f"audio length assumed {DEFAULT_AUDIO_SECONDS:g} s ({samples} samples at {rate} Hz)"}
+
+
+@hf_family("input_features")
+def _hf_input_features(config, pre: dict) -> dict:
+    """Log-mel features: Whisper-style [mel bins, frames] (frames fixed by the encoder's
+    positions), or Speech2Text-style [frames, features]."""
+    spec = {"kind": "audio-spectrogram", "input_name": "input_features",
+            "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
+            "vocab_size": getattr(config, "vocab_size", None),
+            "max_positions": getattr(config, "max_target_positions", None)}
+    special = [getattr(config, a, None) for a in ("pad_token_id", "bos_token_id", "eos_token_id",
+                                                  "decoder_start_token_id")]
+    special = [i for i in special if isinstance(i, int) and spec["vocab_size"] and i < int(spec["vocab_size"]) // 2]
+    spec["low"] = (max(special) + 1) if special else 0
+    mel = getattr(config, "num_mel_bins", None) or pre.get("feature_size")
+    positions = getattr(config, "max_source_positions", None)
+    if mel and positions and getattr(config, "model_type", "") == "whisper":
+        # the encoder's two convolutions halve the frames; it refuses any other length
+        spec["features_shape"] = [int(mel), 2 * int(positions)]
+        return spec
+    features = getattr(config, "input_feat_per_channel", None) or pre.get("feature_size") or mel
+    if not features:
+        return {"kind": "unknown", "input_name": "input_features"}
+    channels = int(getattr(config, "input_channels", 1) or 1)
+    spec["features_shape"] = [DEFAULT_FEATURE_FRAMES, int(features) * channels]
+    spec["assumed"] = f"audio length assumed {DEFAULT_FEATURE_FRAMES} feature frames (3 s at a 10 ms hop)"
+    return spec
 
 
 # --- ONNX ----------------------------------------------------------------------------------
@@ -206,10 +451,6 @@ def onnx_input_spec(model) -> dict:
     return {"kind": "onnx", "inputs": inputs}
 
 
-# Defaults for dynamic dimensions nothing else fixes, by what the input looks like.
-DEFAULT_IMAGE_SIZE = 224  # the ImageNet crop most vision models are trained at
-DEFAULT_AUDIO_SAMPLES = 16000  # one second at 16 kHz, the rate of most speech models
-DEFAULT_CHANNELS = 3
 
 
 def onnx_numpy_dtype(elem_type: int) -> str:
