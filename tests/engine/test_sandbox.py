@@ -86,10 +86,15 @@ def test_child_dies_with_its_parent():
     )
     parent = subprocess.Popen([sys.executable, "-c", code, FAKE[0]], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        child_pid = int(parent.stdout.readline())
+        int(parent.stdout.readline())  # the child runs (its pid there is the sandbox's own)
+        import psutil
+
+        descendants = [p.pid for p in psutil.Process(parent.pid).children(recursive=True)]
+        assert descendants
         parent.kill()  # SIGKILL: no finally blocks run in the parent
         parent.wait()
-        assert _gone(child_pid)  # PR_SET_PDEATHSIG took it down
+        # PR_SET_PDEATHSIG took it down (the sandbox and the interpreter in it)
+        assert all(_gone(pid) for pid in descendants)
     finally:
         parent.kill()
         parent.stdout.close()
@@ -97,14 +102,23 @@ def test_child_dies_with_its_parent():
 
 def test_timeout_kills_the_whole_process_group():
 
-    events = []
+    import psutil
+
+    events, descendants = [], []
+
+    def on_event(event):
+        events.append(event)
+        # host pids of everything the run started (inside the sandbox pids are its own)
+        descendants.extend(p.pid for p in psutil.Process().children(recursive=True))
+
     started = time.monotonic()
     with pytest.raises(EngineFailure) as err:
-        run({"behaviour": "sleep", "seconds": 30, "grandchild": True}, timeout_s=1.5, on_event=events.append)
+        run({"behaviour": "sleep", "seconds": 30, "grandchild": True}, timeout_s=1.5, on_event=on_event)
     assert err.value.kind == "timeout"
     assert "exceeded 1.5 s" in err.value.message
     assert time.monotonic() - started < 10
-    assert _gone(int(events[0]["message"]))
+    assert events and len(descendants) >= 2
+    assert all(_gone(pid) for pid in descendants)
 
 
 @pytest.mark.parametrize("behaviour", ["allocate", "raw-memory-error"])
@@ -149,6 +163,7 @@ def test_child_env_never_passes_secrets_even_if_allow_listed():
 def test_on_tick_called_while_child_is_silent():
     ticks = []
     result = run({"behaviour": "sleep", "seconds": 0.8}, tick_s=0.1, on_tick=lambda: ticks.append(time.monotonic()))
+    assert result.pop("sandbox")["mode"] == "bwrap"  # the worker's record of what ran it
     assert result == {"slept": 0.8}
     assert len(ticks) >= 4
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
@@ -160,7 +175,9 @@ def test_result_kept_when_child_hangs_at_exit(monkeypatch):
 
     monkeypatch.setattr(sandbox, "EXIT_GRACE_S", 0.3)
     started = time.monotonic()
-    assert run({"behaviour": "result-then-hang"}, timeout_s=20) == {"done": True}
+    result = run({"behaviour": "result-then-hang"}, timeout_s=20)
+    assert result.pop("sandbox")["mode"] == "bwrap"
+    assert result == {"done": True}
     assert time.monotonic() - started < 5
 
 

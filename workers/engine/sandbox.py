@@ -23,10 +23,22 @@ The limits are set in ``preexec_fn``, between fork and exec. That hook is
 documented as unsafe when the parent runs threads; it is kept minimal
 (setrlimit and one pre-resolved prctl call, no allocation-heavy Python) and
 Celery's prefork pool runs tasks in single-threaded processes.
+
+Around the interpreter sits a bubblewrap sandbox (``AUDIT_SANDBOX=bwrap``, the default; see
+``bwrap_argv`` and docs/ARCHITECTURE.md, "What the sandbox isolates and what it does not"):
+new user, PID, network (loopback only), IPC, UTS and cgroup namespaces; uid/gid 65534 with
+no capabilities and no new privileges; a read-only view of the system libraries, the Python
+installation, the engine's own code and this audit's upload and dataset only; the private
+folder as the one writable place; a seccomp filter (libseccomp through ``pyseccomp``) that
+refuses the kernel interfaces a model never needs. ``AUDIT_SANDBOX=none`` turns it off, and
+every result then says so (``result["sandbox"]``).
 """
 from __future__ import annotations
 
 import ctypes
+import errno
+import functools
+import glob
 import json
 import os
 import re
@@ -39,7 +51,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 from workers.engine.errors import EngineFailure
 
@@ -48,6 +61,8 @@ GIB = 1 << 30
 DEFAULT_MEMORY_BYTES = 16 * GIB
 DEFAULT_FILE_BYTES = 16 * GIB
 MAX_LINE_BYTES = 64 << 20
+# the private folders' name; the reaper (workers/tasks.py) removes ones a killed worker left
+PRIVATE_DIR_PREFIX = "audit-engine-"
 STDERR_TAIL_LINES = 20
 KILL_WAIT_S = 10.0
 # After its result line a child that does not exit (a library's thread hanging at interpreter
@@ -77,6 +92,327 @@ def _load_prctl():
 
 
 _PRCTL = _load_prctl()
+
+
+# ---------------------------------------------------------------------------------------------
+# The bubblewrap sandbox
+# ---------------------------------------------------------------------------------------------
+
+SANDBOX_ENV = "AUDIT_SANDBOX"
+SANDBOX_MODES = ("bwrap", "none")
+SANDBOX_UID = SANDBOX_GID = 65534  # "nobody" inside the sandbox's user namespace
+BWRAP_ENV = "AUDIT_BWRAP"  # path of the bwrap binary (default: found on PATH)
+# the system's libraries and tools, read-only (symlinks such as /lib -> usr/lib are bound as
+# what they point at, which is also read-only)
+SYSTEM_RO = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")
+# what the dynamic loader and the C library read from /etc; nothing else of /etc (no
+# passwd, no hosts, no credentials a deployment keeps there)
+ETC_RO = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
+          "/etc/os-release")
+# the hardware description torch's cpuinfo, NVML and the RAPL meter read (what Flatpak binds)
+SYS_RO = ("/sys/block", "/sys/bus", "/sys/class", "/sys/dev", "/sys/devices")
+# NVIDIA user-space driver libraries a CUDA process opens (libcuda loads the others)
+NVIDIA_LIB_PATTERNS = ("libcuda.so*", "libnvidia-ml.so*", "libnvidia-ptxjitcompiler.so*", "libnvidia-nvvm.so*",
+                       "libnvidia-gpucomp.so*", "libcudadebugger.so*")
+NVIDIA_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+                   "/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/lib/wsl/lib")
+PROBE_TIMEOUT_S = 60.0
+
+# Syscalls a model has no business making, refused with EPERM (the list follows Flatpak's and
+# Docker's default profiles). Everything else is allowed: torch, onnxruntime and the CUDA
+# driver use a wide and changing set, so an allow-list would break them on the next release.
+SECCOMP_DENY = (
+    # the kernel's own administration
+    "syslog", "acct", "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module", "swapon", "swapoff", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    "quotactl", "lookup_dcookie", "uselib", "nfsservctl", "vhangup", "pivot_root", "chroot",
+    # new namespaces and mounts (bwrap's --disable-userns covers user namespaces too)
+    "unshare", "setns", "mount", "umount2", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount",
+    "fspick", "mount_setattr",
+    # inspecting or changing other processes, the kernel keyring, large attack surfaces
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "perf_event_open", "bpf", "userfaultfd",
+    "add_key", "request_key", "keyctl", "open_by_handle_at", "name_to_handle_at", "fanotify_init",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+)
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox the deployment asked for cannot be built on this host."""
+
+
+def sandbox_mode(environ: dict | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    mode = (environ.get(SANDBOX_ENV) or "bwrap").strip().lower()
+    if mode not in SANDBOX_MODES:
+        raise SandboxUnavailable(f"{SANDBOX_ENV}={mode!r} is not one of {', '.join(SANDBOX_MODES)}")
+    return mode
+
+
+def bwrap_path(environ: dict | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    return environ.get(BWRAP_ENV) or shutil.which("bwrap")
+
+
+def _existing(paths: Iterable[str]) -> list[str]:
+    return [p for p in paths if p and os.path.lexists(p)]
+
+
+def _ro(path: str, dest: str | None = None) -> list[str]:
+    return ["--ro-bind", path, dest or path]
+
+
+def python_roots() -> list[str]:
+    """The Python installation and the virtual environment the child's interpreter needs."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             str(Path(os.path.realpath(sys.executable)).parents[1])}
+    return sorted(r for r in roots if r and os.path.isdir(r) and r != "/")
+
+
+def engine_code_paths() -> list[str]:
+    """The engine package and the package file above it: the child imports nothing else of
+    ours (docs/ENGINE_INTERFACE.md), so the web app, its settings and the rest of the
+    checkout stay out of sight."""
+    engine_dir = Path(__file__).resolve().parent
+    return _existing([str(engine_dir.parent / "__init__.py"), str(engine_dir)])
+
+
+def gpu_binds(dev_dir: str = "/dev", lib_dirs: Sequence[str] = NVIDIA_LIB_DIRS,
+              already_visible: Sequence[str] = SYSTEM_RO) -> list[str]:
+    """bwrap arguments that give the child the NVIDIA device nodes and driver libraries and
+    nothing else of /dev: ``/dev/nvidia*`` and ``/dev/nvidia-caps`` (device access allowed),
+    and each driver library not already inside a read-only system folder."""
+    args: list[str] = []
+    for node in sorted(glob.glob(os.path.join(glob.escape(dev_dir), "nvidia*"))):
+        args += ["--dev-bind", node, "/dev/" + os.path.basename(node)]
+    for lib_dir in lib_dirs:
+        for pattern in NVIDIA_LIB_PATTERNS:
+            for lib in sorted(glob.glob(os.path.join(glob.escape(lib_dir), pattern))):
+                if any(lib == root or lib.startswith(root.rstrip("/") + "/") for root in already_visible):
+                    continue
+                args += ["--ro-bind", lib, lib]
+    return args
+
+
+def _seccomp_program() -> bytes | None:
+    """The compiled BPF of SECCOMP_DENY, or None where libseccomp is not available."""
+    try:
+        import pyseccomp as seccomp  # noqa: PLC0415 - optional, only the worker needs it
+    except (ImportError, OSError):
+        return None
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)  # other architectures' syscalls: killed (libseccomp's default)
+    eperm = seccomp.ERRNO(errno.EPERM)
+    for name in SECCOMP_DENY:
+        try:
+            flt.add_rule(eperm, name)
+        except (OSError, ValueError, RuntimeError):
+            continue  # a syscall this kernel/libseccomp does not know
+    # namespaces through clone(); clone3 passes its flags in memory a filter cannot read, so
+    # it says "not implemented" and the C library falls back to clone
+    for flag in CLONE_NAMESPACE_FLAGS:
+        flt.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    # typing into the controlling terminal of someone else
+    for request in (TIOCSTI, TIOCLINUX):
+        flt.add_rule(eperm, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
+    fd = os.memfd_create("audit-seccomp", 0)
+    try:
+        with os.fdopen(os.dup(fd), "w+b") as fh:
+            flt.export_bpf(fh)
+            fh.flush()
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=1)
+def seccomp_program() -> bytes | None:
+    try:
+        return _seccomp_program()
+    except Exception:  # noqa: BLE001 - a broken libseccomp: no filter, and the result says so
+        return None
+
+
+@dataclass
+class Launch:
+    """What to start: ``argv`` with ``pass_fds`` open in the parent until it has started."""
+
+    argv: list[str]
+    mode: str
+    detail: str
+    pass_fds: tuple[int, ...] = ()
+    _owned: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for fd in self._owned:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._owned.clear()
+
+    def __enter__(self) -> "Launch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "detail": self.detail}
+
+
+def _data_fd(data: bytes) -> int:
+    fd = os.memfd_create("audit-sandbox-data", 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def bwrap_argv(
+    inner: Sequence[str],
+    *,
+    private_dir: str,
+    read_only: Iterable[str] = (),
+    device: str = "cpu",
+    bwrap: str | None = None,
+    seccomp_fd: int | None = None,
+    dev_dir: str = "/dev",
+    gpu_lib_dirs: Sequence[str] = NVIDIA_LIB_DIRS,
+    environ: dict | None = None,
+) -> list[str]:
+    """The bwrap command line that runs ``inner`` in the sandbox.
+
+    ``read_only`` are the only things of the host's files beyond the system, Python and the
+    engine code that the child sees (the upload, the dataset), each at its own path;
+    ``private_dir`` is bound writable at its own path and is the only writable place.
+    The engine (``run_engine``) and the boundary tests build the command with this one
+    function, so the tests attack exactly what production runs.
+    """
+    environ = os.environ if environ is None else environ
+    bwrap = bwrap or bwrap_path(environ)
+    if not bwrap:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
+    args = [
+        bwrap,
+        "--unshare-all",  # user, pid, net (loopback only), ipc, uts, cgroup
+        "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
+        "--disable-userns",  # no nested user namespace (and so no new capabilities) inside
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--hostname", "audit-sandbox",
+    ]
+    for path in _existing(SYSTEM_RO):
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += _ro(path)
+    for path in _existing(ETC_RO):
+        args += _ro(path)
+    for path in _existing(SYS_RO):
+        args += _ro(path)
+    for path in python_roots() + engine_code_paths():
+        args += _ro(path)
+    # the deployment's own trusted modules (AUDIT_ARCHITECTURE_MODULES) and libraries it adds
+    for var in ("PYTHONPATH", "LD_LIBRARY_PATH"):
+        for path in (environ.get(var) or "").split(os.pathsep):
+            if path and os.path.isabs(path) and os.path.exists(path) and os.path.realpath(path) != REPO_ROOT:
+                args += _ro(path)
+    powercap = environ.get("AUDIT_POWERCAP_ROOT")
+    if powercap and os.path.isabs(powercap) and os.path.exists(powercap):
+        args += _ro(powercap)
+    for path in read_only:
+        if path and os.path.isabs(path) and os.path.exists(path):
+            args += _ro(path)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    if str(device).startswith("cuda"):
+        args += gpu_binds(dev_dir, gpu_lib_dirs)
+    args += [
+        "--bind", private_dir, private_dir,
+        "--chdir", private_dir,
+        "--setenv", "USER", "nobody", "--setenv", "LOGNAME", "nobody",
+        "--remount-ro", "/",  # the sandbox's own root (a tmpfs bwrap made): no writing there either
+    ]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    return args + ["--", *inner]
+
+
+def sandboxed(
+    inner: Sequence[str],
+    *,
+    private_dir: str,
+    read_only: Iterable[str] = (),
+    device: str = "cpu",
+    mode: str | None = None,
+    **kwargs,
+) -> Launch:
+    """``inner`` wrapped in the sandbox the deployment asks for (AUDIT_SANDBOX): a Launch to
+    give to Popen (argv, pass_fds) and then close."""
+    mode = mode or sandbox_mode()
+    if mode == "none":
+        return Launch(list(inner), "none", f"{SANDBOX_ENV}=none: the engine ran without a sandbox "
+                                           "(a scrubbed environment and resource limits only)")
+    program = seccomp_program()
+    owned: list[int] = []
+    seccomp_fd = None
+    if program:
+        seccomp_fd = _data_fd(program)
+        owned.append(seccomp_fd)
+    try:
+        argv = bwrap_argv(inner, private_dir=private_dir, read_only=read_only, device=device,
+                          seccomp_fd=seccomp_fd, **kwargs)
+    except BaseException:
+        for fd in owned:
+            os.close(fd)
+        raise
+    detail = ("bubblewrap: user, pid, network (loopback only), ipc, uts and cgroup namespaces; "
+              f"uid/gid {SANDBOX_UID} without capabilities; read-only upload, Python and engine code; "
+              "writable private folder only; "
+              + ("seccomp filter on" if program else "no seccomp filter (libseccomp/pyseccomp unavailable)")
+              + ("; NVIDIA device nodes bound" if str(device).startswith("cuda") else ""))
+    return Launch(argv, "bwrap", detail, pass_fds=tuple(owned), _owned=owned)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(mode: str, bwrap: str | None) -> str | None:
+    if mode == "none":
+        return None
+    if not bwrap:
+        return "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
+    private_dir = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX + "probe-")
+    code = ("import os, socket, workers.engine.child; "
+            "assert os.getuid() != 0, 'uid 0 inside'; "
+            "open(os.path.join(os.getcwd(), 'w'), 'w').write('ok'); print('sandbox-ok')")
+    try:
+        with sandboxed([sys.executable, "-c", code], private_dir=private_dir, mode=mode, bwrap=bwrap) as launch:
+            out = subprocess.run(launch.argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+                                 pass_fds=launch.pass_fds, env=child_env(private_dir), cwd=private_dir)
+    except (OSError, subprocess.SubprocessError, SandboxUnavailable) as exc:
+        return f"bubblewrap could not be started: {exc}"
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+    if out.returncode != 0 or "sandbox-ok" not in out.stdout:
+        tail = "\n".join((out.stderr or "").strip().splitlines()[-5:])
+        return f"a test run in the bubblewrap sandbox failed (exit {out.returncode}): {tail}"
+    return None
+
+
+def check_sandbox(environ: dict | None = None) -> str | None:
+    """None when the configured sandbox works here; otherwise why not, in words a deployer
+    can act on. The worker refuses to start on a non-None answer (workers/signals.py)."""
+    try:
+        mode = sandbox_mode(environ)
+    except SandboxUnavailable as exc:
+        return str(exc)
+    problem = _probe(mode, bwrap_path(environ))
+    if problem:
+        return (f"The engine sandbox cannot be built on this host: {problem}. Install bubblewrap and allow "
+                f"unprivileged user namespaces (in Docker: the worker's security_opt in docker-compose.yml), "
+                f"or set {SANDBOX_ENV}=none to run models without a sandbox (every result then records it).")
+    return None
 
 
 def child_env(private_dir: str, base: dict | None = None, *, limit_arenas: bool = True) -> dict:
@@ -150,6 +486,14 @@ def _stderr_tail(fh) -> str:
     except (OSError, ValueError):
         return ""
     return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:])
+
+
+def _child_status(returncode: int, mode: str) -> int:
+    """bwrap exits with 128 + N when the sandboxed process died of signal N: report it as
+    the signal, as Popen does for a direct child."""
+    if mode == "bwrap" and 128 < returncode < 128 + 65:
+        return -(returncode - 128)
+    return returncode
 
 
 def _signal_name(signum: int) -> str:
@@ -227,13 +571,23 @@ def run_engine(
     """
     device = str(request.get("device") or "cpu")
     limits = resolve_limits(limits, timeout_s=timeout_s, device=device)
-    argv = [sys.executable] + (_entry or ["-m", "workers.engine", "child"])
-    private_dir = tempfile.mkdtemp(prefix="audit-engine-")
+    inner = [sys.executable] + (_entry or ["-m", "workers.engine", "child"])
+    # what the child may read beyond Python and the engine: this audit's upload and dataset
+    # (and a test's stand-in entry script)
+    read_only = [str(p) for p in (request.get("path"), request.get("dataset")) if isinstance(p, str)]
+    read_only += [p for p in (_entry or []) if os.path.isabs(p) and os.path.isfile(p)]
+    private_dir = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX)
     stderr_fh = tempfile.TemporaryFile()
     proc = None
+    launch = None
     try:
+        try:
+            launch = sandboxed(inner, private_dir=private_dir, read_only=read_only, device=device)
+        except SandboxUnavailable as exc:
+            raise EngineFailure("crash", f"the engine sandbox could not be built: {exc}") from None
         proc = subprocess.Popen(
-            argv,
+            launch.argv,
+            pass_fds=launch.pass_fds,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr_fh,
@@ -243,6 +597,7 @@ def run_engine(
             close_fds=True,
             preexec_fn=_preexec(limits, os.getpid()),  # noqa: PLW1509 - see module docstring
         )
+        launch.close()
         try:
             proc.stdin.write(json.dumps(request).encode())
             proc.stdin.close()
@@ -253,10 +608,14 @@ def run_engine(
             raise EngineFailure(str(error.get("kind") or "crash"), str(error.get("message") or "engine error"))
         if result is not None:
             # the result was complete; a crash at interpreter teardown (seen with CUDA and
-            # onnxruntime) does not make it wrong
+            # onnxruntime) does not make it wrong. Which sandbox ran it is the worker's word,
+            # never the child's.
+            result["sandbox"] = launch.record()
             return result
-        raise _failure_from_exit(proc.returncode, _stderr_tail(stderr_fh), limits)
+        raise _failure_from_exit(_child_status(proc.returncode, launch.mode), _stderr_tail(stderr_fh), limits)
     finally:
+        if launch is not None:
+            launch.close()
         if proc is not None and proc.poll() is None:
             _kill_group(proc)
         if proc is not None:
