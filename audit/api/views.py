@@ -24,7 +24,7 @@ from .export import export_response
 from .filters import AuditFilterSerializer, filter_audits
 
 
-FILE_ERROR_CODES = {"format", "too_large", "empty"}
+FILE_ERROR_CODES = {"format", "too_large", "empty", "architecture_needed", "architecture_unknown"}
 
 
 def _upload(service, **kwargs):

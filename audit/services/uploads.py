@@ -15,7 +15,8 @@ from django.db import IntegrityError, transaction
 from workers.engine.archive import check_archive
 from workers.engine.datasets import inspect_dataset
 from workers.engine.errors import FormatError
-from workers.engine.formats import detect_format
+from workers.engine.formats import detect_format, safetensors_metadata
+from workers.engine.registry import architecture_names
 
 from ..models import Dataset, ModelAsset, ModelVersion, Team
 
@@ -82,6 +83,33 @@ def _check_model_content(staged: StagedFile):
     return detect_format(staged.path)
 
 
+# Formats that hold weights only: something must say which module they belong to.
+WEIGHTS_ONLY_FORMATS = ("state-dict", "safetensors")
+
+
+def _check_architecture(info, staged: StagedFile, input_spec: dict) -> None:
+    """Refuse at upload what the worker could not build: bare weights with no architecture
+    (named in the form/API or in the safetensors metadata), or an unknown one."""
+    if info.format not in WEIGHTS_ONLY_FORMATS:
+        return
+    known = architecture_names()
+    named = input_spec.get("architecture")
+    if not named and info.format == "safetensors":
+        named = safetensors_metadata(staged.path).get("architecture")
+    if not named:
+        kind = "a torch.save state dict" if info.format == "state-dict" else "bare safetensors weights"
+        raise ValidationError(
+            f"This file is {kind}: it holds weights but not the module they belong to. Choose the "
+            f"architecture that builds it ({', '.join(known)}) with its builder arguments, or upload a "
+            "Hugging Face folder as a zip (config.json + model.safetensors; any architecture built into "
+            "transformers), or an ONNX export.",
+            code="architecture_needed",
+        )
+    if named not in known:
+        raise ValidationError(f"Unknown architecture “{named}”: registered ones are {', '.join(known)}.",
+                              code="architecture_unknown")
+
+
 def _save_with_row(instance, staged: StagedFile) -> None:
     """Save the row and its file together: if either fails, neither stays."""
     stored_name = None
@@ -116,6 +144,7 @@ def model_version_upload(
             info = _check_model_content(staged)
         except FormatError as exc:
             raise ValidationError(str(exc), code="format") from exc
+        _check_architecture(info, staged, input_spec or {})
         with transaction.atomic():
             asset, _ = ModelAsset.objects.get_or_create(team=team, name=asset_name, defaults={"task": task})
             label = label or _next_label(asset)

@@ -12,7 +12,7 @@ from .audits import available_recipes
 
 def _form_error(form, exc: ValidationError) -> None:
     for message in exc.messages:
-        form.add_error("file" if exc.code in {"format", "too_large", "empty"} else None, message)
+        form.add_error("file" if exc.code in {"format", "too_large", "empty", "architecture_needed", "architecture_unknown"} else None, message)
 
 
 @login_required

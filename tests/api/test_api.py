@@ -241,3 +241,25 @@ def test_measurement_options_reach_the_audit_and_bad_ones_are_named(api, team, n
     assert response.status_code == 400
     body = response.json()
     assert "1024" in body["new_tokens"][0] and "scenario" in body
+
+
+def test_a_state_dict_without_architecture_is_refused_at_upload_with_the_fix(api, team, _storage):
+    import io
+
+    import torch
+
+    from workers.engine.registry import get_architecture
+
+    buffer = io.BytesIO()
+    torch.save(get_architecture("mlp").build({"in_features": 64, "hidden": [32], "num_classes": 10}).state_dict(), buffer)
+    response = upload(api, buffer.getvalue(), name="weights.pt")
+    assert response.status_code == 400
+    message = " ".join(response.json()["file"])
+    assert "torch.save state dict" in message and "mlp" in message and "config.json" in message
+    assert ModelVersion.objects.count() == 0 and not [p for p in _storage.rglob("*") if p.is_file()]
+    named = upload(api, buffer.getvalue(), name="weights.pt",
+                   input_spec='{"architecture": "mlp", "architecture_config": {"in_features": 64, "hidden": [32], "num_classes": 10}}')
+    assert named.status_code == 201, named.json()
+    assert named.json()["format"] == "state-dict"
+    unknown = upload(api, mlp_safetensors_bytes(seed=9), name="w.safetensors", input_spec='{"architecture": "resnet-9000"}')
+    assert unknown.status_code == 400 and "Unknown architecture “resnet-9000”" in " ".join(unknown.json()["file"])
