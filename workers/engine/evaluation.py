@@ -684,4 +684,5 @@ class Evaluator:
 
 
 def _r(x: float) -> float:
-    return float(round(float(x), 6))
+    """Six significant digits (a KL divergence of 3e-7 stays visible)."""
+    return float(f"{float(x):.6g}")
