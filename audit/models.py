@@ -195,6 +195,9 @@ class Audit(models.Model):
     carbon = models.JSONField(default=dict, blank=True)
     sandbox = models.JSONField(default=dict, blank=True)
     power_sweep = models.JSONField(null=True, blank=True)
+    # energy against latency per variant over batch sizes (and power limits when swept), with the
+    # cheapest setting within the latency target (workers/engine/frontier.py)
+    frontier = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -18,7 +18,7 @@ def engine_doc(tmp_path_factory):
 
     path = m.save_safetensors(tmp_path_factory.mktemp("m") / "mlp.safetensors", "mlp", m.MLP_CONFIG)
     return profile_model(path, recipes=("baseline", "int8-dynamic"), batch_sizes=(1, 4),
-                         options=dict(m.FAST_OPTIONS, rounds=2))
+                         options=dict(m.FAST_OPTIONS, rounds=2, latency_target_ms_p95=1000.0))
 
 
 def _store(team, doc):
@@ -36,6 +36,10 @@ def test_a_real_schema2_result_keeps_its_evidence(team, engine_doc):
     assert audit.scenario["kind"] == "forward"
     assert audit.carbon["region"] == "WORLD" and audit.carbon["intensity_g_per_kwh"] == 481.0
     assert audit.tradeoff is not None
+    # energy against latency over the batch sizes, and the cheapest setting within the target
+    frontier = {v["recipe"]: v for v in audit.frontier["variants"]}
+    assert len(frontier["baseline"]["points"]) == 2 and frontier["baseline"]["target"]["limit_ms"] == 1000.0
+    assert frontier["baseline"]["cheapest"]["batch_size"] in (1, 4) and "cheapest" in frontier["baseline"]["reason"]
     int8 = Variant.objects.get(audit=audit, recipe="int8-dynamic")
     assert [c["batch_size"] for c in int8.comparison] == [1, 4]
     for row in Measurement.objects.filter(variant=int8):

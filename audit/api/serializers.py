@@ -83,11 +83,27 @@ class ModelUploadSerializer(serializers.Serializer):
     task = serializers.ChoiceField(choices=Task.choices, default=Task.CLASSIFICATION)
     file = serializers.FileField(help_text="HF folder zip, ONNX, or safetensors of a registered architecture.")
     input_spec = serializers.JSONField(required=False, default=dict,
-                                       help_text="Architecture and input overrides (JSON object), e.g. {\"seq_len\": 128}.")
+                                       help_text="Architecture and input overrides (JSON object), e.g. {\"seq_len\": 128}; "
+                                                 "\"inputs\": [\"pixel_values=3x224x224\"] sets input shapes "
+                                                 "(NAME=DIMS[:DTYPE], as the CLI's --input).")
 
     def validate_input_spec(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Give a JSON object.")
+        if "inputs" in value:
+            from workers.engine.inputs import InputOverrideError, input_overrides_from
+
+            entries = value["inputs"]
+            if not isinstance(entries, (list, str)) or (isinstance(entries, list)
+                                                         and not all(isinstance(e, str) for e in entries)):
+                raise serializers.ValidationError('"inputs" is a list of "NAME=DIMS[:DTYPE]" strings.')
+            value = dict(value)
+            if not isinstance(value.get("input_overrides") or {}, dict):
+                raise serializers.ValidationError('"input_overrides" is a JSON object.')
+            try:
+                value["input_overrides"] = input_overrides_from(value.pop("inputs"), value.get("input_overrides"))
+            except InputOverrideError as exc:
+                raise serializers.ValidationError(str(exc)) from exc
         return value
 
     def validate(self, attrs):
@@ -228,7 +244,7 @@ class AuditDetailSerializer(AuditSerializer):
     class Meta(AuditSerializer.Meta):
         fields = AuditSerializer.Meta.fields + [
             "options", "fingerprint", "engine_version", "schema_version", "scenario", "quality_reasons", "tradeoff",
-            "carbon", "sandbox", "power_sweep", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
+            "carbon", "sandbox", "power_sweep", "frontier", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
             "variants", "reviews",
         ]
         read_only_fields = fields

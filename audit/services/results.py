@@ -165,3 +165,4 @@ def apply_result_fields(audit: Audit, result: dict) -> None:
     audit.carbon = result.get("carbon") or {}
     audit.sandbox = result.get("sandbox") or {}
     audit.power_sweep = result.get("power_sweep")
+    audit.frontier = result.get("frontier")

@@ -426,6 +426,7 @@ def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data) -> 
 
 def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
     from .fingerprint import host_fingerprint
+    from .frontier import build_frontier
     from .tradeoff import audit_quality, build_tradeoff
 
     fingerprint = dict(host_fingerprint(run.device))
@@ -456,6 +457,13 @@ def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
     except Exception as exc:  # the measurements stand on their own; a summary bug must not lose them
         result["tradeoff"] = None
         result["warnings"].append(f"the trade-off summary could not be built: {type(exc).__name__}: {exc}")
+    try:
+        # energy against latency over batch sizes per variant, and the cheapest setting within the
+        # latency target (a GPU power-limit sweep adds its steps: workers/power.py)
+        result["frontier"] = build_frontier(result, run.options)
+    except Exception as exc:  # noqa: BLE001 - same rule as the trade-off
+        result["frontier"] = None
+        result["warnings"].append(f"the energy/latency frontier could not be built: {type(exc).__name__}: {exc}")
     result["quality"] = audit_quality(result)
     return result
 
