@@ -47,6 +47,12 @@ class ModelUploadForm(TeamChoiceMixin, forms.Form):
                                  help_text="Text models: tokens per sample (default from the config, at most 128).")
     image_size = forms.IntegerField(required=False, min_value=8, max_value=4096,
                                     help_text="Vision models: input height and width in pixels.")
+    inputs = forms.CharField(
+        required=False, label="Input shapes",
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "pixel_values=3x224x224"}),
+        help_text="NAME=DIMS[:DTYPE], one per line: one sample's shape, no batch dimension, e.g. "
+                  "x=3x48x320:float32 for an ONNX model with dynamic dimensions (as the CLI's --input).",
+    )
 
     def __init__(self, *args, teams, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,6 +72,14 @@ class ModelUploadForm(TeamChoiceMixin, forms.Form):
             raise forms.ValidationError("Give a JSON object of builder arguments.")
         return value
 
+    def clean_inputs(self):
+        from workers.engine.inputs import InputOverrideError, input_overrides_from
+
+        try:
+            return input_overrides_from(self.cleaned_data["inputs"])
+        except InputOverrideError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
     def input_spec(self) -> dict:
         data = self.cleaned_data
         spec: dict = {}
@@ -77,6 +91,8 @@ class ModelUploadForm(TeamChoiceMixin, forms.Form):
             spec["seq_len"] = data["seq_len"]
         if data.get("image_size"):
             spec["input_overrides"] = {"image_size": data["image_size"]}
+        if data.get("inputs"):
+            spec["input_overrides"] = dict(spec.get("input_overrides") or {}, **data["inputs"])
         return spec
 
 

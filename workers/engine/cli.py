@@ -35,6 +35,16 @@ def _name_list(text: str) -> list[str]:
     return values
 
 
+def _input_override(text: str) -> str:
+    from .inputs import InputOverrideError, parse_input_override
+
+    try:
+        parse_input_override(text)
+    except InputOverrideError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers.engine", description="Measure what a model costs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=None, metavar="S", help="seconds of idle-power baseline")
     p.add_argument("--architecture", default=None, help="registered architecture for weights-only files")
     p.add_argument("--architecture-config", default=None, metavar="JSON")
+    p.add_argument("--input", action="append", dest="inputs", type=_input_override, default=None,
+                   metavar="NAME=DIMS[:DTYPE]",
+                   help="one input's per-sample shape (no batch dim) and optional dtype, repeatable: "
+                        "--input pixel_values=3x224x224 --input x=3x48x320:float32")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result document here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -212,6 +226,10 @@ def _options(args) -> dict:
             options["architecture_config"] = json.loads(args.architecture_config)
         except ValueError:
             raise EngineError("--architecture-config is not valid JSON") from None
+    if args.inputs:
+        from .inputs import input_overrides_from
+
+        options["input_overrides"] = input_overrides_from(args.inputs)
     return options
 
 
