@@ -53,6 +53,21 @@ def hide_worker_environment(**kwargs):
 
 
 @worker_init.connect
+def require_engine_sandbox(**kwargs):
+    """Refuse to start a worker that cannot build the engine's sandbox (bubblewrap missing, or
+    user namespaces not allowed here), unless the deployment opted out with AUDIT_SANDBOX=none.
+    Celery logs and swallows exceptions from signal handlers; SystemExit it does not."""
+    from workers.engine.sandbox import check_sandbox
+
+    problem = check_sandbox()
+    if problem:
+        log.critical("%s", problem)
+        raise SystemExit(problem)
+    if os.environ.get("AUDIT_SANDBOX", "").strip().lower() == "none":
+        log.warning("AUDIT_SANDBOX=none: uploaded models run WITHOUT a sandbox; every result records it")
+
+
+@worker_init.connect
 @worker_process_init.connect
 def restore_power_limits(**kwargs):
     """A worker killed mid-sweep left a GPU at a lowered power limit and a journal saying what it

@@ -555,6 +555,21 @@ def _parse(line: bytes) -> dict:
     return event
 
 
+def _start(launch: "Launch", private_dir: str, limits: dict, stderr_fh) -> subprocess.Popen:
+    return subprocess.Popen(
+        launch.argv,
+        pass_fds=launch.pass_fds,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr_fh,
+        cwd=private_dir,
+        env=child_env(private_dir, limit_arenas=bool(limits.get("memory_bytes"))),
+        start_new_session=True,
+        close_fds=True,
+        preexec_fn=_preexec(limits, os.getpid()),  # noqa: PLW1509 - see module docstring
+    )
+
+
 def run_engine(
     request: dict,
     *,
@@ -585,18 +600,12 @@ def run_engine(
             launch = sandboxed(inner, private_dir=private_dir, read_only=read_only, device=device)
         except SandboxUnavailable as exc:
             raise EngineFailure("crash", f"the engine sandbox could not be built: {exc}") from None
-        proc = subprocess.Popen(
-            launch.argv,
-            pass_fds=launch.pass_fds,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr_fh,
-            cwd=private_dir,
-            env=child_env(private_dir, limit_arenas=bool(limits.get("memory_bytes"))),
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=_preexec(limits, os.getpid()),  # noqa: PLW1509 - see module docstring
-        )
+        try:
+            proc = _start(launch, private_dir, limits, stderr_fh)
+        except OSError as exc:
+            if launch.mode != "bwrap":
+                raise
+            raise EngineFailure("crash", f"the engine sandbox (bubblewrap) could not be started: {exc}") from None
         launch.close()
         try:
             proc.stdin.write(json.dumps(request).encode())
