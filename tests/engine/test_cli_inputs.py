@@ -43,3 +43,18 @@ def test_cli_refuses_a_malformed_input_before_loading_anything(tmp_path, capsys)
         main(["profile", str(tmp_path / "missing.onnx"), "--input", "x=3xfoo"])
     assert stop.value.code == 2
     assert "whole numbers separated by 'x'" in capsys.readouterr().err
+
+
+def test_cli_exits_3_naming_each_variant_when_none_succeeded(tmp_path, capsys):
+    path = _dynamic_conv(tmp_path)
+    out = tmp_path / "r.json"
+    code = main(["profile", str(path), "--input", "image=3x8x8", "--recipes", "baseline,nope", "--quiet",
+                 "--json", str(out), *FAST])
+    captured = capsys.readouterr()
+    assert code == 3
+    (line,) = [x for x in captured.err.splitlines() if x.startswith("error:")]
+    assert "no variant succeeded" in line
+    assert "baseline failed: input override(s) for 'image': the model has no such input" in line
+    assert "nope skipped: unknown recipe 'nope'" in line
+    assert "baseline" in captured.out  # the table still shows what happened
+    assert json.loads(out.read_text())["variants"][0]["status"] == "failed"  # and the document is written

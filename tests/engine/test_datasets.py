@@ -78,3 +78,49 @@ def test_regression_and_unlabeled():
 def test_datasets_module_imports_no_torch():
     code = "import sys, workers.engine.datasets; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("content, fmt, n, detail", [
+    # one column named as a text column: a CSV (quotes and embedded commas are CSV's, not the text's)
+    ('text\n"Hello, world"\nsecond line\n', "csv", 2, "text column 'text'"),
+    ("Sentence\nA first one.\nA second one.\n", "csv", 2, "text column 'Sentence'"),
+    # two columns with a text column, labels absent: still a CSV
+    ("id,text\n1,hello\n2,world\n", "csv", 2, "text column 'text'"),
+    # prose whose first line happens to hold a comma is text, not a CSV
+    ("Hello, world\nthis is a story, told in lines\nwith no columns at all\n", "text", 3, "lines of text"),
+    # a single word heading that is not a text column: prose
+    ("Introduction\nOnce upon a time.\n", "text", 2, "lines of text"),
+])
+def test_csv_is_recognised_by_structure_not_by_column_count(tmp_path, content, fmt, n, detail):
+    path = tmp_path / "data.txt"  # the name says nothing
+    path.write_text(content)
+    info = inspect_dataset(path)
+    assert (info.format, info.n_samples) == (fmt, n) and detail in info.detail
+    if fmt == "csv":
+        raw = read_dataset(path)
+        assert raw.kind == "text-labels" and raw.labels is None and len(raw.texts) == n
+        if content.startswith("text\n"):
+            assert raw.texts[0] == "Hello, world"
+
+
+def test_a_headed_table_without_a_text_column_is_a_csv_that_says_what_it_lacks(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(FormatError, match="CSV needs a text column"):
+        inspect_dataset(path)
+
+
+def test_audio_models_declare_their_dataset_inputs(tmp_path):
+    from workers.engine.datasets import _declared_inputs
+
+    wave = LoadedModel(module=None, format="hf", architecture="Wav2Vec2ForCTC", task="feature-extraction", config={},
+                       input_spec={"kind": "audio-waveform", "input_name": "input_values", "samples": 16000})
+    ast = LoadedModel(module=None, format="hf", architecture="ASTForAudioClassification", task="feature-extraction",
+                      config={}, input_spec={"kind": "audio-spectrogram", "input_name": "input_values",
+                                             "features_shape": [32, 16]})
+    assert _declared_inputs(wave) == [("input_values", None, "float32")]
+    raw = RawDataset("arrays", "d.npz", arrays={"inputs": np.zeros((3, 32, 16), np.float32)})
+    assert array_inputs_for_model(raw, ast)["input_values"].shape == (3, 32, 16)
+    bad = RawDataset("arrays", "d.npz", arrays={"inputs": np.zeros((3, 16, 32), np.float32)})
+    with pytest.raises(FormatError, match=r"per-sample shape \[16, 32\]; the model expects \[32, 16\]"):
+        array_inputs_for_model(bad, ast)

@@ -2,7 +2,8 @@
 
 Progress goes to stderr as one plain-text bar redrawn with ``\\r``; the summary table goes to
 stdout; ``--json OUT`` writes the same result document the worker stores. A model that cannot
-be detected or loaded is one line on stderr and exit code 2.
+be detected or loaded is one line on stderr and exit code 2; a run in which no variant
+succeeded prints its table, then one line on stderr naming each variant and why, and exits 3.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from .errors import EngineError
 
 EXIT_MODEL_ERROR = 2
+EXIT_ALL_VARIANTS_FAILED = 3
 BAR_WIDTH = 30
 
 
@@ -261,4 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(f"result written to {args.json}", file=sys.stderr)
+    if not any(v["status"] == "succeeded" for v in result["variants"]):
+        reasons = "; ".join(f"{v['recipe']} {v['status']}: {' '.join(str(v['error']).split())}"
+                            for v in result["variants"])
+        print(f"error: no variant succeeded ({reasons})", file=sys.stderr)
+        return EXIT_ALL_VARIANTS_FAILED
     return 0

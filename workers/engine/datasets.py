@@ -15,8 +15,9 @@ In the engine: ``read_dataset(path) -> RawDataset`` (the rows or arrays, label n
 that cannot fit the model (wrong shapes, labels out of range, token ids beyond the vocabulary,
 text with no tokenizer) with a message saying what to fix."""
 import csv
-import re
 import io
+import itertools
+import re
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -72,15 +73,32 @@ def inspect_dataset(path) -> DatasetInfo:
         raise FormatError("The dataset has no rows.")
     if lines[0].lstrip().startswith("{"):
         return _inspect_jsonl(lines)
-    if _looks_like_csv(lines[0]):
+    if _looks_like_csv(lines[0], text):
         return _inspect_csv(text)
     return DatasetInfo(format="text", n_samples=len(lines), detail=f"{len(lines)} lines of text for perplexity")
 
 
-def _looks_like_csv(header: str) -> bool:
-    """A header of two or more identifier-like names; a line of prose has spaces in its fields."""
-    names = [c.strip() for c in next(csv.reader([header]))]
-    return len(names) >= 2 and all(re.fullmatch(r"\w[\w-]{0,63}", n) for n in names)
+CSV_SNIFF_ROWS = 50
+
+
+def _looks_like_csv(header: str, text: str = "") -> bool:
+    """Whether a text file is a CSV, from its structure rather than its name.
+
+    The first line must be a header of identifier-like names (a line of prose has spaces in its
+    fields). Then: one column is a CSV when its name is a text column (``text``, ``sentence``,
+    ...); several columns are a CSV when one of them is a text column, or when the rows below
+    have as many fields as the header (90% of the first 50; prose with a stray comma does not).
+    """
+    names = [c.strip() for c in next(csv.reader([header]), [])]
+    if not names or not all(re.fullmatch(r"\w[\w-]{0,63}", n) for n in names):
+        return False
+    lowered = {n.lower() for n in names}
+    if len(names) == 1:
+        return names[0].lower() in TEXT_COLUMNS
+    if lowered & set(TEXT_COLUMNS):
+        return True
+    rows = [r for r in itertools.islice(csv.reader(io.StringIO(text)), 1, 1 + CSV_SNIFF_ROWS) if r]
+    return bool(rows) and sum(len(r) == len(names) for r in rows) >= 0.9 * len(rows)
 
 
 def _pick(names, wanted) -> str | None:
@@ -283,9 +301,14 @@ def _declared_inputs(loaded) -> list[tuple[str, list | None, str]]:
     if kind == "vision":
         size = spec.get("image_size") or 224
         h, w = (size[0], size[-1]) if isinstance(size, (list, tuple)) else (size, size)
-        return [("pixel_values", [int(spec.get("num_channels") or 3), int(h), int(w)], "float32")]
+        return [(spec.get("input_name") or "pixel_values", [int(spec.get("num_channels") or 3), int(h), int(w)],
+                 "float32")]
     if kind == "text":
         return [("input_ids", None, "int64")]
+    if kind == "audio-waveform":  # any length of audio
+        return [(spec.get("input_name") or "input_values", None, "float32")]
+    if kind == "audio-spectrogram":
+        return [(spec.get("input_name") or "input_features", [int(d) for d in spec["features_shape"]], "float32")]
     return []
 
 
