@@ -2,6 +2,11 @@
 # PyPI is the CUDA build; run the gpu worker with the NVIDIA container runtime.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# bubblewrap: the sandbox the engine child runs in (workers/engine/sandbox.py); libseccomp2:
+# its seccomp filter. A worker that cannot build the sandbox refuses to start.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bubblewrap libseccomp2 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY audit ./audit
