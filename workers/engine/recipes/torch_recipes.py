@@ -56,6 +56,33 @@ def _float32_copy(loaded):
     return module
 
 
+def _conv1d_as_linear(module) -> list[str]:
+    """GPT-2-family models (GPT-2, DistilGPT-2, GPT-J's ancestors ...) use transformers' ``Conv1D``,
+    a Linear whose weight is stored transposed; int8 kernels (torch.ao, torchao) take ``nn.Linear``
+    only and would leave every transformer layer in float. Swap each for the same ``nn.Linear``
+    (weight transposed, same bias) in place; the note says how many."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except Exception:
+        return []
+    from torch import nn
+
+    swapped = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D):
+                n_in, n_out = child.weight.shape
+                linear = nn.Linear(n_in, n_out, bias=child.bias is not None, device=child.weight.device,
+                                   dtype=child.weight.dtype)
+                linear.weight.data = child.weight.data.t().contiguous()
+                if child.bias is not None:
+                    linear.bias.data = child.bias.data
+                setattr(parent, name, linear)
+                swapped += 1
+    return ([f"{swapped} transformers Conv1D layers (GPT-2 style) turned into the equivalent nn.Linear so that "
+             "the int8 kernels apply to them"] if swapped else [])
+
+
 def _variant(loaded, module, notes=(), **changes):
     return derive(loaded, module, notes=notes, size_bytes=saved_size_torch(module), **changes)
 
@@ -136,6 +163,7 @@ def int8_dynamic(loaded, params):
     if backend == "auto":
         backend = "torchao" if _device_kind(loaded.device) == "cuda" else "torch.ao"
     module = _copy(loaded) if backend == "torchao" else _float32_copy(loaded)
+    swapped = _conv1d_as_linear(module)
     ctx = _quiet()
     try:
         if backend == "torchao":
@@ -154,7 +182,7 @@ def int8_dynamic(loaded, params):
     finally:
         ctx.__exit__(None, None, None)
     params["backend"] = backend
-    notes = [note]
+    notes = [note] + swapped
     size = saved_size_torch(module)
     if backend == "torchao":
         module = _compile_torchao(module, params, loaded.device, notes)
@@ -171,10 +199,12 @@ def int8_weight_only(loaded, params):
 
     ctx = _quiet()
     try:
-        module = _torchao_quantize(_copy(loaded), Int8WeightOnlyConfig())
+        module = _copy(loaded)
+        swapped = _conv1d_as_linear(module)
+        module = _torchao_quantize(module, Int8WeightOnlyConfig())
     finally:
         ctx.__exit__(None, None, None)
-    notes = ["ran torchao quantize_(Int8WeightOnlyConfig)"]
+    notes = ["ran torchao quantize_(Int8WeightOnlyConfig)"] + swapped
     if _device_kind(loaded.device) == "cpu":
         notes.append("weight-only int8 saves memory and disk; on CPU in eager mode it is not faster "
                      "than fp32 (" + TORCHAO_CPU_SLOW + ")")
@@ -226,7 +256,14 @@ def int8_static(loaded, params, ctx):
 def _prunable(module):
     from torch import nn
 
-    return [(m, "weight") for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    try:  # GPT-2-family layers: a Linear with its weight transposed
+        from transformers.pytorch_utils import Conv1D
+
+        kinds += (Conv1D,)
+    except Exception:
+        pass
+    return [(m, "weight") for m in module.modules() if isinstance(m, kinds)]
 
 
 @recipe("prune-unstructured", formats=_MODULE_FORMATS, kinds=("torch",), defaults={"sparsity": 0.5},
