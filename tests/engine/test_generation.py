@@ -239,3 +239,26 @@ def test_cli_generation_table(llama_dir, capsys):
     assert "TTFT p95 ms" in header and "TPOT p95 ms" in header and "J/output token" in header
     row = out.splitlines()[2].split()
     assert row[:2] == ["baseline", "1"] and float(row[2]) > 0 and float(row[3]) > 0
+
+
+def test_int8_and_pruning_reach_gpt2_conv1d_layers(gpt2_text):
+    """GPT-2's layers are transformers' Conv1D, not nn.Linear: without a swap the int8 recipes would
+    quantise only the LM head and pruning would prune only the (tied) embedding matrix."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    from workers.engine.recipes import RECIPES, RecipeContext
+
+    loaded = load_model(gpt2_text)
+    variant = RECIPES["int8-dynamic"].run(loaded, dict(RECIPES["int8-dynamic"].defaults), RecipeContext())
+    assert not any(isinstance(x, Conv1D) for x in variant.module.modules())
+    quantised = [x for x in variant.module.modules() if type(x).__module__.startswith("torch.ao.nn.quantized.dynamic")]
+    assert len(quantised) == 2 * 4 + 1  # c_attn, c_proj, c_fc, c_proj per layer, and the LM head
+    assert any("Conv1D layers" in note for note in variant.notes)
+    ids = generation.prompt_batch(loaded, 1, PROMPT)
+    with torch.no_grad():
+        ref, got = loaded.module(input_ids=ids).logits, variant.module(input_ids=ids).logits
+    assert (ref.argmax(-1) == got.argmax(-1)).float().mean() > 0.8
+    pruned = RECIPES["prune-unstructured"].run(loaded, {"sparsity": 0.5}, RecipeContext())
+    attn = pruned.module.transformer.h[0].attn.c_attn.weight
+    assert 0.2 < (attn == 0).float().mean() < 0.8
