@@ -47,15 +47,34 @@ def build_engine_request(audit: Audit) -> dict:
     }
 
 
+def stage_text(event: dict) -> str:
+    """The engine's progress event as the audit's stage line (at most 60 characters), which
+    audit/reports/progress.py reads back: "measuring · variant 2 of 5 · batch 8 · decode · round 1/3".
+    The engine numbers variants from 0; people from 1."""
+    parts = [event.get("stage") or ""]
+    if event.get("n_variants") and event.get("stage") in ("counting-flops", "measuring", "evaluating"):
+        n = int(event["n_variants"])
+        parts.append(f"variant {min(int(event.get('variant') or 0) + 1, n)} of {n}")
+    if event.get("batch_size"):
+        parts.append(f"batch {int(event['batch_size'])}")
+    if event.get("phase") in ("prefill", "decode"):
+        parts.append(event["phase"])
+    if event.get("round") and event.get("n_rounds"):
+        parts.append(f"round {int(event['round'])}/{int(event['n_rounds'])}")
+    text = " · ".join(parts)
+    while len(text) > 60 and len(parts) > 1:  # the round goes first, then the phase ...
+        parts.pop()
+        text = " · ".join(parts)
+    return text[:60]
+
+
 def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
     """Run the engine; every event and tick is a heartbeat, and a lost claim stops the child."""
 
     def on_event(event: dict) -> None:
         if event.get("event") != "progress":
             return
-        stage = event.get("stage") or ""
-        if event.get("n_variants"):
-            stage = f"{stage} ({event.get('variant', 0)}/{event['n_variants']})"
+        stage = stage_text(event)
         if not audit_services.audit_progress(
             audit_id=audit_id, attempt=attempt, stage=stage, percent=event.get("percent")
         ):

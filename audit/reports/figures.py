@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from .tradeoff import Point, finite
+from .quantities import QUANTITIES, Quantity
+from .tradeoff import finite
 
 PALETTE = ["#0b6e4f", "#1849a9", "#a15c00", "#b42318", "#6941c6", "#0e7090", "#c11574", "#4e5ba6"]
 FONT = {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12, "color": "#1d2330"}
@@ -36,15 +37,20 @@ def axis(title: str, **extra) -> dict:
 
 
 def value_axis(title: str, values, *, suffix: str = "", **extra) -> dict:
-    """Linear unless the values span more than 50x; SI-prefixed ticks (2m J, 350µ J)."""
+    """Linear unless the values span more than 50x; SI-prefixed ticks with a unit (2mJ, 350µJ),
+    plain trimmed numbers without one. On a log axis, one labelled tick per decade (or 1-2-5
+    when the data span only a decade or two), never a label on every minor tick."""
     vals = [v for v in values if finite(v) and v > 0]
     spread = max(vals) / min(vals) if vals else 1.0
     # SI-prefixed ticks only with a unit: "2m" alone would read as minutes or metres.
-    ticks = {"tickformat": "~s", "ticksuffix": suffix} if suffix else {}
+    ticks = {"tickformat": "~s", "ticksuffix": suffix} if suffix else {"tickformat": "~g"}
+    forced = extra.pop("type", None)  # a stacked bar chart must stay linear
+    if forced == "log" or (spread > 50 and forced != "linear"):
+        return axis(title, type="log", dtick=1 if spread >= 1000 else "D2", **ticks, **extra)
     # A linear axis starts at 0 with the data's top plus a margin; plotly's own range for a
     # single small value is -1..1, which puts the point on the floor.
     linear = {"range": [0, max(vals) * 1.15]} if vals and "range" not in extra else {}
-    return axis(title, type="log" if spread > 50 else "linear", **ticks, **(linear if spread <= 50 else {}), **extra)
+    return axis(title, type="linear", **ticks, **linear, **extra)
 
 
 def batch_axis(title: str, sizes, **extra) -> dict:
@@ -65,63 +71,115 @@ def empty_figure(title: str, message: str) -> dict:
     }
 
 
-def _energy_title(estimated: bool) -> str:
-    return "J per inference (estimated)" if estimated else "J per inference"
+def title_for(q: Quantity, estimated: bool = False) -> str:
+    """An axis title from the quantity itself; energy says when it is estimated."""
+    if estimated and q.unit in ("J", "W"):
+        return f"{q.label} ({q.unit}, estimated)"
+    return q.axis_title
 
 
-def tradeoff_figure(points: list[Point], frontier: list[Point], *, recommended: str | None, estimated: bool) -> dict:
-    """Accuracy against energy per inference, the Pareto frontier drawn through its points.
-    Without any accuracy, energy against latency, saying that accuracy is unknown."""
-    measured = [p for p in points if finite(p.energy_j)]
-    if not measured:
-        return empty_figure("Accuracy vs energy", "No variant was measured.")
-    with_accuracy = [p for p in measured if finite(p.accuracy_pct)]
-    if not with_accuracy:
-        fig = {
-            "data": [{
-                "type": "scatter", "mode": "markers+text", "name": "variants",
-                "x": [p.energy_j for p in measured], "y": [_clean(p.latency_ms) for p in measured],
-                "text": [p.key for p in measured], "textposition": "top center",
-                "marker": {"size": 11, "color": [PALETTE[0] if p.is_baseline else PALETTE[1] for p in measured]},
-                "hovertemplate": "%{text}<br>%{x:.3g} J<br>%{y:.3g} ms<extra></extra>", "cliponaxis": False,
-            }],
-            "layout": layout(
-                "Energy vs latency (accuracy unknown: no evaluation)",
-                xaxis=value_axis(_energy_title(estimated), [p.energy_j for p in measured], suffix="J"),
-                yaxis=value_axis("Latency p50 (ms)", [p.latency_ms for p in measured]),
-                showlegend=False,
-            ),
-        }
-        return fig
-    # Labels on the points that matter (frontier, baseline, recommended); the rest on hover,
-    # or a dozen variants' names pile up on one another.
-    keep = {p.key for p in frontier} | {p.key for p in with_accuracy if p.is_baseline} | {recommended}
-    data = [{
-        "type": "scatter", "mode": "markers+text", "name": "variants",
-        "x": [p.energy_j for p in with_accuracy], "y": [p.accuracy_pct for p in with_accuracy],
-        "text": [p.key if p.key in keep else "" for p in with_accuracy], "textposition": "top center",
-        "customdata": [p.key for p in with_accuracy],
-        "marker": {"size": [16 if p.key == recommended else 11 for p in with_accuracy],
-                   "color": [PALETTE[2] if p.key == recommended else (PALETTE[0] if p.is_baseline else PALETTE[1])
-                             for p in with_accuracy],
-                   "line": {"width": 1, "color": "#ffffff"}},
-        "hovertemplate": "%{customdata}<br>%{x:.3g} J<br>%{y:.2f}%<extra></extra>", "cliponaxis": False,
-    }]
-    if frontier:
+def q_axis(q: Quantity, values, *, estimated: bool = False, **extra) -> dict:
+    """A value axis for a quantity: log when the values span more than 50x and the quantity
+    allows it, SI-prefixed ticks with the unit where it has one (2mJ), plain numbers otherwise."""
+    if q.log:
+        return value_axis(title_for(q, estimated), values, suffix=q.tick_suffix, **extra)
+    if q.key == "accuracy":
+        return axis(title_for(q, estimated), ticksuffix="%", **extra)
+    return axis(title_for(q, estimated), **({"tickformat": "~s", "ticksuffix": q.tick_suffix} if q.tick_suffix else {}),
+                **extra)
+
+
+def _hover(q: Quantity, var: str) -> str:
+    unit = f" {q.unit}" if q.unit and q.unit != "%" else ("%" if q.unit == "%" else "")
+    return f"{q.label}: %{{{var}:.4g}}{unit}"
+
+
+def scatter_figure(series: list[dict], *, x: Quantity, y: Quantity, title: str, estimated: bool = False,
+                   frontier: list[dict] | None = None, empty_message: str = "No variant has both figures.") -> dict:
+    """One quantity against another; one trace per series (an audit, or the variants of one).
+    `series`: [{"name", "points": [{"label", "x", "y", "show_label"?, "highlight"?}]}]. Labels sit on
+    the points that matter (`show_label`); every name is in the hover."""
+    drawn = []
+    for s in series:
+        pts = [p for p in s["points"] if finite(p.get("x")) and finite(p.get("y"))]
+        if pts:
+            drawn.append((s, pts))
+    if not drawn:
+        return empty_figure(title, empty_message)
+    data = []
+    for i, (s, pts) in enumerate(drawn):
+        color = PALETTE[i % len(PALETTE)]
         data.append({
-            "type": "scatter", "mode": "lines", "name": "Pareto frontier", "line": {"dash": "dot", "color": "#5b6475", "shape": "hv"},
-            "x": [p.energy_j for p in frontier], "y": [p.accuracy_pct for p in frontier], "hoverinfo": "skip",
+            "type": "scatter", "mode": "markers+text", "name": s["name"],
+            "x": [float(p["x"]) for p in pts], "y": [float(p["y"]) for p in pts],
+            "text": [p["label"] if p.get("show_label", True) else "" for p in pts], "textposition": "top center",
+            "textfont": {"size": 11}, "customdata": [p["label"] for p in pts],
+            "marker": {"size": [15 if p.get("highlight") else 10 for p in pts],
+                       "color": [p.get("color") or color for p in pts], "line": {"width": 1, "color": "#ffffff"}},
+            "hovertemplate": f"%{{customdata}}<br>{_hover(x, 'x')}<br>{_hover(y, 'y')}<extra>{s['name']}</extra>",
+            "cliponaxis": False, "meta": {"x": x.key, "y": y.key},
         })
-    accs = [p.accuracy_pct for p in with_accuracy]
-    pad = max(0.5, (max(accs) - min(accs)) * 0.25)
-    return {"data": data, "layout": layout(
-        "Accuracy vs energy per inference",
-        xaxis=value_axis(_energy_title(estimated), [p.energy_j for p in with_accuracy], suffix="J"),
-        yaxis=axis("Accuracy (%)", range=[min(accs) - pad, max(accs) + pad]))}
+    if frontier:
+        data.append({"type": "scatter", "mode": "lines", "name": "Pareto frontier",
+                     "line": {"dash": "dot", "color": "#5b6475", "shape": "hv"},
+                     "x": [float(p["x"]) for p in frontier], "y": [float(p["y"]) for p in frontier],
+                     "hoverinfo": "skip", "meta": {"x": x.key, "y": y.key}})
+    xs = [p["x"] for _, pts in drawn for p in pts]
+    ys = [p["y"] for _, pts in drawn for p in pts]
+    yaxis = q_axis(y, ys, estimated=estimated)
+    if not y.log and "range" not in yaxis:
+        lo, hi = min(ys), max(ys)
+        pad = max((hi - lo) * 0.25, abs(hi) * 0.01, 1e-9)
+        yaxis["range"] = [lo - pad, hi + pad]
+    return {"data": data, "layout": layout(title, xaxis=q_axis(x, xs, estimated=estimated), yaxis=yaxis,
+                                           showlegend=len(drawn) > 1 or bool(frontier))}
 
 
-def batch_figure(series: list[dict], *, estimated: bool) -> dict:
-    """Energy per inference and latency p50 against batch size, one line per variant.
+def tradeoff_figure(points: list[dict], *, y: Quantity, recommended: str | None, estimated: bool,
+                    frontier_keys: list[str] | None = None, x: Quantity = QUANTITIES["energy"]) -> dict:
+    """The report's trade-off: `y` (accuracy, fidelity, or latency when neither is known) against
+    energy, the Pareto frontier drawn through its points. `points`: [{"key", "x", "y", "is_baseline"}]."""
+    frontier_keys = frontier_keys or []
+    keep = set(frontier_keys) | {p["key"] for p in points if p.get("is_baseline")} | {recommended}
+    pts = [{"label": p["key"], "x": p["x"], "y": p["y"], "show_label": p["key"] in keep,
+            "highlight": p["key"] == recommended,
+            "color": PALETTE[2] if p["key"] == recommended else (PALETTE[0] if p.get("is_baseline") else PALETTE[1])}
+           for p in points]
+    by_key = {p["key"]: p for p in points if finite(p.get("x")) and finite(p.get("y"))}
+    frontier = sorted((by_key[k] for k in frontier_keys if k in by_key), key=lambda p: p["x"])
+    if y.key in ("accuracy", "fidelity"):
+        title = f"{y.label} vs {x.label.lower()}"
+    else:
+        title = f"{y.label} vs {x.label.lower()} (accuracy unknown: no evaluation)"
+    if not any(finite(p.get("x")) for p in points):
+        return empty_figure(title, "No variant was measured.")
+    return scatter_figure([{"name": "variants", "points": pts}], x=x, y=y, title=title, estimated=estimated,
+                          frontier=frontier)
+
+
+def batch_lines_figure(series: list[dict], *, y: Quantity, title: str, estimated: bool = False) -> dict:
+    """One quantity against batch size, one line per variant. `series`: [{"name", "points": [(batch, value)]}]."""
+    series = [s for s in series if any(finite(v) for _, v in s["points"])]
+    if not series:
+        return empty_figure(title, "No measurement has this figure.")
+    data = []
+    for i, s in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        pts = sorted(s["points"])
+        data.append({"type": "scatter", "mode": "lines+markers", "name": s["name"], "x": [b for b, _ in pts],
+                     "y": [_clean(v) for _, v in pts], "line": {"color": color}, "marker": {"color": color, "size": 8},
+                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>{_hover(y, 'y')}<extra></extra>",
+                     "meta": {"x": "batch_size", "y": y.key}})
+    sizes = [b for s in series for b, _ in s["points"]]
+    values = [v for s in series for _, v in s["points"]]
+    return {"data": data, "layout": layout(title, height=340 + 22 * (len(series) // 4),
+                                           xaxis=batch_axis("Batch size", sizes),
+                                           yaxis=q_axis(y, values, estimated=estimated))}
+
+
+def batch_figure(series: list[dict], *, estimated: bool, latency: Quantity = QUANTITIES["latency"],
+                 energy: Quantity = QUANTITIES["energy"]) -> dict:
+    """Energy per inference and latency against batch size, one line per variant.
     `series`: [{"name", "batch_sizes", "energy_j", "latency_ms"}]."""
     series = [s for s in series if s.get("batch_sizes")]
     if not series:
@@ -135,20 +193,47 @@ def batch_figure(series: list[dict], *, estimated: bool) -> dict:
         common = {"type": "scatter", "mode": "lines+markers", "x": s["batch_sizes"], "legendgroup": s["name"],
                   "line": {"color": color}, "marker": {"color": color}}
         data.append({**common, "name": s["name"], "y": [_clean(v) for v in s["energy_j"]], "xaxis": "x", "yaxis": "y",
-                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>%{{y:.3g}} J<extra></extra>"})
+                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>{_hover(energy, 'y')}<extra></extra>",
+                     "meta": {"x": "batch_size", "y": energy.key}})
         data.append({**common, "name": s["name"], "showlegend": False, "y": [_clean(v) for v in s["latency_ms"]],
                      "xaxis": "x2", "yaxis": "y2",
-                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>%{{y:.3g}} ms<extra></extra>"})
+                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>{_hover(latency, 'y')}<extra></extra>",
+                     "meta": {"x": "batch_size", "y": latency.key}})
     return {
         "data": data,
         "layout": layout(
-            "Energy and latency vs batch size",
+            f"{energy.label} and {latency.label.lower()} vs batch size",
             height=340 + 22 * (len(series) // 4),
-            xaxis=batch_axis("Batch size", sizes, domain=[0, 0.44]),
-            yaxis=value_axis(_energy_title(estimated), energies, suffix="J"),
-            xaxis2=batch_axis("Batch size", sizes, domain=[0.56, 1]),
-            yaxis2=value_axis("Latency p50 (ms)", latencies, anchor="x2"),
+            xaxis=batch_axis("Batch size", sizes, domain=[0, 0.42]),
+            yaxis=q_axis(energy, energies, estimated=estimated),
+            xaxis2=batch_axis("Batch size", sizes, domain=[0.58, 1]),
+            yaxis2=q_axis(latency, latencies, anchor="x2"),
         ),
+    }
+
+
+def energy_share_figure(rows: list[dict], *, batch_size: int | None) -> dict:
+    """Generation: the share of a request's energy spent in prefill and in decode, per variant.
+    `rows`: [{"name", "prefill_share"}] (0-1)."""
+    rows = [r for r in rows if finite(r.get("prefill_share"))]
+    title = "Prefill vs decode energy share" + (f" at batch size {batch_size}" if batch_size else "")
+    if not rows:
+        return empty_figure(title, "No generation measurement.")
+    names = [r["name"] for r in rows]
+    prefill = [100 * r["prefill_share"] for r in rows]
+    decode = [100 - p for p in prefill]
+    return {
+        "data": [
+            {"type": "bar", "orientation": "h", "name": "prefill", "y": names, "x": prefill,
+             "marker": {"color": PALETTE[1]}, "hovertemplate": "%{y}<br>prefill %{x:.1f}% of the energy<extra></extra>",
+             "meta": {"x": "prefill_share_pct", "y": "variant"}},
+            {"type": "bar", "orientation": "h", "name": "decode", "y": names, "x": decode,
+             "marker": {"color": PALETTE[0]}, "hovertemplate": "%{y}<br>decode %{x:.1f}% of the energy<extra></extra>",
+             "meta": {"x": "decode_share_pct", "y": "variant"}},
+        ],
+        "layout": layout(title, barmode="stack", height=max(220, 40 * len(rows) + 140),
+                         xaxis=axis("Share of the request's energy (%)", range=[0, 100], ticksuffix="%"),
+                         yaxis=axis("", automargin=True)),
     }
 
 
@@ -164,10 +249,12 @@ def power_trace_figure(traces: list[dict], *, idle_w, estimated: bool) -> dict:
         ys = [_clean(row[1]) for row in t["trace"] if len(row) >= 2]
         t_max = max([t_max] + [x for x in xs if x is not None])
         data.append({"type": "scatter", "mode": "lines", "name": t["name"], "x": xs, "y": ys,
-                     "line": {"color": PALETTE[i % len(PALETTE)], "width": 1.5}})
+                     "line": {"color": PALETTE[i % len(PALETTE)], "width": 1.5}, "meta": {"x": "time_s", "y": "power_w"},
+                     "hovertemplate": "%{x:.2f} s<br>%{y:.3g} W<extra>%{fullData.name}</extra>"})
     if finite(idle_w):
         data.append({"type": "scatter", "mode": "lines", "name": f"idle {idle_w:.3g} W", "x": [0, t_max or 1],
-                     "y": [idle_w, idle_w], "line": {"dash": "dash", "color": "#5b6475"}, "hoverinfo": "name"})
+                     "y": [idle_w, idle_w], "line": {"dash": "dash", "color": "#5b6475"}, "hoverinfo": "name",
+                     "meta": {"x": "time_s", "y": "power_w"}})
     title = "Power during measurement" + (" (estimated)" if estimated else "")
     return {"data": data, "layout": layout(title, xaxis=axis("Time (s)"), yaxis=axis("Power (W)", rangemode="tozero"))}
 
@@ -186,9 +273,10 @@ def layers_figure(layer_profile: list[dict], *, top: int = 15) -> dict:
             "marker": {"color": PALETTE[1]},
             "customdata": [round(100 * (r.get("share") or 0), 1) for r in rows],
             "hovertemplate": "%{y}<br>%{x:.3s} FLOPs (%{customdata}%)<extra></extra>",
+            "meta": {"x": "flops_layer", "y": "layer"},
         }],
         "layout": layout(f"FLOPs per layer, one sample (top {min(top, len(rows))})",
-                         xaxis=axis("FLOPs per sample", tickformat="~s"), yaxis=axis("", automargin=True),
+                         xaxis=axis("FLOPs per sample, this layer", tickformat="~s"), yaxis=axis("", automargin=True),
                          height=max(260, 26 * len(rows) + 90), showlegend=False),
     }
 
@@ -205,27 +293,46 @@ def breakdown_figure(rows: list[dict], *, estimated: bool) -> dict:
     return {
         "data": [
             {"type": "bar", "name": "active", "x": names, "y": active, "marker": {"color": PALETTE[0]},
-             "hovertemplate": "%{x}<br>active %{y:.3g} J<extra></extra>"},
+             "hovertemplate": "%{x}<br>active %{y:.3g} J<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
             {"type": "bar", "name": "idle share", "x": names, "y": idle, "marker": {"color": "#b8c2d1"},
-             "hovertemplate": "%{x}<br>idle %{y:.3g} J<extra></extra>"},
+             "hovertemplate": "%{x}<br>idle %{y:.3g} J<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
         ],
         "layout": layout("Energy breakdown per inference" + (" (estimated)" if estimated else ""), barmode="stack",
-                         xaxis=axis(""), yaxis=axis(_energy_title(estimated))),
+                         xaxis=axis(""), yaxis=axis("Energy per inference: active + idle (J, estimated)" if estimated
+                                                    else "Energy per inference: active + idle (J)",
+                                                    tickformat="~s", ticksuffix="J", rangemode="tozero")),
     }
 
 
-def compare_bars_figure(groups: list[dict], *, title: str, unit: str, log: bool = False) -> dict:
-    """Overlaid bars: one bar group per category, one series per audit.
-    `groups`: [{"name": audit label, "x": [categories], "y": [values]}]."""
+def compare_bars_figure(groups: list[dict], *, title: str, quantity: Quantity) -> dict:
+    """Grouped bars: one group per batch size, one series per audit.
+    `groups`: [{"name": audit label, "x": [batch sizes], "y": [values of `quantity`]}]."""
     groups = [g for g in groups if g.get("x")]
     if not groups:
         return empty_figure(title, "Nothing to compare.")
     data = [{"type": "bar", "name": g["name"], "x": [str(x) for x in g["x"]], "y": [_clean(v) for v in g["y"]],
              "marker": {"color": PALETTE[i % len(PALETTE)]},
-             "hovertemplate": f"{g['name']}<br>%{{x}}<br>%{{y:.3g}} {unit}<extra></extra>"} for i, g in enumerate(groups)]
+             "hovertemplate": f"{g['name']}<br>batch %{{x}}<br>{_hover(quantity, 'y')}<extra></extra>",
+             "meta": {"x": "batch_size", "y": quantity.key}} for i, g in enumerate(groups)]
     values = [v for g in groups for v in g["y"]]
     return {"data": data, "layout": layout(title, barmode="group", xaxis=axis("Batch size", type="category"),
-                                           yaxis=value_axis(unit, values, suffix=unit if unit == "J" else ""))}
+                                           yaxis=q_axis(quantity, values))}
+
+
+def versions_figure(series: list[dict], *, y: Quantity, title: str, estimated: bool = False,
+                    empty_message: str = "No version has this figure.") -> dict:
+    """A quantity across model versions (category axis), one line per hardware class and batch size.
+    `series`: [{"name", "x": [version labels], "y": [values]}]."""
+    series = [s for s in series if s.get("x") and any(finite(v) for v in s.get("y", []))]
+    if not series:
+        return empty_figure(title, empty_message)
+    data = [{"type": "scatter", "mode": "lines+markers", "name": s["name"], "x": s["x"], "y": [_clean(v) for v in s["y"]],
+             "line": {"color": PALETTE[i % len(PALETTE)]}, "marker": {"color": PALETTE[i % len(PALETTE)], "size": 9},
+             "connectgaps": True, "hovertemplate": f"%{{x}}<br>{_hover(y, 'y')}<extra>{s['name']}</extra>",
+             "meta": {"x": "version", "y": y.key}} for i, s in enumerate(series)]
+    values = [v for s in series for v in s["y"]]
+    return {"data": data, "layout": layout(title, xaxis=axis("Version", type="category"),
+                                           yaxis=q_axis(y, values, estimated=estimated))}
 
 
 def lines_figure(series: list[dict], *, title: str, x_title: str, y_title: str, x_type: str = "linear",

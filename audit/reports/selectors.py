@@ -3,17 +3,17 @@ KPIs and figures the templates draw. Queries are bounded: a report is a fixed nu
 queries whatever the number of variants or batch sizes."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Prefetch
 
 from ..models import Audit, Evaluation, Measurement, ModelAsset, Variant
-from ..templatetags import units
-from . import figures
+from . import figures, formatting as units
+from .quantities import AXIS_CHOICES, QUANTITIES, Quantity
 from .ratings import hardware_class, rating_for_version
 from workers.engine import tradeoff as engine_tradeoff
+from workers.engine.quality import at_least
 
 from .tradeoff import Point, Recommendation, finite, pareto_frontier, pick_accuracy, recommend, relative_change, yearly_footprint
 
@@ -54,6 +54,11 @@ class VariantRow:
     on_frontier: bool = False
     energy_change: float | None = None
     accuracy_change_pts: float | None = None
+    # schema 2: fidelity to the baseline (its metric name) and the paired comparison at the
+    # reference batch size (None for the baseline and for v1 results)
+    fidelity: float | None = None
+    fidelity_metric: str = ""
+    comparison: dict | None = None
 
     @property
     def key(self) -> str:
@@ -69,6 +74,29 @@ class VariantRow:
             latency_ms=ref.latency_p50_ms if ref else None,
             is_baseline=self.is_baseline,
         )
+
+    @property
+    def grade(self) -> str:
+        """The paired comparison's grade for a variant, the measurement's own for the baseline."""
+        if self.comparison and self.comparison.get("quality_grade"):
+            return self.comparison["quality_grade"]
+        return (self.ref.quality_grade if self.ref else "") or ""
+
+    @property
+    def grade_reasons(self) -> list[str]:
+        if self.comparison and self.comparison.get("quality_grade"):
+            return list(self.comparison.get("quality_reasons") or [])
+        return list(self.ref.quality_reasons or []) if self.ref else []
+
+    @property
+    def energy_ratio_text(self) -> str:
+        c = self.comparison or {}
+        return units.ratio(c.get("energy_ratio"), c.get("energy_ratio_ci95"))
+
+    @property
+    def latency_ratio_text(self) -> str:
+        c = self.comparison or {}
+        return units.ratio(c.get("latency_ratio"), c.get("latency_ratio_ci95"))
 
 
 def _pick_ref(measurements: list[Measurement], batch: int | None) -> Measurement | None:
@@ -91,15 +119,41 @@ def reference_batch(variants: list[Variant], requested: int | None = None) -> in
     return base_sizes[0] if base_sizes else sizes[0]
 
 
+def _fidelity(evaluations) -> tuple[float | None, str]:
+    for ev in evaluations:
+        if finite(ev.fidelity_value):
+            return float(ev.fidelity_value), ev.fidelity_metric or "fidelity"
+    return None, ""
+
+
 def variant_rows(variants: list[Variant], batch: int | None) -> list[VariantRow]:
     rows = []
     for v in variants:
         ms = list(v.measurements.all())
+        evaluations = list(v.evaluations.all())
+        fidelity, fidelity_metric = _fidelity(evaluations)
+        comparison = next((c for c in (v.comparison or []) if c.get("batch_size") == batch), None)
         rows.append(VariantRow(
             variant=v, measurements=ms, ref=_pick_ref(ms, batch),
-            accuracy_pct=pick_accuracy(v.evaluations.all()), is_baseline=v.recipe == "baseline",
+            accuracy_pct=pick_accuracy(evaluations), is_baseline=v.recipe == "baseline",
+            fidelity=fidelity, fidelity_metric=fidelity_metric, comparison=comparison,
         ))
     return rows
+
+
+def is_generation(audit: Audit, rows: list[VariantRow] | None = None) -> bool:
+    if (audit.scenario or {}).get("kind") == "generation":
+        return True
+    return any(m.scenario == "generation" for r in rows or [] for m in r.measurements)
+
+
+def latency_quantity(rows: list[VariantRow]) -> Quantity:
+    """p50 where every measurement has it; throughput timing has only the mean per call, and
+    a chart must not draw a mean under a p50 title."""
+    measured = [m for r in rows for m in r.measurements]
+    if measured and all(m.latency_p50_ms is not None for m in measured):
+        return QUANTITIES["latency"]
+    return QUANTITIES["latency_mean"]
 
 
 @dataclass
@@ -108,9 +162,10 @@ class Kpi:
     label: str
     baseline: str
     recommended: str | None = None
-    change: str | None = None  # "−32%" or "−0.4 pts"
+    change: str | None = None  # "×0.64 [0.61, 0.68]" (paired), "−32%" (v1) or "−0.4 pts"
     better: bool | None = None
     note: str = ""
+    paired: bool = False
 
 
 def _fmt_change(change: float | None) -> str | None:
@@ -122,71 +177,97 @@ def _fmt_change(change: float | None) -> str | None:
     return text.replace("-", "−")
 
 
-def kpis(baseline: VariantRow | None, chosen: VariantRow | None) -> list[Kpi]:
+def _better_from_interval(ci, lower_is_better: bool) -> bool | None:
+    """Better only when the whole 95% interval says so; None when it holds 1."""
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(finite(c) for c in ci)):
+        return None
+    lo, hi = ci
+    if hi < 1.0:
+        return lower_is_better
+    if lo > 1.0:
+        return not lower_is_better
+    return None
+
+
+def _kpi_specs(generation: bool, latency: Quantity):
+    """(key, label, quantity or getter, formatter, lower is better, which paired ratio applies)."""
+    co2 = ("co2e-per-1000", "CO₂e per 1,000 inferences",
+           lambda r, m: m.co2e_g_per_inference * 1000 if m and finite(m.co2e_g_per_inference) else None,
+           units.grams, True, "energy")
+    if generation:
+        return [
+            ("j-per-output-token", "Energy per output token", QUANTITIES["j_per_token"].getter, units.joules, True, "energy"),
+            ("j-per-request", "Energy per request", lambda r, m: m and m.energy_j_per_request, units.joules, True, "energy"),
+            ("ttft-p95", "Time to first token p95", QUANTITIES["ttft"].getter, units.millis, True, None),
+            ("tpot-p95", "Time per output token p95", QUANTITIES["tpot"].getter, units.millis, True, None),
+            ("tokens-per-s", "Output tokens per second", QUANTITIES["tokens_per_s"].getter, units.tokens_rate, False, None),
+            co2,
+        ]
+    return [
+        ("j-per-inference", "Energy per inference", QUANTITIES["energy"].getter, units.joules, True, "energy"),
+        ("wh-per-1000", "Wh per 1,000 inferences", lambda r, m: m and m.wh_per_1000_inferences, units.wh, True, "energy"),
+        co2,
+        ("latency-p50" if latency.key == "latency" else "latency-mean", latency.label, latency.getter, units.millis,
+         True, "latency"),
+        ("flops", "FLOPs per sample", QUANTITIES["flops"].getter, units.flops, True, "exact"),
+        ("params", "Parameters", QUANTITIES["params"].getter, units.count, True, "exact"),
+    ]
+
+
+def kpis(baseline: VariantRow | None, chosen: VariantRow | None, *, generation: bool = False,
+         latency: Quantity = QUANTITIES["latency"]) -> list[Kpi]:
+    """The summary cards: the baseline's figures and, for the recommended variant, its change.
+    A schema-2 variant's change is its paired ratio with the 95% interval (robust to drift); a
+    v1 result's is the absolute change between two separate measurements, and says so."""
     if baseline is None:
         return []
     b, c = baseline.ref, chosen.ref if chosen else None
-    specs = [
-        ("j-per-inference", "Energy per inference", lambda r, m: m and m.energy_j_per_inference, units.joules, True),
-        ("wh-per-1000", "Wh per 1,000 inferences", lambda r, m: m and m.wh_per_1000_inferences, units.wh, True),
-        ("co2e-per-1000", "CO₂e per 1,000 inferences",
-         lambda r, m: m and finite(m.co2e_g_per_inference) and m.co2e_g_per_inference * 1000, units.grams, True),
-        ("latency-p50", "Latency p50", lambda r, m: m and m.latency_p50_ms, units.millis, True),
-        ("flops", "FLOPs per sample", lambda r, m: r.variant.flops, units.flops, True),
-        ("params", "Parameters", lambda r, m: r.variant.params, units.count, True),
-        ("accuracy", "Accuracy", lambda r, m: r.accuracy_pct, lambda v: units.DASH if not finite(v) else f"{v:.2f}%", False),
-    ]
+    paired = bool(chosen and chosen.comparison)
     out = []
-    for key, label, get, fmt, lower_is_better in specs:
-        base_value = get(baseline, b) or None if key != "accuracy" else get(baseline, b)
+    for key, label, get, fmt, lower_is_better, ratio_kind in _kpi_specs(generation, latency):
+        base_value = get(baseline, b) or None
         kpi = Kpi(key=key, label=label, baseline=fmt(base_value))
         if chosen is not None and chosen is not baseline:
-            value = get(chosen, c) if key == "accuracy" else (get(chosen, c) or None)
+            value = get(chosen, c) or None
             kpi.recommended = fmt(value)
-            if key == "accuracy":
-                if finite(value) and finite(base_value):
-                    diff = value - base_value
-                    kpi.change = f"{diff:+.2f} pts".replace("-", "−")
-                    kpi.better = diff >= 0
+            if paired and ratio_kind in ("energy", "latency"):
+                r, ci = chosen.comparison.get(f"{ratio_kind}_ratio"), chosen.comparison.get(f"{ratio_kind}_ratio_ci95")
+                kpi.change, kpi.paired = units.ratio(r, ci), True
+                kpi.better = _better_from_interval(ci, lower_is_better)
+            elif (paired or ratio_kind == "exact") and finite(value) and finite(base_value) and base_value:
+                kpi.change = units.ratio(value / base_value)
+                kpi.better = None if value == base_value else (value < base_value) == lower_is_better
             else:
                 change = relative_change(value, base_value)
                 kpi.change = _fmt_change(change)
                 kpi.better = None if change is None or change == 0 else (change < 0) == lower_is_better
-        if key == "accuracy" and not finite(base_value):
-            kpi.note = "unknown: no evaluation"
+                if change is not None:
+                    kpi.note = "absolute change (v1 result, no paired rounds)"
         out.append(kpi)
+    # Quality of the answer: accuracy where labelled, fidelity to the baseline always (schema 2).
+    acc = Kpi(key="accuracy", label="Accuracy", baseline=units.accuracy(baseline.accuracy_pct))
+    if chosen is not None and chosen is not baseline:
+        acc.recommended = units.accuracy(chosen.accuracy_pct)
+        if finite(chosen.accuracy_pct) and finite(baseline.accuracy_pct):
+            diff = chosen.accuracy_pct - baseline.accuracy_pct
+            acc.change, acc.better = units.points(diff), diff >= 0
+    if not finite(baseline.accuracy_pct):
+        acc.note = "unknown: no evaluation on a labelled dataset"
+    out.append(acc)
+    if chosen is not None and chosen is not baseline and finite(chosen.fidelity):
+        out.append(Kpi(key="fidelity", label=f"Fidelity ({chosen.fidelity_metric.replace('_', ' ')})",
+                       baseline="1 (itself)", recommended=units.sig(chosen.fidelity)))
     return out
-
-
-_STAGE = re.compile(r"^(?P<name>.*?)\s*\((?P<k>\d+)/(?P<n>\d+)\)\s*$")
-
-
-def progress_info(audit: Audit, *, now=None) -> dict:
-    """Stage name, variant k of n and an ETA for the progress partial."""
-    from django.utils import timezone
-
-    match = _STAGE.match(audit.stage or "")
-    info = {"stage": (match.group("name") if match else audit.stage) or "", "variant": None, "n_variants": None, "eta_s": None}
-    if match:
-        k, n = int(match.group("k")), int(match.group("n"))
-        # The engine numbers variants from 0; the stages before and after have no variant.
-        if info["stage"] in ("counting-flops", "measuring"):
-            info["variant"], info["n_variants"] = min(k + 1, n), n
-        else:
-            info["n_variants"] = n
-    if audit.status == Audit.Status.RUNNING and audit.started_at and 1.0 <= audit.progress < 100.0:
-        elapsed = ((now or timezone.now()) - audit.started_at).total_seconds()
-        info["eta_s"] = max(0.0, elapsed * (100.0 - audit.progress) / audit.progress)
-    return info
 
 
 def _estimated(rows: list[VariantRow]) -> bool:
     return any(m.energy_estimated for r in rows for m in r.measurements)
 
 
-def audit_report_context(audit: Audit, *, batch: int | None = None, max_drop_pts: float | None = None,
-                         queries_per_day: float | None = None) -> dict:
-    """Everything the report page shows about a finished audit."""
+# --- the audit report, section by section ---------------------------------------------------
+
+
+def _rows_section(audit: Audit, batch: int | None) -> dict:
     variants = (
         variants_with_results([audit.pk])[audit.pk]
         if audit.status in (Audit.Status.SUCCEEDED, Audit.Status.FAILED) else []
@@ -194,100 +275,263 @@ def audit_report_context(audit: Audit, *, batch: int | None = None, max_drop_pts
     ref_batch = reference_batch(variants, batch)
     rows = variant_rows(variants, ref_batch)
     baseline = next((r for r in rows if r.is_baseline and r.ref), None)
-    points = [r.point for r in rows if r.ref]
-    frontier = pareto_frontier(points)
-    rec: Recommendation = recommend(
-        points, min_saving_rel=engine_tradeoff.noise_floor(audit.drift),
-        **({"max_drop_pts": max_drop_pts} if max_drop_pts is not None else {}),
-    )
-    frontier_keys = {p.key for p in frontier}
     for r in rows:
-        r.is_recommended = r.key == rec.key
-        r.on_frontier = r.key in frontier_keys
         if baseline and r.ref:
             r.energy_change = relative_change(r.ref.energy_j_per_inference, baseline.ref.energy_j_per_inference)
             if finite(r.accuracy_pct) and finite(baseline.accuracy_pct):
                 r.accuracy_change_pts = r.accuracy_pct - baseline.accuracy_pct
-    recommended = next((r for r in rows if r.is_recommended), None)
-    estimated = _estimated(rows)
     all_ms = [m for r in rows for m in r.measurements]
-    flags = sorted({f for m in all_ms for f in (m.flags or [])})
-    methods = sorted({m.energy_method for m in all_ms if m.energy_method})
-    uncertainties = [m.energy_uncertainty_rel for m in all_ms if finite(m.energy_uncertainty_rel)]
+    generation = is_generation(audit, rows)
+    return {
+        "variants": variants, "rows": rows, "ref_batch": ref_batch, "baseline": baseline,
+        "batch_sizes": sorted({m.batch_size for m in all_ms}), "generation": generation,
+        "paired": audit.schema_version >= 2 and any(r.comparison for r in rows),
+        "estimated": _estimated(rows), "latency_q": latency_quantity(rows),
+        "energy_q": QUANTITIES["j_per_token"] if generation else QUANTITIES["energy"],
+        "flags": sorted({f for m in all_ms for f in (m.flags or [])}),
+        "methods": sorted({m.energy_method for m in all_ms if m.energy_method}),
+        "max_uncertainty": max((m.energy_uncertainty_rel for m in all_ms if finite(m.energy_uncertainty_rel)),
+                               default=None),
+    }
+
+
+@dataclass
+class Verdict:
+    """The report's first line: what to do, and how sure the evidence is."""
+
+    kind: str  # "recommended", "no measurable difference", "inconclusive", "none"
+    headline: str
+    reason: str
+    key: str | None = None  # the recommended variant
+    paired: bool = False
+    slo: str = ""  # generation: the cheapest configuration meeting the latency SLO
+
+    @property
+    def css(self) -> str:
+        return {"recommended": "yes", "inconclusive": "inconclusive"}.get(self.kind, "none")
+
+
+def _tradeoff_entry(audit: Audit, batch: int | None) -> dict | None:
+    for entry in (audit.tradeoff or {}).get("per_batch_size", []):
+        if entry.get("batch_size") == batch:
+            return entry
+    return None
+
+
+def _paired_verdict(audit: Audit, rows: list[VariantRow], ref_batch: int | None, max_drop_pts) -> Verdict:
+    """Schema 2: the engine's own answer from the paired ratios (workers/engine/tradeoff.py,
+    `recommend_paired`); a looser or tighter accuracy limit asked on the page is applied to the
+    same paired points. An audit graded below C makes any answer inconclusive."""
+    entry = _tradeoff_entry(audit, ref_batch)
+    slo = ((audit.tradeoff or {}).get("slo") or {}).get("reason", "")
+    if entry is None:
+        return Verdict("none", "No recommendation", f"The engine's trade-off has no entry at batch size {ref_batch}.",
+                       paired=True, slo=slo)
+    verdict, key, reason = entry.get("verdict") or "none", entry.get("recommended"), entry.get("recommended_reason", "")
+    if max_drop_pts is not None and entry.get("judged_by") == "labelled" and entry.get("points"):
+        higher = entry.get("higher_is_better", True)
+        rec = engine_tradeoff.recommend_paired(
+            entry["points"], higher_is_better=higher,
+            fits=lambda value, base: engine_tradeoff.within_constraint(
+                value, base, higher_is_better=higher, max_accuracy_drop=max_drop_pts / 100.0))
+        verdict, key, reason = rec["verdict"], rec["recipe"], rec["reason"] + f" (accuracy drop limit {max_drop_pts:g} points)"
+    grade = audit.quality_grade
+    if grade and not at_least(grade, "C"):
+        engine_said = f"recommended {key}" if verdict == "recommended" else verdict
+        return Verdict("inconclusive", f"Inconclusive: quality grade {grade}",
+                       f"The evidence is graded {grade} (reasons below), too weak for a verdict; on it the engine "
+                       f"would have said: {engine_said} ({reason}).", paired=True, slo=slo)
+    if verdict == "recommended" and key:
+        row = next((r for r in rows if r.key == key), None)
+        c = (row.comparison if row else None) or {}
+        headline = f"Recommended: {key} — energy {units.ratio(c.get('energy_ratio'), c.get('energy_ratio_ci95'))}"
+        return Verdict("recommended", headline, reason, key=key, paired=True, slo=slo)
+    if verdict == "no measurable difference":
+        return Verdict(verdict, "No measurable difference", reason, paired=True, slo=slo)
+    if verdict == "inconclusive":
+        return Verdict(verdict, "Inconclusive", reason, paired=True, slo=slo)
+    return Verdict("none", "No recommendation", reason or "No variant was compared.", paired=True, slo=slo)
+
+
+def _v1_verdict(audit: Audit, rows: list[VariantRow], max_drop_pts) -> tuple[Verdict, Recommendation]:
+    """A v1 result (no paired rounds): the absolute figures, with the baseline's drift as the noise floor."""
+    points = [r.point for r in rows if r.ref]
+    rec = recommend(points, min_saving_rel=engine_tradeoff.noise_floor(audit.drift),
+                    **({"max_drop_pts": max_drop_pts} if max_drop_pts is not None else {}))
+    kind = "recommended" if rec.key and rec.key != "baseline" else "none"
+    headline = f"Recommended: {rec.key}" if rec.key else "No recommendation"
+    return Verdict(kind, headline, rec.reason, key=rec.key), rec
+
+
+def _verdict_section(audit: Audit, ctx: dict, max_drop_pts) -> dict:
+    rows = ctx["rows"]
+    if ctx["paired"] or (audit.schema_version >= 2 and audit.tradeoff):
+        verdict = _paired_verdict(audit, rows, ctx["ref_batch"], max_drop_pts)
+        entry = _tradeoff_entry(audit, ctx["ref_batch"]) or {}
+        frontier_keys = list(entry.get("frontier") or [])
+        accuracy_known = entry.get("judged_by") in ("labelled", "fidelity")
+        rec = Recommendation(verdict.key, verdict.reason, accuracy_known=accuracy_known)
+    else:
+        verdict, rec = _v1_verdict(audit, rows, max_drop_pts)
+        frontier_keys = [p.key for p in pareto_frontier([r.point for r in rows if r.ref])]
+    for r in rows:
+        if verdict.paired:
+            r.is_recommended = verdict.kind == "recommended" and r.key == verdict.key
+        else:  # v1: "Recommended: baseline" when nothing beats the noise, as before
+            r.is_recommended = r.key == verdict.key
+        r.on_frontier = r.key in frontier_keys
+    recommended = next((r for r in rows if r.is_recommended), None)
+    return {"verdict": verdict, "recommendation": rec, "recommended": recommended, "frontier_keys": frontier_keys}
+
+
+def _kpi_section(ctx: dict) -> dict:
+    chosen = ctx["recommended"]
+    return {"kpis": kpis(ctx["baseline"], chosen, generation=ctx["generation"], latency=ctx["latency_q"])}
+
+
+def _savings_section(audit: Audit, ctx: dict, queries_per_day) -> dict:
+    rows, baseline, recommended = ctx["rows"], ctx["baseline"], ctx["recommended"]
     options = audit.options or {}
     pue = options.get("pue") if finite(options.get("pue")) else 1.0
-    grid = options.get("grid_intensity_g_per_kwh") if finite(options.get("grid_intensity_g_per_kwh")) else settings.DEFAULT_GRID_INTENSITY_G_PER_KWH
+    grid = (options.get("grid_intensity_g_per_kwh") if finite(options.get("grid_intensity_g_per_kwh"))
+            else settings.DEFAULT_GRID_INTENSITY_G_PER_KWH)
     price = settings.ELECTRICITY_PRICE_PER_KWH
     qpd = queries_per_day if finite(queries_per_day) and queries_per_day >= 0 else DEFAULT_QUERIES_PER_DAY
-
     measured = [r for r in rows if r.ref]
+
+    def j_per_query(r: VariantRow) -> float | None:
+        # With paired rounds, a variant's energy is the baseline's times its paired ratio: the
+        # ratio is robust to the drift that makes two absolute figures disagree.
+        if r.comparison and baseline and finite(r.comparison.get("energy_ratio")) and finite(baseline.ref.energy_j_per_sample):
+            return baseline.ref.energy_j_per_sample * r.comparison["energy_ratio"]
+        return r.ref.energy_j_per_sample if finite(r.ref.energy_j_per_sample) else None
+
     savings_variants = [
-        {"key": r.key, "j_per_query": r.ref.energy_j_per_sample, "recommended": r.is_recommended, "baseline": r.is_baseline}
-        for r in measured if finite(r.ref.energy_j_per_sample)
+        {"key": r.key, "j_per_query": j_per_query(r), "recommended": r.is_recommended, "baseline": r.is_baseline}
+        for r in measured if j_per_query(r) is not None
     ]
     chosen = recommended if recommended and not recommended.is_baseline else baseline
-    footprint = baseline_footprint = None
-    if chosen and finite(chosen.ref.energy_j_per_sample):
-        footprint = yearly_footprint(j_per_query=chosen.ref.energy_j_per_sample, queries_per_day=qpd, pue=pue,
-                                     grid_g_per_kwh=grid, price_per_kwh=price)
-    if baseline and finite(baseline.ref.energy_j_per_sample):
-        baseline_footprint = yearly_footprint(j_per_query=baseline.ref.energy_j_per_sample, queries_per_day=qpd, pue=pue,
-                                              grid_g_per_kwh=grid, price_per_kwh=price)
 
-    figs = {}
-    if rows:
-        figs = {
-            "chart-tradeoff": figures.tradeoff_figure(points, frontier, recommended=rec.key, estimated=estimated),
-            "chart-batch": figures.batch_figure(
-                [{"name": r.key, "batch_sizes": [m.batch_size for m in r.measurements],
-                  "energy_j": [m.energy_j_per_inference for m in r.measurements],
-                  "latency_ms": [m.latency_p50_ms for m in r.measurements]} for r in rows],
-                estimated=estimated,
-            ),
-            "chart-power": figures.power_trace_figure(
-                # The baseline and the recommended variant first; four traces at most stay readable.
-                [{"name": f"{r.key} · batch {r.ref.batch_size}", "trace": r.ref.power_trace}
-                 for r in sorted(measured, key=lambda r: (not r.is_baseline, not r.is_recommended))[:4]],
-                idle_w=baseline.ref.idle_power_w if baseline else (measured[0].ref.idle_power_w if measured else None),
-                estimated=estimated,
-            ),
-            "chart-layers": figures.layers_figure((baseline or (rows[0] if rows else None)).variant.layer_profile if rows else []),
-            "chart-breakdown": figures.breakdown_figure(
-                [{"name": r.key, "total_j": r.ref.energy_j_per_inference, "active_j": r.ref.energy_j_per_inference_active}
-                 for r in measured],
-                estimated=estimated,
-            ),
-        }
-    rating = None
-    if audit.status == Audit.Status.SUCCEEDED and baseline:
-        rating = rating_for_version(
-            audit.model_version_id, task=audit.model_version.asset.task, hw=hardware_class(audit.fingerprint, audit.device)
-        )
-    return {
-        "rows": rows,
-        "variants": variants,
-        "batch_sizes": sorted({m.batch_size for m in all_ms}),
-        "ref_batch": ref_batch,
-        "baseline": baseline,
-        "recommended": recommended,
-        "recommendation": rec,
-        "kpis": kpis(baseline, recommended),
-        "estimated": estimated,
-        "flags": flags,
-        "methods": methods,
-        "max_uncertainty": max(uncertainties) if uncertainties else None,
-        "figures": figs,
-        "rating": rating,
-        "hardware_class": hardware_class(audit.fingerprint, audit.device),
-        "savings": {
-            "queries_per_day": qpd, "pue": pue, "grid": grid, "price": price,
-            "currency": settings.ELECTRICITY_CURRENCY, "footprint": footprint, "baseline_footprint": baseline_footprint,
-            "chosen": chosen.key if chosen else None,
-            "saved_kwh": (baseline_footprint.kwh_per_year - footprint.kwh_per_year) if footprint and baseline_footprint else None,
-            "data": {"variants": savings_variants, "pue": pue, "grid": grid, "price": price,
-                     "currency": settings.ELECTRICITY_CURRENCY, "estimated": estimated},
-        },
+    def footprint(r):
+        if r is None or j_per_query(r) is None:
+            return None
+        return yearly_footprint(j_per_query=j_per_query(r), queries_per_day=qpd, pue=pue, grid_g_per_kwh=grid,
+                                price_per_kwh=price)
+
+    fp, base_fp = footprint(chosen), footprint(baseline)
+    return {"savings": {
+        "queries_per_day": qpd, "pue": pue, "grid": grid, "price": price,
+        "currency": settings.ELECTRICITY_CURRENCY, "footprint": fp, "baseline_footprint": base_fp,
+        "chosen": chosen.key if chosen else None,
+        "saved_kwh": (base_fp.kwh_per_year - fp.kwh_per_year) if fp and base_fp else None,
+        "data": {"variants": savings_variants, "pue": pue, "grid": grid, "price": price,
+                 "currency": settings.ELECTRICITY_CURRENCY, "estimated": ctx["estimated"]},
+    }}
+
+
+def _evidence_section(audit: Audit, ctx: dict) -> dict:
+    """What the answer rests on: the grade and its reasons, the budgets, the warnings (drift
+    included) for the first screen; the windows and an estimate's assumptions for the details."""
+    warnings = list(audit.warnings or [])
+    drift = (audit.drift or {}).get("max_abs_rel_change")
+    if finite(drift) and drift > engine_tradeoff.MIN_NOISE_FLOOR and not any("moved by" in w for w in warnings):
+        warnings.append(f"The baseline moved by {drift:.0%} between its first and last measurement "
+                        "(thermal state or other load): absolute figures are uncertain by about that much.")
+    if (audit.options or {}).get("carbon_warning"):
+        warnings.append(audit.options["carbon_warning"])
+    results = list(audit.budget_results or [])
+    budgets = {
+        "verdict": audit.budget_verdict,
+        "failed": [r for r in results if r.get("passed") is False],
+        "inconclusive": [r for r in results if r.get("passed") is None and r.get("inconclusive")],
+        "n": len(results),
     }
+    windows, assumptions = [], []
+    for r in ctx["rows"]:
+        for m in r.measurements:
+            if m.window_means_ms:
+                windows.append({"variant": r.key, "batch_size": m.batch_size, "means_ms": m.window_means_ms,
+                                "energy_j": m.window_energy_j, "window_cv": m.window_cv, "grade": m.quality_grade,
+                                "reasons": m.quality_reasons, "ci_rel": m.latency_ci95_rel, "timing": m.timing_mode})
+            if m.energy_assumptions:
+                assumptions.append({"variant": r.key, "batch_size": m.batch_size,
+                                    "items": sorted(m.energy_assumptions.items())})
+    return {"warnings": warnings, "budgets": budgets, "windows": windows, "assumptions": assumptions[:1],
+            "n_assumptions": len(assumptions), "quality": {"grade": audit.quality_grade,
+                                                           "reasons": list(audit.quality_reasons or [])}}
+
+
+def _quality_quantity(rows: list[VariantRow], latency: Quantity) -> Quantity:
+    if any(finite(r.accuracy_pct) for r in rows if r.ref):
+        return QUANTITIES["accuracy"]
+    if any(finite(r.fidelity) for r in rows if r.ref):
+        return QUANTITIES["fidelity"]
+    return latency
+
+
+def _report_figures(ctx: dict) -> dict:
+    rows, baseline, estimated = ctx["rows"], ctx["baseline"], ctx["estimated"]
+    if not rows:
+        return {}
+    measured = [r for r in rows if r.ref]
+    recommended = ctx["recommended"]
+    energy_q, latency_q = ctx["energy_q"], ctx["latency_q"]
+    y = _quality_quantity(rows, latency_q)
+    points = [{"key": r.key, "x": energy_q.value(r, r.ref), "y": y.value(r, r.ref), "is_baseline": r.is_baseline}
+              for r in measured]
+    figs = {
+        "chart-tradeoff": figures.tradeoff_figure(
+            points, y=y, x=energy_q, recommended=recommended.key if recommended else None, estimated=estimated,
+            frontier_keys=ctx["frontier_keys"] if y.key == "accuracy" or ctx["paired"] else []),
+    }
+    if ctx["generation"]:
+        def lines(q: Quantity):
+            return [{"name": r.key, "points": [(m.batch_size, q.value(r, m)) for m in r.measurements]} for r in rows]
+
+        figs["chart-tokens"] = figures.batch_lines_figure(
+            lines(QUANTITIES["j_per_token"]), y=QUANTITIES["j_per_token"], estimated=estimated,
+            title="Energy per output token vs batch size")
+        figs["chart-ttft"] = figures.batch_lines_figure(lines(QUANTITIES["ttft"]), y=QUANTITIES["ttft"],
+                                                        title="Time to first token p95 vs batch size")
+        figs["chart-tpot"] = figures.batch_lines_figure(lines(QUANTITIES["tpot"]), y=QUANTITIES["tpot"],
+                                                        title="Time per output token p95 vs batch size")
+        figs["chart-share"] = figures.energy_share_figure(
+            [{"name": r.key, "prefill_share": r.ref.prefill_energy_share} for r in measured], batch_size=ctx["ref_batch"])
+    else:
+        figs["chart-batch"] = figures.batch_figure(
+            [{"name": r.key, "batch_sizes": [m.batch_size for m in r.measurements],
+              "energy_j": [m.energy_j_per_inference for m in r.measurements],
+              "latency_ms": [latency_q.value(r, m) for m in r.measurements]} for r in rows],
+            estimated=estimated, latency=latency_q)
+    figs["chart-power"] = figures.power_trace_figure(
+        # The baseline and the recommended variant first; four traces at most stay readable.
+        [{"name": f"{r.key} · batch {r.ref.batch_size}", "trace": r.ref.power_trace}
+         for r in sorted(measured, key=lambda r: (not r.is_baseline, not r.is_recommended))[:4]],
+        idle_w=baseline.ref.idle_power_w if baseline else (measured[0].ref.idle_power_w if measured else None),
+        estimated=estimated)
+    figs["chart-layers"] = figures.layers_figure((baseline or rows[0]).variant.layer_profile)
+    figs["chart-breakdown"] = figures.breakdown_figure(
+        [{"name": r.key, "total_j": r.ref.energy_j_per_inference, "active_j": r.ref.energy_j_per_inference_active}
+         for r in measured], estimated=estimated)
+    return figs
+
+
+def audit_report_context(audit: Audit, *, batch: int | None = None, max_drop_pts: float | None = None,
+                         queries_per_day: float | None = None) -> dict:
+    """Everything the report page shows about an audit, in the order the page reads: the rows,
+    the verdict, the KPIs, the savings, the evidence, the figures."""
+    ctx = _rows_section(audit, batch)
+    ctx.update(_verdict_section(audit, ctx, max_drop_pts))
+    ctx.update(_kpi_section(ctx))
+    ctx.update(_savings_section(audit, ctx, queries_per_day))
+    ctx.update(_evidence_section(audit, ctx))
+    ctx["figures"] = _report_figures(ctx)
+    ctx["rating"] = None
+    if audit.status == Audit.Status.SUCCEEDED and ctx["baseline"]:
+        ctx["rating"] = rating_for_version(audit.model_version_id, task=audit.model_version.asset.task,
+                                           hw=hardware_class(audit.fingerprint, audit.device))
+    ctx["hardware_class"] = hardware_class(audit.fingerprint, audit.device)
+    return ctx
 
 
 # --- compare ------------------------------------------------------------------------
@@ -311,75 +555,145 @@ def _audit_summaries(audits: list[Audit], *, fall_back_to_any_variant: bool = Fa
         if base is None and fall_back_to_any_variant:
             base = next((r for r in rows if r.ref), None)
         summaries.append({"audit": audit, "rows": rows, "base": base, "ref_batch": ref_batch,
-                          "hardware": hardware_class(audit.fingerprint, audit.device), "estimated": _estimated(rows)})
+                          "hardware": hardware_class(audit.fingerprint, audit.device), "estimated": _estimated(rows),
+                          "generation": is_generation(audit, rows)})
     return summaries
 
 
-def compare_context(audits: list[Audit]) -> dict:
-    """Side by side: each audit's baseline (or its only measured variant) at each batch size,
-    with deltas against the first audit. Four queries whatever the number of audits."""
+def _ratio_cell(value, ref_value, *, lower_is_better: bool, paired: dict | None = None) -> dict:
+    """A change as a ratio (×0.42), never a percentage (+513744%); with the paired 95% interval
+    when the two rows were measured in the same audit's interleaved rounds."""
+    if paired is not None:
+        return {"text": units.ratio(paired[0], paired[1]), "better": _better_from_interval(paired[1], lower_is_better),
+                "paired": True}
+    if not finite(value) or not finite(ref_value) or ref_value == 0:
+        return {"text": None, "better": None, "paired": False}
+    r = value / ref_value
+    return {"text": units.ratio(r), "better": None if abs(r - 1) < 1e-9 else (r < 1) == lower_is_better, "paired": False}
+
+
+def _differences(summaries: list[dict]) -> list[str]:
+    """What makes the audits' figures not comparable one for one."""
+    out = []
+    tasks = {s["audit"].model_version.asset.get_task_display() for s in summaries}
+    if len(tasks) > 1:
+        out.append(f"The audits are of different tasks ({', '.join(sorted(tasks))}): their accuracy and fidelity "
+                   "figures measure different things.")
+    hardware = {s["hardware"] for s in summaries}
+    if len(hardware) > 1:
+        out.append(f"The audits ran on different hardware ({', '.join(sorted(hardware))}): energy and latency "
+                   "differences include the hardware's.")
+    batches = {s["ref_batch"] for s in summaries if s["ref_batch"]}
+    if len(batches) > 1:
+        out.append(f"The variants are compared at different batch sizes ({', '.join(str(b) for b in sorted(batches))}): "
+                   "energy per inference grows with the batch.")
+    scenarios = {"generation" if s["generation"] else "forward pass" for s in summaries}
+    if len(scenarios) > 1:
+        out.append("Some audits measured generation and others single forward passes: their energy figures are "
+                   "not the same quantity.")
+    if len({bool(s["estimated"]) for s in summaries}) > 1:
+        out.append("Some energy figures are estimated and others measured by a hardware counter.")
+    return out
+
+
+def compare_context(audits: list[Audit], *, x: str | None = None, y: str | None = None, ref: str | None = None) -> dict:
+    """Side by side: every variant of every audit at its reference batch size, on two figures
+    chosen for the axes, with changes as ratios against a reference row (the first audit's
+    baseline unless another is chosen); and each audit's baseline at each batch size. Four
+    queries whatever the number of audits."""
+    xq, yq = QUANTITIES.get(x or "", QUANTITIES["energy"]), QUANTITIES.get(y or "", QUANTITIES["accuracy"])
+    summaries = _audit_summaries(audits, fall_back_to_any_variant=True)
     columns = []
-    for summary in _audit_summaries(audits, fall_back_to_any_variant=True):
+    for summary in summaries:
         base = summary["base"]
         columns.append({
             **summary, "label": audit_label(summary["audit"]),
             "by_batch": {m.batch_size: m for m in (base.measurements if base else [])},
         })
+    # Every variant of every audit, one row each.
+    entries = [{"id": f"{c['audit'].pk}:{r.key}", "label": f"#{c['audit'].pk} {r.key}", "column": c, "row": r}
+               for c in columns for r in c["rows"] if r.ref]
+    reference = next((e for e in entries if e["id"] == ref), None) or next(
+        (e for e in entries if e["row"] is (columns[0]["base"] if columns else None)), entries[0] if entries else None)
+    table_qs = [QUANTITIES[k] for k in dict.fromkeys([xq.key, yq.key, "energy", "latency", "accuracy", "fidelity"])]
+    variant_table = []
+    for e in entries:
+        r, cells = e["row"], []
+        for q in table_qs:
+            value = q.value(r, r.ref)
+            cell = {"value": q.fmt(value), "change": None, "better": None, "paired": False}
+            if reference is not None and e is not reference and q.key not in ("accuracy", "fidelity"):
+                ref_row = reference["row"]
+                paired = None
+                same_audit = reference["column"] is e["column"] and ref_row.is_baseline and r.comparison
+                if same_audit and q.key in ("energy", "j_per_token", "latency", "latency_mean"):
+                    kind = "energy" if q.key in ("energy", "j_per_token") else "latency"
+                    paired = (r.comparison.get(f"{kind}_ratio"), r.comparison.get(f"{kind}_ratio_ci95"))
+                cell.update(_ratio_cell(value, q.value(ref_row, ref_row.ref), lower_is_better=q.lower_is_better,
+                                        paired=paired if paired and finite(paired[0]) else None))
+            elif reference is not None and e is not reference and q.key == "accuracy":
+                ref_acc = reference["row"].accuracy_pct
+                if finite(value) and finite(ref_acc):
+                    cell.update(change=units.points(value - ref_acc), better=value >= ref_acc)
+            if cell.get("text"):
+                cell["change"] = cell["text"]
+            cells.append(cell)
+        variant_table.append({"id": e["id"], "label": e["label"], "audit": e["column"]["audit"], "grade": r.grade,
+                              "batch": r.ref.batch_size, "is_reference": e is reference, "cells": cells})
+
     first = columns[0] if columns else None
     batch_sizes = sorted({b for c in columns for b in c["by_batch"]})
     metrics = [
-        ("Energy per inference", lambda m, r: m.energy_j_per_inference if m else None, units.joules),
-        ("Wh per 1,000 inferences", lambda m, r: m.wh_per_1000_inferences if m else None, units.wh),
-        ("Energy per sample", lambda m, r: m.energy_j_per_sample if m else None, units.joules),
-        ("Latency p50", lambda m, r: m.latency_p50_ms if m else None, units.millis),
-        ("Throughput (samples/s)", lambda m, r: m.throughput_samples_per_s if m else None, units.count),
-        ("Average power", lambda m, r: m.avg_power_w if m else None, units.watts),
+        (QUANTITIES["energy"], "Energy per inference", lambda m: m.energy_j_per_inference if m else None),
+        (None, "Wh per 1,000 inferences", lambda m: m.wh_per_1000_inferences if m else None),
+        (QUANTITIES["energy_per_sample"], "Energy per sample", lambda m: m.energy_j_per_sample if m else None),
+        (QUANTITIES["latency"], "Latency p50", lambda m: m.latency_p50_ms if m else None),
+        (QUANTITIES["throughput"], "Throughput (samples/s)", lambda m: m.throughput_samples_per_s if m else None),
+        (QUANTITIES["power"], "Average power", lambda m: m.avg_power_w if m else None),
     ]
     table = []
     for b in batch_sizes:
-        for name, get, fmt in metrics:
+        for q, name, get in metrics:
+            fmt = q.fmt if q else units.wh
+            lower = q.lower_is_better if q else True
+            ref_value = get(first["by_batch"].get(b)) if first else None
             cells = []
-            ref_value = get(first["by_batch"].get(b), first["base"]) if first else None
             for i, c in enumerate(columns):
-                value = get(c["by_batch"].get(b), c["base"])
-                change = None if i == 0 else _fmt_change(relative_change(value, ref_value))
-                cells.append({"value": fmt(value), "change": change,
-                              "better": None if i == 0 or relative_change(value, ref_value) in (None, 0)
-                              else (relative_change(value, ref_value) < 0) == (name != "Throughput (samples/s)")})
+                value = get(c["by_batch"].get(b))
+                change = _ratio_cell(value, ref_value, lower_is_better=lower) if i else {"text": None, "better": None}
+                cells.append({"value": fmt(value), "change": change["text"], "better": change["better"]})
             table.append({"batch": b, "metric": name, "cells": cells})
     static_rows = []
     for name, get, fmt in [
         ("FLOPs per sample", lambda c: c["base"].variant.flops if c["base"] else None, units.flops),
         ("Parameters", lambda c: c["base"].variant.params if c["base"] else None, units.count),
-        ("Accuracy", lambda c: c["base"].accuracy_pct if c["base"] else None,
-         lambda v: units.DASH if not finite(v) else f"{v:.2f}%"),
+        ("Accuracy", lambda c: c["base"].accuracy_pct if c["base"] else None, units.accuracy),
+        ("Quality grade", lambda c: c["audit"].quality_grade or None, units.plain),
     ]:
         static_rows.append({"metric": name, "cells": [fmt(get(c)) for c in columns]})
     estimated = any(c["estimated"] for c in columns)
+    xy_series = [{"name": c["label"], "points": [
+        {"label": f"#{c['audit'].pk} {r.key}", "x": xq.value(r, r.ref), "y": yq.value(r, r.ref),
+         "show_label": r.is_baseline or len(c["rows"]) <= 4} for r in c["rows"] if r.ref]} for c in columns]
+    missing = [q.label.lower() for q in (xq, yq)
+               if not any(finite(p[axis]) for s in xy_series for p in s["points"] for axis in ("x", "y"))]
     figs = {
+        "chart-compare-xy": figures.scatter_figure(
+            xy_series, x=xq, y=yq, title=f"{yq.label} vs {xq.label.lower()} (every variant)", estimated=estimated,
+            empty_message=f"No variant has both figures{': ' + ', '.join(missing) + ' unknown' if missing else ''}."),
         "chart-compare-energy": figures.compare_bars_figure(
             [{"name": c["label"], "x": list(c["by_batch"]), "y": [m.energy_j_per_inference for m in c["by_batch"].values()]}
              for c in columns],
-            title="Energy per inference by batch size" + (" (estimated)" if estimated else ""), unit="J", log=True,
-        ),
-        "chart-compare-latency": figures.lines_figure(
-            [{"name": c["label"], "x": list(c["by_batch"]), "y": [m.latency_p50_ms for m in c["by_batch"].values()]}
-             for c in columns],
-            title="Latency p50 vs batch size", x_title="Batch size", y_title="Latency p50 (ms)", x_type="log", y_type="log",
-        ),
-        "chart-compare-tradeoff": figures.lines_figure(
-            [{"name": c["label"], "x": [r.ref.energy_j_per_inference for r in c["rows"] if r.ref],
-              "y": [r.accuracy_pct if finite(r.accuracy_pct) else r.ref.latency_p50_ms for r in c["rows"] if r.ref],
-              "text": [r.key for r in c["rows"] if r.ref]}
-             for c in columns],
-            title=("Accuracy vs energy per inference (variants)" if any(
-                finite(r.accuracy_pct) for c in columns for r in c["rows"]) else "Latency vs energy per inference (accuracy unknown)"),
-            x_title="Energy per inference (J)", y_title=("Accuracy (%)" if any(
-                finite(r.accuracy_pct) for c in columns for r in c["rows"]) else "Latency p50 (ms)"), x_type="log",
-            mode="markers+text", x_suffix="J",
-        ),
+            title="Baseline energy per inference by batch size" + (" (estimated)" if estimated else ""),
+            quantity=QUANTITIES["energy"]),
+        "chart-compare-latency": figures.batch_lines_figure(
+            [{"name": c["label"], "points": [(b, m.latency_p50_ms) for b, m in c["by_batch"].items()]} for c in columns],
+            y=QUANTITIES["latency"], title="Baseline latency p50 vs batch size"),
     }
     return {"columns": columns, "table": table, "static_rows": static_rows, "figures": figs, "estimated": estimated,
+            "variant_table": variant_table, "table_quantities": table_qs, "reference": reference,
+            "x": xq, "y": yq, "axis_choices": [QUANTITIES[k] for k in AXIS_CHOICES],
+            "differences": _differences(summaries),
             "same_model": len({c["audit"].model_version.asset_id for c in columns}) == 1,
             "same_hardware": len({c["hardware"] for c in columns}) == 1}
 
@@ -387,9 +701,10 @@ def compare_context(audits: list[Audit]) -> dict:
 # --- model history --------------------------------------------------------------------
 
 
-def model_history_context(asset: ModelAsset) -> dict:
-    """Energy, latency and accuracy across the versions of a model: the latest succeeded
-    audit of each version, one series per hardware class. Four queries."""
+def model_history_context(asset: ModelAsset, *, figure: str | None = None) -> dict:
+    """Any figure across the versions of a model: the latest succeeded audit of each version,
+    one series per hardware class and batch size. Four queries."""
+    chosen = QUANTITIES.get(figure or "", QUANTITIES["energy"])
     later = Audit.objects.filter(
         model_version=OuterRef("model_version"), status=Audit.Status.SUCCEEDED, finished_at__gt=OuterRef("finished_at")
     )
@@ -408,24 +723,23 @@ def model_history_context(asset: ModelAsset) -> dict:
         # at batch 8 is not drawn as a regression of one audited at batch 1, and estimated
         # energy never shares a line with measured.
         name = f"{e['hardware']} · batch {e['ref_batch']}" + (" (estimated)" if e["estimated"] else "")
-        s = series.setdefault(name, {"x": [], "energy": [], "latency": [], "accuracy": []})
+        s = series.setdefault(name, {"x": [], "rows": []})
         s["x"].append(e["version"].label)
-        s["energy"].append(e["base"].ref.energy_j_per_inference)
-        s["latency"].append(e["base"].ref.latency_p50_ms)
-        s["accuracy"].append(e["base"].accuracy_pct)
+        s["rows"].append(e["base"])
     estimated = any(e["estimated"] for e in entries)
+
+    def over_versions(q: Quantity, key: str, **kw) -> dict:
+        return figures.versions_figure(
+            [{"name": name, "x": s["x"], "y": [q.value(r, r.ref) for r in s["rows"]]} for name, s in series.items()],
+            y=q, estimated=estimated and q.unit == "J", **kw)
+
     figs = {
-        "chart-history-energy": figures.lines_figure(
-            [{"name": hw, "x": s["x"], "y": s["energy"]} for hw, s in series.items()],
-            title="Energy per inference across versions" + (" (estimated)" if estimated else ""),
-            x_title="Version", y_title="Energy per inference", x_type="category", y_type="log", y_suffix="J"),
-        "chart-history-latency": figures.lines_figure(
-            [{"name": hw, "x": s["x"], "y": s["latency"]} for hw, s in series.items()],
-            title="Latency p50 across versions", x_title="Version", y_title="Latency p50 (ms)", x_type="category",
-            y_type="log"),
-        "chart-history-accuracy": figures.lines_figure(
-            [{"name": hw, "x": s["x"], "y": s["accuracy"]} for hw, s in series.items()],
-            title="Accuracy across versions", x_title="Version", y_title="Accuracy (%)", x_type="category",
+        "chart-history-chosen": over_versions(chosen, "chosen", title=f"{chosen.label} across versions"),
+        "chart-history-energy": over_versions(QUANTITIES["energy"], "energy", title="Energy per inference across versions"),
+        "chart-history-latency": over_versions(QUANTITIES["latency"], "latency", title="Latency p50 across versions"),
+        "chart-history-accuracy": over_versions(
+            QUANTITIES["accuracy"], "accuracy", title="Accuracy across versions",
             empty_message="Accuracy unknown: no version was evaluated on a dataset."),
     }
-    return {"entries": entries, "figures": figs, "estimated": estimated}
+    return {"entries": entries, "figures": figs, "estimated": estimated, "chosen": chosen,
+            "axis_choices": [QUANTITIES[k] for k in AXIS_CHOICES]}

@@ -10,10 +10,10 @@ from django.views.decorators.http import require_GET
 from ..models import Audit, ModelVersion
 from ..reports.ratings import rating_for_version, rating_spread, ratings_for_teams
 from ..reports.selectors import MAX_COMPARE, audit_report_context, compare_context, model_history_context
-from ..reports import figures
-from ..templatetags import units
+from ..reports import figures, formatting as units
+from ..reports.progress import running_hardware
 from ..selectors import (
-    audits_for_user, describe_hardware, flatten_fingerprint, live_queues, model_assets_for_user, teams_for_user,
+    audits_for_user, flatten_fingerprint, live_queues, model_assets_for_user, teams_for_user,
 )
 
 
@@ -64,7 +64,7 @@ def audit_detail(request, pk: int):
         "report": report,
         "variants": report["variants"],
         "estimated": report["estimated"],
-        "hardware": describe_hardware(audit.fingerprint),
+        "hardware": running_hardware(audit),
         "fingerprint_rows": flatten_fingerprint(audit.fingerprint),
     }
     return render(request, "audit/audit_detail.html", context)
@@ -93,14 +93,16 @@ def compare(request):
                 raise Http404("No such audit.")
             # Oldest first: deltas then read as "what changed since".
             audits = sorted(found.values(), key=lambda a: (a.created_at, a.pk))
-            context["compare"] = compare_context(audits)
+            context["compare"] = compare_context(
+                audits, x=request.GET.get("x"), y=request.GET.get("y"), ref=request.GET.get("ref"))
     return render(request, "audit/compare.html", context)
 
 
 @login_required
 def model_history(request, pk: int):
     asset = get_object_or_404(model_assets_for_user(request.user), pk=pk)
-    return render(request, "audit/model_history.html", {"asset": asset, **model_history_context(asset)})
+    return render(request, "audit/model_history.html",
+                  {"asset": asset, **model_history_context(asset, figure=request.GET.get("figure"))})
 
 
 BADGE_COLORS = {1: "#b42318", 2: "#dc6803", 3: "#b98900", 4: "#4c8c16", 5: "#0b6e4f"}

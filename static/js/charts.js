@@ -108,13 +108,39 @@
     update();
   }
 
+  /* Charts drawn inside a closed <details> have no width yet: size them when it opens. */
+  function foldedCharts() {
+    document.querySelectorAll("details").forEach(function (d) {
+      d.addEventListener("toggle", function () {
+        if (d.open && typeof Plotly !== "undefined") {
+          d.querySelectorAll(".js-plotly-plot").forEach(function (el) { Plotly.Plots.resize(el); });
+        }
+      });
+    });
+  }
+
+  /* Paper gets everything: the folded evidence opens before printing. */
+  function openForPrint() {
+    document.querySelectorAll("details.fold").forEach(function (d) { d.setAttribute("open", ""); });
+    resizeAll();
+  }
+
+  /* A select with data-autosubmit sends its form when changed (axis pickers). */
+  function autosubmit() {
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (el) {
+      el.addEventListener("change", function () { if (el.form) { el.form.submit(); } });
+    });
+  }
+
   function init() {
     drawFigures();
+    foldedCharts();
+    autosubmit();
     document.querySelectorAll("table.sortable").forEach(sortable);
     var form = document.getElementById("savings-form");
     if (form) { savings(form); }
   }
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", init); } else { init(); }
-  window.addEventListener("beforeprint", resizeAll);
+  window.addEventListener("beforeprint", openForPrint);
 })();

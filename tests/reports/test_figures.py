@@ -2,7 +2,7 @@
 import json
 
 from audit.reports import figures
-from audit.reports.tradeoff import Point, pareto_frontier
+from audit.reports.quantities import QUANTITIES
 
 
 def _json_safe(fig):
@@ -12,22 +12,36 @@ def _json_safe(fig):
 
 
 def test_tradeoff_with_accuracy_draws_points_and_frontier():
-    points = [Point("baseline", 1e-3, 95.0, 0.2, True), Point("int8", 4e-4, 94.5, 0.1), Point("bad", 2e-3, 90.0, 0.3)]
-    fig = figures.tradeoff_figure(points, pareto_frontier(points), recommended="int8", estimated=True)
+    points = [{"key": "baseline", "x": 1e-3, "y": 95.0, "is_baseline": True}, {"key": "int8", "x": 4e-4, "y": 94.5},
+              {"key": "bad", "x": 2e-3, "y": 90.0}]
+    fig = figures.tradeoff_figure(points, y=QUANTITIES["accuracy"], recommended="int8", estimated=True,
+                                  frontier_keys=["int8", "baseline"])
     _json_safe(fig)
     assert fig["data"][0]["customdata"] == ["baseline", "int8", "bad"]
     assert fig["data"][0]["text"] == ["baseline", "int8", ""]  # labels on frontier, baseline, recommended
     assert fig["data"][1]["name"] == "Pareto frontier" and fig["data"][1]["x"] == [4e-4, 1e-3]
-    assert "estimated" in fig["layout"]["xaxis"]["title"]["text"]
+    assert fig["layout"]["xaxis"]["title"]["text"] == "Energy per inference (J, estimated)"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "Accuracy (%)"
 
 
 def test_tradeoff_without_accuracy_says_so():
-    fig = figures.tradeoff_figure([Point("baseline", 1e-3, None, 0.2, True)], [], recommended=None, estimated=False)
+    fig = figures.tradeoff_figure([{"key": "baseline", "x": 1e-3, "y": 0.2, "is_baseline": True}],
+                                  y=QUANTITIES["latency"], recommended=None, estimated=False)
     _json_safe(fig)
     assert "accuracy unknown" in fig["layout"]["title"]["text"]
-    empty = figures.tradeoff_figure([], [], recommended=None, estimated=False)
+    assert fig["layout"]["yaxis"]["title"]["text"] == "Latency p50 (ms)"
+    empty = figures.tradeoff_figure([], y=QUANTITIES["accuracy"], recommended=None, estimated=False)
     _json_safe(empty)
     assert empty["data"] == [] and empty["layout"]["annotations"]
+
+
+def test_log_axes_label_decades_not_every_minor_tick():
+    """Values spanning orders of magnitude get a log axis with one label per decade and SI
+    ticks with the unit (2mJ); a narrow range stays linear from zero."""
+    wide = figures.q_axis(QUANTITIES["energy"], [1e-6, 3e-4, 2e-2])
+    assert wide["type"] == "log" and wide["dtick"] == 1 and wide["tickformat"] == "~s" and wide["ticksuffix"] == "J"
+    narrow = figures.q_axis(QUANTITIES["latency"], [2.0, 3.0])
+    assert narrow["type"] == "linear" and narrow["range"][0] == 0 and narrow["tickformat"] == "~g"
 
 
 def test_batch_power_breakdown_layers():
@@ -56,7 +70,7 @@ def test_batch_power_breakdown_layers():
 
 def test_compare_history_and_ratings_figures():
     bars = figures.compare_bars_figure([{"name": "#1", "x": [1, 8], "y": [1e-3, 2e-3]}, {"name": "#2", "x": [1], "y": [5e-4]}],
-                                       title="Energy", unit="J", log=True)
+                                       title="Energy", quantity=QUANTITIES["energy"])
     _json_safe(bars)
     assert [t["name"] for t in bars["data"]] == ["#1", "#2"] and bars["data"][0]["x"] == ["1", "8"]
     _json_safe(figures.lines_figure([], title="t", x_title="x", y_title="y"))

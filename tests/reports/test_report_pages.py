@@ -136,8 +136,8 @@ def test_compare_two_audits_side_by_side(member_client, team, outsider):
     page = member_client.get(url).content.decode()
     clean(page)
     assert 'id="compare-table"' in page and "Versions of one model" in page
-    assert "4 mJ" in page and "2 mJ" in page and "−50%" in page
-    for chart in ("chart-compare-energy", "chart-compare-latency", "chart-compare-tradeoff"):
+    assert "4 mJ" in page and "2 mJ" in page and "×0.50" in page and "%</span>" not in page  # ratios, not percentages
+    for chart in ("chart-compare-energy", "chart-compare-latency", "chart-compare-xy"):
         assert f'"{chart}"' in figures_in(page, "compare-figures")
     # Picking one audit, or seven, asks for 2 to 6; another team's audit is not found.
     assert "Pick between 2 and 6" in member_client.get(reverse("compare") + f"?a={a.pk}", follow=True).content.decode()
