@@ -262,3 +262,30 @@ def test_int8_and_pruning_reach_gpt2_conv1d_layers(gpt2_text):
     pruned = RECIPES["prune-unstructured"].run(loaded, {"sparsity": 0.5}, RecipeContext())
     attn = pruned.module.transformer.h[0].attn.c_attn.weight
     assert 0.2 < (attn == 0).float().mean() < 0.8
+
+
+def _part(mean_ms, joules, *, p50=None, p95=None, iterations=4, u=0.1, flags=()):
+    return {"latency_ms_mean": mean_ms, "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ci95_ms": None,
+            "latency_ci95_rel": None, "energy_j_per_inference": joules, "energy_uncertainty_rel": u,
+            "iterations": iterations, "windows": 2, "window_means_ms": [], "window_energy_j": [], "flags": list(flags)}
+
+
+def test_summary_definitions_and_throughput_mode():
+    # batch 2, prompt 10, 5 new tokens: 4 decode steps of 2 ms each after a 3 ms prefill
+    plan = generation.GenerationPlan(prefill=None, request=None, batch_size=2, prompt_tokens=10, new_tokens=5,
+                                     records=[(0, 1, 5)] * 3 + [(0, 8_000_000, 5), (0, 8_000_000, 5)])
+    prefill = _part(3.0, 0.4, p50=None, p95=None, flags=["single-window"])  # throughput mode: no per-call times
+    request = _part(11.0, 1.2, iterations=2, u=0.2)
+    s = generation.summarize(plan, prefill, request)
+    assert s["ttft_ms_mean"] == 3.0 and s["ttft_ms_p50"] is None and s["ttft_ms_p95"] is None
+    assert s["tpot_ms_p50"] == s["tpot_ms_p95"] == s["tpot_ms_mean"] == 2.0  # the last 2 (measured) requests
+    assert s["decode_ms_mean"] == 8.0 and math.isclose(s["output_tokens_per_s"], 2 * 5 / 0.011)
+    assert math.isclose(s["decode_tokens_per_s"], 2 * 4 / 0.008)
+    assert math.isclose(s["energy_j_per_prompt_token"], 0.4 / 20)
+    assert math.isclose(s["energy_j_per_output_token"], 0.8 / 8)
+    assert math.isclose(s["energy_j_per_request"], 0.6) and math.isclose(s["prefill_energy_share"], 1 / 3)
+    assert math.isclose(s["energy_j_per_output_token_uncertainty_rel"], math.hypot(0.2 * 1.2, 0.1 * 0.4) / 0.8)
+    assert "single-window" in s["flags"]
+    # noise can leave no measurable decode: null figures with a flag, never a negative energy
+    s = generation.summarize(plan, _part(3.0, 1.3), _part(11.0, 1.2, iterations=2))
+    assert s["energy_j_per_output_token"] is None and "decode-energy-not-resolved" in s["flags"]
