@@ -222,9 +222,11 @@ def test_language_model_next_token_agreement_kl_and_perplexity(tmp_path):
     fid = {k: ev["fidelity"] for k, ev in scores.items()}
     assert all(ev["fidelity_kind"] == "sequence" and ev["fidelity_metric"] == "top1_agreement" for ev in scores.values())
     assert fid["copy"]["top1_agreement"] == 1.0 and fid["copy"]["kl_divergence"] == 0.0
-    assert fid["int8"]["top1_agreement"] > 0.9 and fid["int8"]["kl_divergence"] < 0.01
+    # a tiny LM's next-token logits are close to ties, so int8 flips some of them; KL separates clearly
+    assert fid["int8"]["top1_agreement"] > 0.8 and fid["int8"]["kl_divergence"] < 0.01
     for ruined in ("pruned", "random"):
         assert fid[ruined]["top1_agreement"] < 0.3 and fid[ruined]["kl_divergence"] > 0.3, fid
+        assert fid[ruined]["kl_divergence"] > 100 * fid["int8"]["kl_divergence"]
     # perplexity of each variant on the sentences (next tokens, padding masked)
     assert fid["copy"]["perplexity"] == fid["int8"]["perplexity"] or \
         fid["int8"]["perplexity"] == pytest.approx(fid["copy"]["perplexity"], rel=0.05)
