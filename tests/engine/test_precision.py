@@ -126,3 +126,16 @@ def test_torchscript_stored_in_fp16_runs_its_baseline_in_float32(tmp_path, monke
 def test_unknown_baseline_dtype_is_refused(bert_fp16):
     with pytest.raises(LoadError, match="unknown baseline_dtype 'int4'; one of float32, stored"):
         load_model(bert_fp16, options={"baseline_dtype": "int4"})
+
+
+def test_onnx_graphs_run_as_stored_and_say_so(mlp_onnx):
+    loaded = load_model(mlp_onnx)
+    assert (loaded.stored_dtype, loaded.compute_dtype()) == ("float32", "float32") and not loaded.warnings
+    half = RECIPES["ort-fp16"].run(loaded, dict(RECIPES["ort-fp16"].defaults), RecipeContext())
+    try:
+        assert half.compute_dtype() == "float16"  # the variant's own graph, not the upload's
+        reloaded = load_model(half.model_path)
+        assert reloaded.stored_dtype == "float16" and reloaded.compute_dtype() == "float16"
+        assert any("stored in float16 and runs as stored" in w for w in reloaded.warnings)
+    finally:
+        half.close()
