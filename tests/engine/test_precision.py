@@ -139,3 +139,17 @@ def test_onnx_graphs_run_as_stored_and_say_so(mlp_onnx):
         assert any("stored in float16 and runs as stored" in w for w in reloaded.warnings)
     finally:
         half.close()
+
+
+def test_torch_export_program_stored_in_fp16_runs_its_baseline_in_float32(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIT_ALLOW_UNSAFE_FORMATS", "1")
+    module = m.build("mlp", m.MLP_CONFIG).half()
+    program = torch.export.export(module, (torch.randn(2, 16).half(),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(program, str(path))
+    loaded = load_model(path)
+    assert loaded.input_spec["inputs"][0]["dtype"] == "float32"  # its example input was half
+    doc = profile_model(path, recipes=["baseline"], batch_sizes=(1, 4), options=m.FAST_OPTIONS)
+    (base,) = doc["variants"]
+    assert base["status"] == "succeeded", base["error"]
+    assert (base["stored_dtype"], base["baseline_dtype"], base["dtype"]) == ("float16", "float32", "float32")
