@@ -157,3 +157,28 @@ def test_an_override_for_an_input_the_model_lacks_fails_with_the_inputs_it_has(t
     (base,) = doc["variants"]
     assert base["status"] == "failed" and not base["measurements"]
     assert "'pixel_values'" in base["error"] and "no such input" in base["error"] and "inputs are x" in base["error"]
+
+
+def test_paddle_style_constants_batch_norm_scales_count_resize_scales_do_not(tmp_path):
+    """Paddle names batch-norm gamma ``*_bn_scale`` (a parameter, not a quantisation scale);
+    Resize's scales and a one-element literal are settings, not parameters."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        _const("conv_w", rng.standard_normal((4, 3, 1, 1)).astype(np.float32)),
+        helper.make_node("Conv", ["x", "conv_w"], ["c"]),
+    ]
+    for part in ("scale", "offset", "mean", "variance"):
+        nodes.append(_const(f"bn_{part}", rng.random(4).astype(np.float32) + 0.5))
+    nodes += [
+        helper.make_node("BatchNormalization", ["c", "bn_scale", "bn_offset", "bn_mean", "bn_variance"], ["b"]),
+        _const("six", np.array(6.0, dtype=np.float32)),
+        helper.make_node("Div", ["b", "six"], ["d"]),
+        _const("roi", np.zeros(0, dtype=np.float32)),
+        _const("scales", np.array([1.0, 1.0, 2.0, 2.0], dtype=np.float32)),
+        helper.make_node("Resize", ["d", "roi", "scales"], ["y"], mode="nearest"),
+    ]
+    graph = helper.make_graph(nodes, "paddle-ish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])])
+    path = _save(tmp_path, graph, "paddle.onnx")
+    params, _ = onnx_params(path)
+    assert params == 4 * 3 + 4 * 4  # the conv's weight and the four batch-norm vectors

@@ -60,15 +60,20 @@ def _nonzero(t) -> int:
 def onnx_params(model_path) -> tuple[int, int]:
     """(parameters, nonzero parameters) of an ONNX graph: its initializers and the tensors its
     ``Constant`` nodes hold (paddle2onnx and some other exporters store every weight that way),
-    in subgraphs too. Shape constants and indices (integer tensors) are not weights; int8
-    tensors are quantised weights; scales, zero points and scalars are not counted."""
+    in subgraphs too.
+
+    Not parameters: integer tensors (shapes, indices), except int8/uint8 quantised weights;
+    scalars; quantisation scales and zero points; tensors used only where an op takes a
+    setting rather than a weight (Resize scales, Clip bounds, Pad / Slice / Reshape arguments);
+    and one-element constants that feed no weight input (hard-swish's 6). Normalisation scales
+    named ``*_scale`` (Paddle's batch-norm gamma) are parameters."""
     import onnx
 
     model = onnx.load(str(model_path))  # external data already checked to stay in the folder
     params = 0
     nonzero = 0
-    for tensor, consumed_as_weight in _onnx_stored_tensors(model.graph):
-        counted = _onnx_weight_count(tensor, consumed_as_weight)
+    for tensor, uses in _onnx_stored_tensors(model.graph):
+        counted = _onnx_weight_count(tensor, uses)
         if counted:
             params += counted[0]
             nonzero += counted[1]
@@ -78,25 +83,35 @@ def onnx_params(model_path) -> tuple[int, int]:
 # ops whose inputs after the first are weights (a one-element bias still counts there)
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization",
                "InstanceNormalization", "GroupNormalization", "Gather", "PRelu", "LSTM", "GRU", "RNN")
+_NORM_OPS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
+# input slots where an op takes a setting or a quantisation parameter, never a weight
+_SETTING_SLOTS = {
+    "Resize": (1, 2, 3), "Upsample": (1,), "Clip": (1, 2), "Pad": (1, 2, 3), "Slice": (1, 2, 3, 4),
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Range": (0, 1, 2), "Squeeze": (1,), "Unsqueeze": (1,),
+    "ConstantOfShape": (0,), "TopK": (1,), "Split": (1,), "ReduceMean": (1,), "ReduceSum": (1,),
+    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "DynamicQuantizeLinear": (),
+    "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "MatMulInteger": (2, 3), "ConvInteger": (2, 3),
+}
 
 
 def _onnx_stored_tensors(graph):
-    """(TensorProto, used as a weight input) for the graph's initializers and Constant-node
-    values, recursing into subgraphs (If / Loop / Scan bodies)."""
+    """(TensorProto, [(op type, input slot) of each use in this graph]) for the graph's
+    initializers and Constant-node values, recursing into subgraphs (If / Loop / Scan bodies)."""
     from .flops import constant_tensor
 
-    weight_inputs = set()
+    uses: dict[str, list[tuple[str, int]]] = {}
     for node in graph.node:
-        if node.op_type in _WEIGHT_OPS:
-            start = 0 if node.op_type == "Gather" else 1
-            weight_inputs.update(node.input[start:])
+        for slot, name in enumerate(node.input):
+            if name:
+                uses.setdefault(name, []).append((node.op_type, slot))
     for tensor in graph.initializer:
-        yield tensor, tensor.name in weight_inputs
+        yield tensor, uses.get(tensor.name, [])
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
             tensor = constant_tensor(node)
             if tensor is not None:
-                yield tensor, node.output[0] in weight_inputs
+                yield tensor, uses.get(node.output[0], [])
         for attr in node.attribute:
             if attr.HasField("g"):
                 yield from _onnx_stored_tensors(attr.g)
@@ -104,7 +119,11 @@ def _onnx_stored_tensors(graph):
                 yield from _onnx_stored_tensors(sub)
 
 
-def _onnx_weight_count(tensor, consumed_as_weight: bool) -> tuple[int, int] | None:
+def _is_weight_use(op: str, slot: int) -> bool:
+    return op in _WEIGHT_OPS and (slot >= 1 or op == "Gather")
+
+
+def _onnx_weight_count(tensor, uses: list[tuple[str, int]]) -> tuple[int, int] | None:
     import numpy as np
     from onnx import numpy_helper
 
@@ -113,10 +132,14 @@ def _onnx_weight_count(tensor, consumed_as_weight: bool) -> tuple[int, int] | No
         array.dtype == np.int32 and tensor.name.endswith("_quantized"))  # onnxruntime's int32 biases
     if not (np.issubdtype(array.dtype, np.floating) or quantised):
         return None  # shape constants and indices (int32/int64) are not weights; int8 ones are quantised weights
-    if array.ndim == 0 or tensor.name.endswith(("_scale", "_zero_point")):
-        return None  # quantisation parameters, not weights
-    if array.size == 1 and not consumed_as_weight:
-        return None  # a one-element constant (hard-swish's 6, a clip bound) is a hyperparameter
+    if array.ndim == 0:
+        return None  # a scalar: a hyperparameter or a quantisation parameter
+    if uses and all(slot in _SETTING_SLOTS.get(op, ()) for op, slot in uses):
+        return None  # only ever a setting (Resize scales, Clip bounds) or a quantisation parameter
+    if tensor.name.endswith(("_scale", "_zero_point")) and not any(op in _NORM_OPS for op, _ in uses):
+        return None  # onnxruntime's quantisation parameters (per-channel scales dequantise via Mul)
+    if array.size == 1 and array.ndim <= 1 and not any(_is_weight_use(op, slot) for op, slot in uses):
+        return None  # a one-element literal (hard-swish's 6, a clip bound) is a hyperparameter
     return int(array.size), int(np.count_nonzero(array))
 
 
