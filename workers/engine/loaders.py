@@ -75,9 +75,7 @@ class LoadedModel:
             if self.model_path is None:
                 return self.stored_dtype
             try:  # a variant's graph (ort-fp16, int8) is its own file
-                import onnx
-
-                return onnx_float_dtype(onnx.load(str(self.model_path), load_external_data=False))
+                return _onnx_file_float_dtype(self.model_path)
             except Exception:
                 return self.stored_dtype
         return module_float_dtype(self.module)
@@ -196,6 +194,19 @@ def onnx_float_dtype(proto) -> str | None:
     return _dominant(counts)
 
 
+_ONNX_DTYPES: dict = {}  # (path, size, mtime) -> dtype: a large graph is parsed once
+
+
+def _onnx_file_float_dtype(path: Path) -> str | None:
+    import onnx
+
+    stat = Path(path).stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _ONNX_DTYPES:
+        _ONNX_DTYPES[key] = onnx_float_dtype(onnx.load(str(path), load_external_data=False))
+    return _ONNX_DTYPES[key]
+
+
 def baseline_dtype_option(options: dict) -> str:
     """``options["baseline_dtype"]``: "float32" (default) or "stored"; LoadError otherwise."""
     wanted = str(options.get("baseline_dtype") or "float32").strip().lower()
@@ -216,8 +227,9 @@ def precision_keys(loaded: LoadedModel, variant: LoadedModel | None) -> dict:
     """The precision keys of a variant's result entry (docs/ENGINE_INTERFACE.md, schema 2):
     ``stored_dtype`` (the checkpoint's), ``baseline_dtype`` (what the baseline computes in) and
     ``dtype`` (what this variant computes in; None when it did not run)."""
-    return {"stored_dtype": loaded.stored_dtype, "baseline_dtype": loaded.compute_dtype(),
-            "dtype": None if variant is None else variant.compute_dtype()}
+    baseline = loaded.compute_dtype()
+    return {"stored_dtype": loaded.stored_dtype, "baseline_dtype": baseline,
+            "dtype": None if variant is None else baseline if variant is loaded else variant.compute_dtype()}
 
 
 def unsafe_formats_allowed() -> bool:
