@@ -157,14 +157,26 @@ def _with_iso_dates(row: tuple) -> tuple | list:
     return row
 
 
+# A text cell a spreadsheet would take for a formula (OWASP, "CSV Injection"): names, labels and
+# error messages come from users. Such a cell is written with a single quote in front.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value):
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def csv_chunks(rows: Iterable[tuple]) -> Iterator[str]:
-    """CSV text in pieces of ROWS_PER_WRITE rows (None is written as an empty cell)."""
+    """CSV text in pieces of ROWS_PER_WRITE rows (None is written as an empty cell; text that
+    would start a formula is neutralised)."""
     lines = _Lines()
     writer = csv.writer(lines)
     writer.writerow(HEADER)
     batch: list = []
     for row in rows:
-        batch.append(_with_iso_dates(row))
+        batch.append([neutralise_cell(value) for value in _with_iso_dates(row)])
         if len(batch) >= ROWS_PER_WRITE:
             writer.writerows(batch)
             yield "".join(lines)
