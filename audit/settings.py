@@ -37,6 +37,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # before anything reads the body (CSRF reads POST): an over-limit upload is refused unread
     "audit.uploadhandlers.UploadSizeLimitMiddleware",
+    # NUL and unpaired surrogates anywhere in a request: 400, never a 500 from the database
+    "audit.inputsafety.InvalidCharactersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
