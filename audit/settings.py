@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",  # failed password logins are counted and locked out (AXES_* below)
     "audit.apps.AuditConfig",
 ]
 
@@ -46,7 +47,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
+# Password logins: django-axes counts failures per user name and client address (in the
+# database, so every gunicorn worker counts together) and locks that pair out for a while.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "audit.urls"
 WSGI_APPLICATION = "audit.wsgi.application"
@@ -195,9 +208,11 @@ CELERY_UNACKED_RESTORE_INTERVAL_S = env.int("CELERY_UNACKED_RESTORE_INTERVAL_S",
 REST_FRAMEWORK = {
     # Token first, so an anonymous request is answered 401 with WWW-Authenticate: Token.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # TokenAuthentication that answers 429 after too many bad tokens (audit/api/throttling.py)
+        "audit.api.throttling.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",  # enforces CSRF on writes
     ],
+    "DEFAULT_THROTTLE_RATES": {"token_failures": env.str("API_TOKEN_FAILURE_RATE", default="10/min")},
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "audit.api.pagination.StablePageNumberPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
