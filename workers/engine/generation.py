@@ -288,7 +288,7 @@ class GenerationPlan:
     backend: str = "transformers"
     prompt_source: str = ""
     records: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    decoding: str = ""  # how the tokens were produced, for the reader
 
     @classmethod
     def build(cls, loaded, *, batch_size: int, prompt_tokens: int, new_tokens: int, options: dict) -> "GenerationPlan":
@@ -355,13 +355,11 @@ def _transformers_plan(loaded, batch_size, prompt_tokens, new_tokens, options) -
         return out
 
     _, source = prompt_token_ids(loaded, prompt_tokens)
-    notes = []
-    if compiled:
-        notes.append("generation of a compiled variant: transformers' compiled decoding (static KV cache, "
-                     "compile_config with inductor); compilation happens during warm-up")
+    decoding = ("model.generate, greedy, static KV cache, decode steps compiled (compile_config, inductor; "
+                "compiled during warm-up)" if compiled else "model.generate, greedy, dynamic KV cache")
     return GenerationPlan(prefill=prefill, request=request, batch_size=batch_size, prompt_tokens=prompt_tokens,
                           new_tokens=new_tokens, backend="transformers", prompt_source=source, records=records,
-                          notes=notes)
+                          decoding=decoding)
 
 
 # --- the figures -----------------------------------------------------------------------------
@@ -415,6 +413,7 @@ def summarize(plan: GenerationPlan, prefill: dict, request: dict) -> dict:
         "prompt_tokens": p,
         "new_tokens": n,
         "prompt_source": plan.prompt_source,
+        "decoding": plan.decoding,
         # the prefill of the whole batch: time to first token
         "ttft_ms_mean": pre_ms,
         "ttft_ms_p50": prefill.get("latency_ms_p50"),

@@ -103,7 +103,8 @@ def build_plan(loaded, *, batch_size: int, prompt_tokens: int, new_tokens: int, 
     _, source = generation.prompt_token_ids(loaded, prompt_tokens)
     return generation.GenerationPlan(prefill=prefill, request=request, batch_size=batch_size,
                                      prompt_tokens=prompt_tokens, new_tokens=new_tokens, backend="vllm",
-                                     prompt_source=source, records=records)
+                                     prompt_source=source, records=records,
+                                     decoding="vLLM offline LLM.generate, greedy, prefix caching off")
 
 
 def _batch_times(outs, new_tokens: int) -> tuple:
