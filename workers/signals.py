@@ -69,6 +69,17 @@ def require_engine_sandbox(**kwargs):
 
 @worker_init.connect
 @worker_process_init.connect
+def remove_dead_workers_engine_folders(**kwargs):
+    """A pool process killed mid-audit (hard time limit, OOM killer) leaves the engine's private
+    folder behind; its replacement, or the next worker on this host, removes it."""
+    from workers.engine.sandbox import remove_stale_private_dirs
+
+    for path in remove_stale_private_dirs():
+        log.info("removed a dead worker's engine folder %s", path)
+
+
+@worker_init.connect
+@worker_process_init.connect
 def restore_power_limits(**kwargs):
     """A worker killed mid-sweep left a GPU at a lowered power limit and a journal saying what it
     was; put it back before this worker takes any audit (workers/power.py). Nothing to do, and

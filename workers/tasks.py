@@ -8,6 +8,7 @@ from django.conf import settings
 from audit.services import audits as audit_services
 from workers.celery import app  # tasks bind to our configured app, in the web process too
 from workers.engine.errors import EngineFailure
+from workers.engine.sandbox import remove_stale_private_dirs
 from workers.runner import AuditLost, build_engine_request, run_engine_for_audit
 
 log = logging.getLogger(__name__)
@@ -67,5 +68,7 @@ def _failure_message(exc: EngineFailure) -> str:
 def reap_stale_audits() -> dict:
     started = time.monotonic()
     counts = audit_services.audits_reap_stale()
+    # engine private folders left on this host by a worker killed mid-audit
+    counts["engine_temp_dirs_removed"] = len(remove_stale_private_dirs())
     log.info("reaper: %s in %.2fs", counts, time.monotonic() - started)
     return counts

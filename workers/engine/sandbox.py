@@ -61,8 +61,12 @@ GIB = 1 << 30
 DEFAULT_MEMORY_BYTES = 16 * GIB
 DEFAULT_FILE_BYTES = 16 * GIB
 MAX_LINE_BYTES = 64 << 20
-# the private folders' name; the reaper (workers/tasks.py) removes ones a killed worker left
+# the private folders' name: audit-engine-<worker pid>-<its start time in clock ticks>-<random>;
+# the reaper (workers/tasks.py) and each new worker process remove ones whose worker is gone
 PRIVATE_DIR_PREFIX = "audit-engine-"
+PRIVATE_DIR_RE = re.compile(r"^audit-engine-(\d+)-(\d+)-")
+# folders named otherwise (before owners were recorded) go once they are this old
+LEGACY_PRIVATE_DIR_AGE_S = 24 * 3600
 STDERR_TAIL_LINES = 20
 KILL_WAIT_S = 10.0
 # After its result line a child that does not exit (a library's thread hanging at interpreter
@@ -382,7 +386,7 @@ def _probe(mode: str, bwrap: str | None) -> str | None:
         return None
     if not bwrap:
         return "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
-    private_dir = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX + "probe-")
+    private_dir = tempfile.mkdtemp(prefix=private_dir_prefix() + "probe-")
     code = ("import os, socket, workers.engine.child; "
             "assert os.getuid() != 0, 'uid 0 inside'; "
             "open(os.path.join(os.getcwd(), 'w'), 'w').write('ok'); print('sandbox-ok')")
@@ -464,6 +468,53 @@ def _preexec(limits: dict, parent_pid: int):
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     return apply
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22): with
+    the pid, it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def private_dir_prefix() -> str:
+    pid = os.getpid()
+    return f"{PRIVATE_DIR_PREFIX}{pid}-{_start_ticks(pid) or 0}-"
+
+
+def remove_stale_private_dirs(root: str | None = None, *, legacy_age_s: float = LEGACY_PRIVATE_DIR_AGE_S) -> list[str]:
+    """Remove the engine's private folders whose worker process is gone (killed before its
+    ``finally`` ran); the paths removed. A folder of a live worker is never touched. Temporary
+    folders are per host (per container), so each worker process cleans its own host when it
+    starts, and the reaper the host it runs on."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(PRIVATE_DIR_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            match = PRIVATE_DIR_RE.match(entry.name)
+            if match:
+                if _start_ticks(int(match[1])) == int(match[2]):
+                    continue  # its worker lives
+            elif time.time() - entry.stat(follow_symlinks=False).st_mtime < legacy_age_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.exists(entry.path):
+            removed.append(entry.path)
+    return removed
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -591,7 +642,7 @@ def run_engine(
     # (and a test's stand-in entry script)
     read_only = [str(p) for p in (request.get("path"), request.get("dataset")) if isinstance(p, str)]
     read_only += [p for p in (_entry or []) if os.path.isabs(p) and os.path.isfile(p)]
-    private_dir = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX)
+    private_dir = tempfile.mkdtemp(prefix=private_dir_prefix())
     stderr_fh = tempfile.TemporaryFile()
     proc = None
     launch = None
