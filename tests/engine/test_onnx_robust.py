@@ -182,3 +182,26 @@ def test_paddle_style_constants_batch_norm_scales_count_resize_scales_do_not(tmp
     path = _save(tmp_path, graph, "paddle.onnx")
     params, _ = onnx_params(path)
     assert params == 4 * 3 + 4 * 4  # the conv's weight and the four batch-norm vectors
+
+
+def test_a_graph_that_cannot_run_at_the_assumed_shape_fails_saying_what_to_set(tmp_path):
+    """x[N, 3, ?, ?] flattened to exactly 3 x 8 x 8: the 224 x 224 default cannot run. The variant
+    fails before measuring, naming the assumption and the --input that fixes it; given the
+    shape, it runs."""
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((192, 2)).astype(np.float32), "w")
+    nodes = [_const("flat", np.array([0, 192], dtype=np.int64)),
+             helper.make_node("Reshape", ["x", "flat"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "?", "?"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], initializer=[w])
+    path = _save(tmp_path, graph, "fixed.onnx")
+    doc = profile_model(path, options=m.FAST_OPTIONS)
+    (base,) = doc["variants"]
+    assert base["status"] == "failed" and not base["measurements"]
+    assert "does not run at the per-sample shapes the engine assumed" in base["error"]
+    assert "x: [3, 224, 224]" in base["error"] and "--input x=" in base["error"]
+
+    doc = profile_model(path, options=dict(m.FAST_OPTIONS, input_overrides={"shape": {"x": [3, 8, 8]}}))
+    (base,) = doc["variants"]
+    assert base["status"] == "succeeded" and base["flops"] == 2 * 192 * 2

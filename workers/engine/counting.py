@@ -154,6 +154,8 @@ def count_model(loaded: LoadedModel, seq_len, overrides) -> dict:
 
     sample = loaded.make_inputs(1, seq_len, overrides)
     warnings = list(sample.warnings)
+    if loaded.kind == "onnx" and sample.assumed:
+        _check_assumed_shapes_run(loaded, sample)
     try:
         if loaded.kind == "onnx":
             report = flops.count_onnx(loaded.model_path, sample.input_shape)
@@ -174,6 +176,22 @@ def count_model(loaded: LoadedModel, seq_len, overrides) -> dict:
         "_uncounted_ops": report.uncounted_ops if report else [],
         "_warnings": warnings,
     }
+
+
+def _check_assumed_shapes_run(loaded: LoadedModel, sample) -> None:
+    """One run at shapes the engine guessed, so a graph that needs other sizes (PP-OCR's
+    recogniser: height 48) fails here with what to set, not deep in the measurement."""
+    from .errors import LoadError
+
+    try:
+        loaded.forward(sample.values)
+    except Exception as exc:
+        shapes = "; ".join(f"{name}: {sample.input_shape[name][1:]} ({why})" for name, why in sample.assumed.items())
+        example = next(iter(sample.assumed))
+        raise LoadError(
+            f"the ONNX graph does not run at the per-sample shapes the engine assumed for its dynamic "
+            f"dimensions ({shapes}): {' '.join(str(exc).split())[:300]}; give the shapes it expects with "
+            f"--input {example}=<dims> (input_overrides {{'shape': {{'{example}': [...]}}}})") from None
 
 
 def count_params(model: LoadedModel) -> tuple[int, int]:

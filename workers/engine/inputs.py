@@ -51,6 +51,8 @@ class ModelInputs:
     values: dict[str, Any]
     input_shape: dict[str, list[int]]
     warnings: list[str] = field(default_factory=list)
+    # inputs whose shape the engine assumed (dynamic ONNX dims it had no size for): name -> why
+    assumed: dict[str, str] = field(default_factory=dict)
 
 
 def default_seq_len(max_positions: int | None, requested: int | None = None) -> tuple[int, list[str]]:
@@ -537,6 +539,7 @@ def _onnx_inputs(spec, batch_size, seq_len, overrides) -> ModelInputs:
     values: dict[str, Any] = {}
     warnings: list[str] = []
     resolved: dict[str, int] = {}
+    assumed_inputs: dict[str, str] = {}
     names = {item["name"] for item in spec["inputs"]}
     unknown = sorted(set(shape_overrides) - names)
     if unknown:
@@ -549,6 +552,7 @@ def _onnx_inputs(spec, batch_size, seq_len, overrides) -> ModelInputs:
         else:
             shape, assumed = _onnx_shape(item, batch_size, seq_len, overrides, resolved)
             if assumed:
+                assumed_inputs[item["name"]] = ", ".join(assumed)
                 warnings.append(
                     f"ONNX input {item['name']!r} has dynamic dimensions the graph does not fix; assumed "
                     f"{', '.join(assumed)}, per sample {list(shape[1:])}; set them with "
@@ -571,7 +575,7 @@ def _onnx_inputs(spec, batch_size, seq_len, overrides) -> ModelInputs:
                 )
                 vocab = 2
             values[item["name"]] = rng.integers(0, int(vocab), size=shape).astype(dtype)
-    return ModelInputs(values, {k: list(v.shape) for k, v in values.items()}, warnings)
+    return ModelInputs(values, {k: list(v.shape) for k, v in values.items()}, warnings, assumed_inputs)
 
 
 # --- the NAME=DIMS[:DTYPE] grammar (CLI --input, web form, API) -------------------------------
