@@ -267,7 +267,8 @@ def test_int8_and_pruning_reach_gpt2_conv1d_layers(gpt2_text):
 
 def _part(mean_ms, joules, *, p50=None, p95=None, iterations=4, u=0.1, flags=()):
     return {"latency_ms_mean": mean_ms, "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ci95_ms": None,
-            "latency_ci95_rel": None, "energy_j_per_inference": joules, "energy_uncertainty_rel": u,
+            "latency_ci95_rel": None, "energy_j_per_inference": joules, "energy_uncertainty_rel": math.hypot(0.5, u),
+            "energy_uncertainty_method_rel": 0.5, "energy_uncertainty_stat_rel": u,
             "iterations": iterations, "windows": 2, "window_means_ms": [], "window_energy_j": [], "flags": list(flags)}
 
 
@@ -285,7 +286,9 @@ def test_summary_definitions_and_throughput_mode():
     assert math.isclose(s["energy_j_per_prompt_token"], 0.4 / 20)
     assert math.isclose(s["energy_j_per_output_token"], 0.8 / 8)
     assert math.isclose(s["energy_j_per_request"], 0.6) and math.isclose(s["prefill_energy_share"], 1 / 3)
-    assert math.isclose(s["energy_j_per_output_token_uncertainty_rel"], math.hypot(0.2 * 1.2, 0.1 * 0.4) / 0.8)
+    # the meter's 50% scale error is shared by both parts; their statistical spreads are not
+    assert math.isclose(s["energy_j_per_output_token_uncertainty_rel"],
+                        math.hypot(0.5, math.hypot(0.2 * 1.2, 0.1 * 0.4) / 0.8))
     assert "single-window" in s["flags"]
     # noise can leave no measurable decode: null figures with a flag, never a negative energy
     s = generation.summarize(plan, _part(3.0, 1.3), _part(11.0, 1.2, iterations=2))

@@ -401,8 +401,15 @@ def summarize(plan: GenerationPlan, prefill: dict, request: dict) -> dict:
     if decode_j <= 0:
         flags.append("decode-energy-not-resolved")
         decode_j = None
-    u_pre, u_req = prefill.get("energy_uncertainty_rel") or 0.0, request.get("energy_uncertainty_rel") or 0.0
-    u_out = (math.sqrt((u_req * req_j) ** 2 + (u_pre * pre_j) ** 2) / decode_j) if decode_j else None
+    # The meter's own (method) uncertainty is a scale error shared by both parts: it carries over to
+    # their difference unchanged. Their statistical parts are independent and add in quadrature.
+    u_method = request.get("energy_uncertainty_method_rel")
+    if u_method is None:  # an older summary: treat its whole uncertainty as independent
+        u_method, s_pre, s_req = 0.0, prefill.get("energy_uncertainty_rel"), request.get("energy_uncertainty_rel")
+    else:
+        s_pre, s_req = prefill.get("energy_uncertainty_stat_rel"), request.get("energy_uncertainty_stat_rel")
+    stat_j = math.hypot((s_req or 0.0) * req_j, (s_pre or 0.0) * pre_j)
+    u_out = math.hypot(u_method, stat_j / decode_j) if decode_j else None
 
     for flag in prefill.get("flags") or []:
         if flag not in flags:
