@@ -205,3 +205,16 @@ def test_a_graph_that_cannot_run_at_the_assumed_shape_fails_saying_what_to_set(t
     doc = profile_model(path, options=dict(m.FAST_OPTIONS, input_overrides={"shape": {"x": [3, 8, 8]}}))
     (base,) = doc["variants"]
     assert base["status"] == "succeeded" and base["flops"] == 2 * 192 * 2
+
+
+def test_a_fixed_batch_dimension_refuses_a_larger_batch_instead_of_dividing_one_sample(tmp_path):
+    w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "fixed-batch",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
+    path = _save(tmp_path, graph, "fixed_batch.onnx")
+    doc = profile_model(path, batch_sizes=(1, 4), options=m.FAST_OPTIONS)
+    (base,) = doc["variants"]
+    assert [x["input_shape"] for x in base["measurements"]] == [{"x": [1, 8]}]  # batch 1 measured
+    assert base["status"] == "failed"
+    assert "fixed first dimension of 1" in base["error"] and "batch size 4 cannot be fed" in base["error"]

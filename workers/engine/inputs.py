@@ -497,6 +497,12 @@ def _onnx_shape(item: dict, batch_size: int, seq_len: int | None, overrides: dic
     assumed: list[str] = []
     for axis, dim in enumerate(item["dims"]):
         if isinstance(dim, int):
+            if axis == 0 and batch_size > 1 and dim != batch_size:
+                # feeding it anyway would time one sample and divide by batch_size samples
+                raise LoadError(
+                    f"ONNX input {item['name']!r} has a fixed first dimension of {dim} (the graph was exported "
+                    f"for that batch size), so batch size {batch_size} cannot be fed; measure batch size 1, or "
+                    "re-export the model with a dynamic batch axis")
             shape.append(dim)
             continue
         named = dim not in ("?", "") and not dim.startswith(f"{item['name']}_dim")
