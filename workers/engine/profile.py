@@ -388,6 +388,11 @@ def _stage_measure(run: _Run, models: dict) -> None:
             f"energy figures are estimates ({run.meter.method}); no hardware energy counter was readable"
         )
     if run.scenario["kind"] == "generation":
+        from .generation import prompt_warning
+
+        if prompt_warning(run.scenario):
+            run.warnings.append(prompt_warning(run.scenario))
+
         def make_workload(model, bs):
             return rounds.GenerationWorkload(model, bs, run.options)
     else:
