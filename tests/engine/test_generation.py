@@ -192,6 +192,10 @@ def test_a_tokenizer_that_needs_its_own_code_falls_back_to_random_ids(tmp_path, 
     ids, source = generation.prompt_token_ids(loaded, PROMPT)
     assert source.startswith("random token ids (seed 0): its tokenizer could not be loaded safely")
     assert len(ids) >= PROMPT and all(0 <= i < 320 for i in ids)
+    doc = profile_model(folder, options=GEN_OPTIONS)  # the audit goes on, and says so
+    assert doc["variants"][0]["status"] == "succeeded"
+    assert any(w.startswith("prompts are random token ids (seed 0): its tokenizer could not be loaded safely")
+               for w in doc["warnings"])
 
 
 @pytest.mark.parametrize("options, message", [

@@ -173,6 +173,14 @@ def scenario(loaded, options: dict) -> dict:
 
 # --- prompts ---------------------------------------------------------------------------------
 
+
+def prompt_warning(scenario: dict) -> str | None:
+    """A run warning when the upload has a tokenizer the prompts could not come from."""
+    source = scenario.get("prompt_source") or ""
+    if not source.startswith("random token ids") or source.endswith("the upload has no tokenizer"):
+        return None
+    return f"prompts are {source}; a dense model does the same work per token whichever tokens they are"
+
 _PROMPT_CACHE: dict = {}
 
 
