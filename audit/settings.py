@@ -234,6 +234,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # every operation documents the error answers the layers below the views give (400 401 403 404 429 413)
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "audit.api.schema_hooks.add_error_responses",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from the vendored swagger-ui-dist under static/ (works offline).
     "SWAGGER_UI_DIST": f"/{STATIC_URL.strip('/')}/vendor/swagger-ui",
