@@ -296,7 +296,8 @@ def _output_layers(module, loaded):
     return ignored
 
 
-_FFN_IN = re.compile(r"(intermediate\.dense|mlp\.fc1|\.fc1$|mlp\.up_proj|mlp\.gate_proj|\.lin1$)$")
+_FFN_IN = re.compile(r"(intermediate\.dense|mlp\.fc1|\.fc1$|mlp\.up_proj|mlp\.gate_proj|\.lin1$|mlp\.c_fc"
+                     r"|DenseReluDense\.wi(_0|_1)?)$")
 
 
 @recipe("prune-structured", formats=_MODULE_FORMATS, kinds=("torch",),
@@ -312,7 +313,13 @@ def prune_structured(loaded, params, ctx):
     ratio = float(params["ratio"])
     module = _copy(loaded)
     example = loaded.make_inputs(1, ctx.seq_len, ctx.overrides).values
+    output_transform = None
     if loaded.format == "hf":
+        swapped = _conv1d_as_linear(module)  # GPT-2's Conv1D: Torch-Pruning knows nn.Linear
+        if loaded.task in ("text-generation", "text2text-generation"):
+            # language models return their KV cache beside the logits; trace the logits alone
+            example = dict(example, use_cache=False)
+            output_transform = lambda out: out.logits if hasattr(out, "logits") else out  # noqa: E731
         # Attention heads and the residual width are coupled across the whole network; pruning
         # only the feed-forward inner channels keeps every attention shape valid.
         ignored = [m for name, m in module.named_modules()
@@ -329,7 +336,7 @@ def prune_structured(loaded, params, ctx):
     try:
         with torch.enable_grad():
             pruner = tp.pruner.MetaPruner(module, example_inputs, importance=importance, pruning_ratio=ratio,
-                                          ignored_layers=ignored)
+                                          ignored_layers=ignored, output_transform=output_transform)
             pruner.step()
     finally:
         warn.__exit__(None, None, None)
@@ -337,6 +344,7 @@ def prune_structured(loaded, params, ctx):
              "coupled group); the layers are really smaller"]
     if loaded.format == "hf":
         notes.append("attention heads and hidden size are kept")
+        notes += swapped
     steps = int(params.get("finetune_steps") or 0)
     if steps > 0:
         losses = distill_steps(module, loaded.module, loaded, ctx.train_data, steps=steps, lr=float(params["lr"]),
