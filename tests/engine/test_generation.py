@@ -297,3 +297,19 @@ def test_summary_definitions_and_throughput_mode():
     # noise can leave no measurable decode: null figures with a flag, never a negative energy
     s = generation.summarize(plan, _part(3.0, 1.3), _part(11.0, 1.2, iterations=2))
     assert s["energy_j_per_output_token"] is None and "decode-energy-not-resolved" in s["flags"]
+
+
+@pytest.mark.parametrize("fixture", ["gpt2_text", "llama_dir", "t5_dir"])
+def test_structured_pruning_of_language_models_still_generates(request, fixture):
+    """Torch-Pruning traces the logits (not the KV cache an LM returns beside them) and removes
+    feed-forward channels of GPT-2 (Conv1D), Llama (gate/up) and T5 (wi) alike."""
+    from workers.engine.recipes import RECIPES, RecipeContext
+
+    loaded = load_model(request.getfixturevalue(fixture))
+    variant = RECIPES["prune-structured"].run(loaded, {"ratio": 0.5, "finetune_steps": 0}, RecipeContext())
+    before = sum(p.numel() for p in loaded.module.parameters())
+    after = sum(p.numel() for p in variant.module.parameters())
+    assert after < before
+    plan = generation.GenerationPlan.build(variant, batch_size=2, prompt_tokens=PROMPT, new_tokens=NEW, options={})
+    out = plan.request()
+    assert out.shape[-1] == NEW + (1 if fixture == "t5_dir" else PROMPT) and plan.records[-1][2] == NEW
