@@ -401,6 +401,7 @@ def sparse_two_four(loaded, params):
     from torch.sparse import to_sparse_semi_structured
 
     module = _copy(loaded).half()
+    swapped = _conv1d_as_linear(module)
     converted = skipped = 0
     with torch.no_grad():
         for m in module.modules():
@@ -414,7 +415,7 @@ def sparse_two_four(loaded, params):
             converted += 1
     if converted == 0:
         raise ValueError("no Linear layer has a shape the 2:4 kernels accept (multiples of 64)")
-    notes = [f"{converted} Linear layers in 2:4 semi-structured sparse fp16, {skipped} left dense (shape)"]
+    notes = [f"{converted} Linear layers in 2:4 semi-structured sparse fp16, {skipped} left dense (shape)"] + swapped
     return _variant(loaded, module, notes, input_dtype="float16")
 
 
