@@ -77,9 +77,9 @@ EXPECTED = {
     "swin": ({"pixel_values": [1, 3, 32, 32]}, None, {}),
     "detr": ({"pixel_values": [1, 3, 64, 64]}, None, {}),
     "wav2vec2": ({"input_values": [1, 8000]}, "1 s (8000 samples at 8000 Hz)", {}),
-    # Whisper's encoder takes exactly 2 x max_source_positions frames of num_mel_bins
-    # (the generation scenario is another helper's: forward passes here)
-    "whisper": ({"input_features": [1, 8, 32], "decoder_input_ids": [1, 32]}, None, {"scenario": "forward"}),
+    # Whisper's encoder takes exactly 2 x max_source_positions frames of num_mel_bins; it generates
+    # from audio features, so the default scenario is forward passes (not token generation)
+    "whisper": ({"input_features": [1, 8, 32], "decoder_input_ids": [1, 32]}, None, {}),
     "ast": ({"input_values": [1, 32, 16]}, None, {}),
     "bert": ({"input_ids": [1, 64], "attention_mask": [1, 64]}, None, {}),
     "t5": ({"input_ids": [1, 128], "attention_mask": [1, 128], "decoder_input_ids": [1, 128]}, None,

@@ -88,10 +88,13 @@ def unwrap(module):
 
 
 def is_generative(loaded) -> bool:
-    """A Hugging Face causal LM or seq2seq model whose class can ``generate``."""
+    """A Hugging Face causal LM or seq2seq model whose class can ``generate`` from token ids
+    (a speech seq2seq model such as Whisper generates from audio features: not this scenario)."""
     if loaded.kind != "torch" or loaded.format != "hf" or loaded.task not in GENERATIVE_TASKS:
         return False
     model, _ = unwrap(loaded.module)
+    if getattr(model, "main_input_name", "input_ids") != "input_ids":
+        return False
     can = getattr(model, "can_generate", None)
     try:
         return bool(callable(getattr(model, "generate", None)) and (can is None or can()))
