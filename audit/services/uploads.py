@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from workers.engine.archive import check_archive
 from workers.engine.datasets import inspect_dataset
 from workers.engine.errors import FormatError
-from workers.engine.formats import detect_format, safetensors_metadata
+from workers.engine.formats import check_allowed, detect_format, safetensors_metadata
 from workers.engine.registry import architecture_names
 
 from ..models import Dataset, ModelAsset, ModelVersion, Team
@@ -80,7 +80,9 @@ def _check_model_content(staged: StagedFile):
             max_total_bytes=settings.ARCHIVE_MAX_TOTAL_BYTES,
             max_ratio=settings.ARCHIVE_MAX_RATIO,
         )
-    return detect_format(staged.path)
+    info = detect_format(staged.path)
+    check_allowed(info)  # TorchScript / torch.export while the deployment has unsafe formats off
+    return info
 
 
 # Formats that hold weights only: something must say which module they belong to.

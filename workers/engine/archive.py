@@ -22,6 +22,10 @@ DEFAULT_MAX_RATIO = 100.0
 RATIO_MIN_BYTES = 1024 * 1024
 
 _COPY_CHUNK = 1024 * 1024
+# Longer member names are refused: no file system takes a name component over 255 bytes,
+# and nothing a model needs comes near 1024 bytes of path.
+MAX_NAME_BYTES = 1024
+MAX_NAME_COMPONENT_BYTES = 255
 
 
 def _caps(max_members, max_total_bytes, max_ratio):
@@ -56,7 +60,17 @@ def _unsafe_name_reason(name: str) -> str | None:
         return f"an absolute path ({name!r})"
     if ".." in PurePosixPath(normalised).parts:
         return f"a path that climbs out of the folder ({name!r})"
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_NAME_BYTES or any(
+        len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_COMPONENT_BYTES for part in normalised.split("/")
+    ):
+        return f"an overlong member name ({name[:60]!r}..., {len(encoded)} bytes)"
     return None
+
+
+def _name_key(name: str) -> str:
+    """Two members with the same key land on the same file ("a/b", "a\\b", "./a/b", "a/b/")."""
+    return str(PurePosixPath(name.replace("\\", "/")))
 
 
 def check_archive(
@@ -83,10 +97,17 @@ def check_archive(
         raise ArchiveError(f"the archive has {len(infos)} members; at most {max_members} are allowed")
     total = 0
     total_compressed = 0
+    seen: set[str] = set()
     for info in infos:
         reason = _unsafe_name_reason(info.filename)
         if reason:
             raise ArchiveError(f"the archive is refused: it contains {reason}")
+        # A name twice: a reader that takes the first and one that takes the last (Python's
+        # zipfile) would see different files, so what was checked need not be what is loaded.
+        key = _name_key(info.filename)
+        if key in seen:
+            raise ArchiveError(f"the archive is refused: member {info.filename!r} appears twice")
+        seen.add(key)
         if _is_symlink(info):
             raise ArchiveError(f"the archive is refused: member {info.filename!r} is a symbolic link")
         if info.flag_bits & 0x1:

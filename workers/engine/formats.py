@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickletools
+import posixpath
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -75,6 +76,29 @@ class FormatInfo:
     detail: str
 
 
+# Formats whose loaders unpickle code: refused at upload and by the loader unless allowed.
+UNSAFE_FORMATS = {"torchscript": "TorchScript", "torch-export": "torch.export"}
+UNSAFE_ENV = "AUDIT_ALLOW_UNSAFE_FORMATS"
+
+
+def unsafe_formats_allowed(environ=None) -> bool:
+    import os  # noqa: PLC0415
+
+    environ = os.environ if environ is None else environ
+    return str(environ.get(UNSAFE_ENV, "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_allowed(info: FormatInfo, environ=None) -> None:
+    """Refuse, at upload, a format the workers will refuse to load (the loader's own words)."""
+    name = UNSAFE_FORMATS.get(info.format)
+    if name and not unsafe_formats_allowed(environ):
+        raise FormatError(
+            f"{name} models are off by default: loading one unpickles code from the upload, which "
+            f"could run anything. The deployment can allow them (inside the sandbox) with "
+            f"{UNSAFE_ENV}=1; otherwise export to ONNX, or safetensors + a registered architecture."
+        )
+
+
 def detect_format(path) -> FormatInfo:
     """Tell what model ``path`` (a file or a folder) holds; raise FormatError if it is not loadable."""
     path = Path(path)
@@ -91,6 +115,11 @@ def detect_format(path) -> FormatInfo:
         return _detect_zip(path)
     st = _safetensors_header(path, size)
     if st is not None:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+        problem = safetensors_problem(st, size - 8 - n)
+        if problem:
+            raise FormatError(f"the safetensors file is malformed: {problem}")
         return FormatInfo("safetensors", _describe_safetensors(st))
     if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
         if _looks_like_pickle(path):
@@ -120,8 +149,14 @@ def _export_advice() -> str:
 
 def _detect_folder(path: Path) -> FormatInfo:
     names = [str(p.relative_to(path).as_posix()) for p in path.rglob("*") if p.is_file()]
+
+    def head(name: str, n: int) -> bytes:
+        with open(path / name, "rb") as fh:
+            return fh.read(n)
+
     info = _classify_members(
-        names, lambda name: (path / name).read_bytes(), lambda name: (path / name).stat().st_size, "folder"
+        names, lambda name: (path / name).read_bytes(), lambda name: (path / name).stat().st_size, "folder",
+        head=head,
     )
     if info is None:
         raise FormatError(
@@ -156,12 +191,16 @@ def check_weight_map(index: dict, where: str) -> None:
             )
 
 
-def _classify_members(names, read, size_of, container: str) -> FormatInfo | None:
-    """Shared by folders and zips: HF layout or ONNX with external data; None if neither."""
+def _classify_members(names, read, size_of, container: str, head=None) -> FormatInfo | None:
+    """Shared by folders and zips: HF layout or ONNX with external data; None if neither.
+    ``head(name, n)`` reads a member's first n bytes (the safetensors headers are checked)."""
     root = _hf_root(names)
     if root is not None:
         weights = [n for n in names if n.startswith(root) and n.endswith(".safetensors")]
         if weights:
+            if head is not None:
+                for weight in weights:
+                    _check_safetensors_member(weight, head, size_of(weight))
             if size_of(root + "config.json") > MAX_CONFIG_BYTES:
                 raise FormatError("config.json is larger than 10 MB; that is not a model config")
             try:
@@ -191,6 +230,11 @@ def _classify_members(names, read, size_of, container: str) -> FormatInfo | None
             )
     onnx_files = [n for n in names if n.lower().endswith(".onnx")]
     if len(onnx_files) == 1:
+        if size_of(onnx_files[0]) <= ONNX_EXTERNAL_CHECK_MAX_BYTES:
+            model = _parse_onnx_bytes(read(onnx_files[0]), onnx_files[0])
+            problem = onnx_external_data_problem(model, posixpath.dirname(onnx_files[0]), set(names))
+            if problem:
+                raise FormatError(problem)
         return FormatInfo("onnx", f"ONNX {container} with {onnx_files[0]} and {len(names) - 1} other file(s)")
     if len(onnx_files) > 1:
         raise FormatError(f"the {container} holds {len(onnx_files)} .onnx files; upload one model at a time")
@@ -209,7 +253,11 @@ def _detect_zip(path: Path) -> FormatInfo:
         info = _classify_torch_zip(zf, names)
         if info is not None:
             return info
-        info = _classify_members(names, zf.read, lambda name: zf.getinfo(name).file_size, "zip")
+        def head(name: str, n: int) -> bytes:
+            with zf.open(name) as fh:
+                return fh.read(n)
+
+        info = _classify_members(names, zf.read, lambda name: zf.getinfo(name).file_size, "zip", head=head)
         if info is not None:
             return info
     raise FormatError(
@@ -369,12 +417,89 @@ def _describe_safetensors(header: dict) -> str:
     return f"safetensors weights: {n} tensor(s){suffix}"
 
 
+# bytes per element (sub-byte and unknown dtypes: sizes not checked, offsets still are)
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8,
+    "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+def safetensors_problem(header: dict, data_bytes: int) -> str | None:
+    """What is wrong with a parsed safetensors header against its data buffer of
+    ``data_bytes``, or None. The format's own rules (the safetensors library enforces them when
+    it loads): every tensor's offsets inside the buffer, its byte length equal to its shape
+    times its dtype's size, and the tensors covering the buffer exactly, without holes or
+    overlaps (a file that is also something else, a polyglot, has holes)."""
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
+        return "__metadata__ must map strings to strings"
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str):
+            return f"tensor {name!r} has no dtype"
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            return f"tensor {name!r} has an invalid shape {shape!r}"
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            return f"tensor {name!r} has invalid data offsets {offsets!r}"
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_bytes:
+            return f"tensor {name!r} points at bytes {begin}-{end}, outside the {data_bytes}-byte buffer"
+        itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype)
+        if itemsize is not None:
+            count = 1
+            for dim in shape:
+                count *= dim
+            if count * itemsize != end - begin:
+                return (f"tensor {name!r} ({dtype}, shape {shape}) needs {count * itemsize} bytes "
+                        f"but its offsets span {end - begin}")
+        spans.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            return (f"tensor {name!r} starts at byte {begin} where {position} was expected "
+                    "(the tensors must cover the buffer without holes or overlaps)")
+        position = end
+    if position != data_bytes:
+        return f"the data buffer has {data_bytes - position} byte(s) no tensor uses"
+    return None
+
+
+def _check_safetensors_member(name: str, head, size: int) -> None:
+    """A safetensors file inside a folder or zip: the same checks, reading its header only."""
+    raw = head(name, 8)
+    if len(raw) < 8:
+        raise FormatError(f"{name} is not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", raw)
+    if n < 2 or n > MAX_SAFETENSORS_HEADER or n > size - 8:
+        raise FormatError(f"{name} is not a safetensors file (header length {n})")
+    try:
+        header = json.loads(head(name, 8 + n)[8:].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise FormatError(f"{name} is not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict) or not all(
+            isinstance(e, dict) for k, e in header.items() if k != "__metadata__"):
+        raise FormatError(f"{name} is not a safetensors file (its header is not a tensor table)")
+    problem = safetensors_problem(header, size - 8 - n)
+    if problem:
+        raise FormatError(f"{name} is a malformed safetensors file: {problem}")
+
+
 # --- ONNX ----------------------------------------------------------------------------------
 
 # ModelProto's top-level fields: number -> protobuf wire type (0 varint, 2 length-delimited).
 _MODELPROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
-# Below this size the file is also parsed with onnx to describe its graph.
+# Below this size the graph is described (node count, operators).
 ONNX_FULL_PARSE_MAX_BYTES = 64 * 1024 * 1024
+# Up to this size an .onnx file is parsed at upload to check its external data references
+# (above it, past any upload limit, the worker's loader checks them in the sandbox).
+ONNX_EXTERNAL_CHECK_MAX_BYTES = 1024 * 1024 * 1024
 
 
 def _read_varint(fh) -> int | None:
@@ -420,23 +545,104 @@ def _walk_modelproto(path: Path, size: int) -> dict | None:
     return found
 
 
+def _onnx_tensors(model):
+    """(where, TensorProto) for every tensor of an ONNX model: initializers (sparse ones
+    too), tensors in node attributes, at any depth of subgraph (If, Loop, Scan bodies), and
+    those in the model's local functions."""
+
+    def sparse(where, st):
+        yield where, st.values
+        yield where, st.indices
+
+    def nodes(node_list, where):
+        for node in node_list:
+            for attr in node.attribute:
+                at = f"{where}/{node.op_type}:{attr.name}"
+                if attr.HasField("t"):
+                    yield at, attr.t
+                for t in attr.tensors:
+                    yield at, t
+                if attr.HasField("sparse_tensor"):
+                    yield from sparse(at, attr.sparse_tensor)
+                for st in attr.sparse_tensors:
+                    yield from sparse(at, st)
+                if attr.HasField("g"):
+                    yield from graph(attr.g, at)
+                for g in attr.graphs:
+                    yield from graph(g, at)
+
+    def graph(g, where):
+        for t in g.initializer:
+            yield where, t
+        for st in g.sparse_initializer:
+            yield from sparse(where, st)
+        yield from nodes(g.node, where)
+
+    yield from graph(model.graph, "graph")
+    for function in model.functions:
+        yield from nodes(function.node, f"function {function.name}")
+
+
+def onnx_external_data_problem(model, onnx_dir: str, available) -> str | None:
+    """Why the external data an ONNX model refers to is not safely inside the upload, or
+    None. ``onnx_dir`` is the .onnx file's folder inside the upload, ``available`` tells
+    whether a file (relative, "/"-separated) is part of it: a set of names or a callable."""
+    has = available if callable(available) else available.__contains__
+    for where, tensor in _onnx_tensors(model):
+        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        normalised = location.replace("\\", "/")
+        if (not location or "\x00" in location or normalised.startswith("/")
+                or (len(normalised) > 1 and normalised[1] == ":") or ".." in PurePosixPath(normalised).parts):
+            return (f"the ONNX model's tensor {tensor.name!r} ({where}) keeps its data at {location!r}, "
+                    "outside the upload; refused")
+        target = posixpath.normpath(posixpath.join(onnx_dir, normalised))
+        if not has(target):
+            return (f"the ONNX model's tensor {tensor.name!r} ({where}) keeps its data in {location!r}, which is "
+                    "not part of the upload: upload the .onnx file and its data files together in one zip")
+    return None
+
+
+def _parse_onnx_bytes(data: bytes, name: str):
+    try:
+        import onnx  # noqa: PLC0415 - lazy: the web process must not pay for it at import time
+
+        return onnx.load_model_from_string(data)
+    except Exception as exc:
+        raise FormatError(f"{name} is not a readable ONNX model ({type(exc).__name__})") from None
+
+
 def _check_onnx(path: Path) -> FormatInfo | None:
     size = path.stat().st_size
     fields = _walk_modelproto(path, size)
     if fields is None:
         return None
     detail = f"ONNX model: ir_version {fields[1]}, producer {fields.get(2) or 'unknown'}"
-    if size <= ONNX_FULL_PARSE_MAX_BYTES:
-        try:
-            import onnx  # lazy: the web process must not pay for it at import time
+    if size > ONNX_EXTERNAL_CHECK_MAX_BYTES:
+        return FormatInfo("onnx", detail)
+    try:
+        import onnx  # lazy: the web process must not pay for it at import time
 
-            model = onnx.load(str(path), load_external_data=False)
-        except ImportError:  # pragma: no cover - onnx is a dependency
-            return FormatInfo("onnx", detail)
-        except Exception:
-            return None
-        if not model.graph.node:
-            return None
+        model = onnx.load(str(path), load_external_data=False)
+    except ImportError:  # pragma: no cover - onnx is a dependency
+        return FormatInfo("onnx", detail)
+    except Exception:
+        return None
+    if not model.graph.node:
+        return None
+    # A lone .onnx file: its external data may only be files beside it, in its own folder. At
+    # upload the file is staged alone in a fresh folder, so any reference is refused there.
+    folder = path.parent.resolve()
+
+    def beside(name: str) -> bool:
+        target = (folder / name).resolve()
+        return folder in target.parents and target.is_file()
+
+    problem = onnx_external_data_problem(model, "", beside)
+    if problem:
+        raise FormatError(problem)
+    if size <= ONNX_FULL_PARSE_MAX_BYTES:
         ops = sorted({n.op_type for n in model.graph.node})
         detail += f", {len(model.graph.node)} node(s), ops {', '.join(ops[:8])}{'...' if len(ops) > 8 else ''}"
     return FormatInfo("onnx", detail)

@@ -1,0 +1,212 @@
+"""What a worker would refuse is refused at upload: ONNX external data outside the upload (in
+the main graph, a subgraph or a function), duplicate or overlong zip member names, malformed
+safetensors, TorchScript while unsafe formats are off, and a state dict whose pickle the
+scanner and the loader would read from different members."""
+import io
+import json
+import pickle
+import struct
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from audit.models import ModelVersion
+
+from ..conftest import stored_files
+from ..models import mlp_safetensors_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(client, content: bytes, filename: str, **extra):
+    data = {"name": "m", "task": "classification", "file": SimpleUploadedFile(filename, content), **extra}
+    return client.post(reverse("model-upload"), data)
+
+
+def assert_refused(response, message: str, storage):
+    page = response.content.decode()
+    assert response.status_code == 400, page[-2000:]
+    assert message in page, page[-3000:]
+    assert ModelVersion.objects.count() == 0 and stored_files(storage) == []
+
+
+# --- ONNX external data ---------------------------------------------------------------------
+
+
+def external(name: str, location: str):
+    from onnx import TensorProto, numpy_helper
+
+    tensor = numpy_helper.from_array(np.ones((4, 4), np.float32), name)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def onnx_model(where: str, location: str) -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    functions = []
+    if where == "graph":
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["y"])]
+        initializers = [external("W", location)]
+    elif where == "subgraph":
+        then_out = helper.make_tensor_value_info("t", TensorProto.FLOAT, [4, 4])
+        then_branch = helper.make_graph([helper.make_node("Constant", [], ["t"], value=external("T", location))],
+                                        "then", [], [then_out])
+        else_branch = helper.make_graph([helper.make_node("Constant", [], ["t"], value=external("E", "w.bin"))],
+                                        "else", [], [then_out])
+        cond = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+        nodes = [helper.make_node("Constant", [], ["c"], value=cond),
+                 helper.make_node("If", ["c"], ["W"], then_branch=then_branch, else_branch=else_branch),
+                 helper.make_node("MatMul", ["x", "W"], ["y"])]
+        initializers = []
+    else:  # a model-local function holding the tensor
+        fn = helper.make_function("local", "AddConst", ["a"], ["b"],
+                                  [helper.make_node("Constant", [], ["k"], value=external("K", location)),
+                                   helper.make_node("Add", ["a", "k"], ["b"])],
+                                  [helper.make_opsetid("", 17)])
+        functions = [fn]
+        nodes = [helper.make_node("AddConst", ["x"], ["y"], domain="local")]
+        initializers = []
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=initializers)
+    model = helper.make_model(graph, functions=functions,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    return model.SerializeToString()
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as zf:
+        warnings.simplefilter("ignore")  # duplicate names, on purpose
+        for name, data in members.items() if isinstance(members, dict) else members:
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("where", ["graph", "subgraph", "function"])
+@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "../other-team/model.bin"])
+def test_onnx_external_data_escaping_the_zip(member_client, _storage, where, location):
+    content = zipped({"model.onnx": onnx_model(where, location), "w.bin": bytes(64)})
+    assert_refused(upload(member_client, content, "model.zip"), "outside the upload", _storage)
+
+
+@pytest.mark.parametrize("where", ["graph", "subgraph", "function"])
+def test_lone_onnx_file_with_external_data(member_client, _storage, where):
+    """A single .onnx file cannot carry its data files: any reference points outside it (in
+    the storage folder, that would be other uploads)."""
+    response = upload(member_client, onnx_model(where, "w.bin"), "model.onnx")
+    assert_refused(response, "not part of the upload", _storage)
+
+
+def test_onnx_zip_whose_data_file_is_missing(member_client, _storage):
+    content = zipped({"model.onnx": onnx_model("graph", "weights.bin")})
+    assert_refused(upload(member_client, content, "model.zip"), "not part of the upload", _storage)
+
+
+def test_onnx_zip_with_its_data_inside_is_accepted(member_client, _storage):
+    content = zipped({"m/model.onnx": onnx_model("graph", "w.bin"), "m/w.bin": bytes(64)})
+    response = upload(member_client, content, "model.zip")
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    assert ModelVersion.objects.get().format == "onnx"
+
+
+# --- zip member names ------------------------------------------------------------------------
+
+
+def test_duplicate_member_names(member_client, _storage):
+    config = json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode()
+    content = zipped([("config.json", config), ("model.safetensors", mlp_safetensors_bytes()),
+                      ("config.json", b'{"model_type": "evil"}')])
+    assert_refused(upload(member_client, content, "model.zip"), "appears twice", _storage)
+
+
+def test_overlong_member_name(member_client, _storage):
+    content = zipped({"a" * 300 + ".safetensors": mlp_safetensors_bytes(), "config.json": b"{}"})
+    assert_refused(upload(member_client, content, "model.zip"), "overlong member name", _storage)
+
+
+# --- safetensors -----------------------------------------------------------------------------
+
+
+def safetensors_bytes(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+@pytest.mark.parametrize("header,data,message", [
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}}, bytes(16), "outside the 16-byte buffer"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, bytes(12), "needs 16 bytes"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12), "without holes or overlaps"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(8) + b"PK\x03\x04 hidden", "no tensor uses"),
+    ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8), "invalid shape"),
+    ({"__metadata__": {"architecture": ["mlp"]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+     bytes(8), "__metadata__ must map strings to strings"),
+], ids=["offsets-past-end", "size-mismatch", "overlap", "trailing-bytes", "negative-dim", "metadata"])
+def test_malformed_safetensors(member_client, _storage, header, data, message):
+    response = upload(member_client, safetensors_bytes(header, data), "model.safetensors", architecture="mlp")
+    assert_refused(response, message, _storage)
+
+
+def test_malformed_safetensors_inside_a_hugging_face_zip(member_client, _storage):
+    config = json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode()
+    bad = safetensors_bytes({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}}, bytes(16))
+    content = zipped({"config.json": config, "model.safetensors": bad})
+    assert_refused(upload(member_client, content, "model.zip"), "malformed safetensors", _storage)
+
+
+# --- TorchScript and the pickle the loader reads ---------------------------------------------------
+
+
+def torchscript_bytes() -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(torch.nn.Linear(4, 2), torch.randn(1, 4)), buffer)
+    return buffer.getvalue()
+
+
+def test_torchscript_refused_while_unsafe_formats_are_off(member_client, _storage, monkeypatch):
+    monkeypatch.delenv("AUDIT_ALLOW_UNSAFE_FORMATS", raising=False)
+    response = upload(member_client, torchscript_bytes(), "model.pt")
+    assert_refused(response, "TorchScript models are off by default", _storage)
+
+
+def test_torchscript_accepted_when_the_deployment_allows_it(member_client, _storage, monkeypatch):
+    monkeypatch.setenv("AUDIT_ALLOW_UNSAFE_FORMATS", "1")
+    response = upload(member_client, torchscript_bytes(), "model.pt")
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    assert ModelVersion.objects.get().format == "torchscript"
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_state_dict_with_a_second_data_pkl_is_refused(member_client, _storage):
+    """The scanner would read one data.pkl and a loader that takes the other would unpickle
+    code: a name twice is refused outright."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer)
+    top = zipfile.ZipFile(io.BytesIO(buffer.getvalue())).namelist()[0].split("/")[0]
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "a") as zf:
+        warnings.simplefilter("ignore")
+        zf.writestr(f"{top}/data.pkl", pickle.dumps(Evil(), protocol=2))
+    response = upload(member_client, buffer.getvalue(), "model.pt", architecture="mlp")
+    assert_refused(response, "appears twice", _storage)
