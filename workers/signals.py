@@ -41,10 +41,10 @@ PR_SET_DUMPABLE = 4
 @worker_init.connect
 @worker_process_init.connect
 def hide_worker_environment(**kwargs):
-    """The engine child runs as the same user; without this it could read the worker's
-    /proc/<pid>/environ (database and broker credentials). A non-dumpable process's /proc
-    files belong to root. Real isolation for the opt-in unsafe formats still needs the child
-    under another user (docs/ARCHITECTURE.md)."""
+    """Defence in depth beside the sandbox: the engine child runs in its own PID namespace and
+    cannot see the worker at all (docs/ARCHITECTURE.md, "What the sandbox isolates"); should it
+    ever run without one (AUDIT_SANDBOX=none) under the same user, a non-dumpable worker's
+    /proc/<pid>/environ (database and broker credentials) still belongs to root."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
