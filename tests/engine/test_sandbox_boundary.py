@@ -333,3 +333,18 @@ def test_a_sandbox_that_cannot_be_built_is_refused_with_a_reason(tmp_path, monke
         run_engine({"behaviour": "ok"}, timeout_s=30, on_event=lambda e: None,
                    _entry=[str(Path(__file__).with_name("fake_child_entry.py"))])
     assert "no-bwrap-here" in err.value.message
+
+
+def test_onnx_quantisation_writes_nothing_beside_the_read_only_upload(tmp_path):
+    """onnxruntime's quantiser writes a shape-inferred copy beside its input; the upload is
+    read-only in the sandbox, so the recipe hands it a link in the variant's folder."""
+    from tests.engine import models as m
+
+    folder = tmp_path / "storage"
+    model = m.export_onnx(folder / "cnn.onnx", "small-cnn", m.CNN_CONFIG)
+    request = {"command": "profile", "path": str(model), "batch_sizes": [1],
+               "recipes": ["baseline", "ort-int8-dynamic"], "options": m.FAST_OPTIONS}
+    doc = run_engine(request, timeout_s=120, on_event=lambda e: None)
+    assert [(v["recipe"], v["status"]) for v in doc["variants"]] == [("baseline", "succeeded"),
+                                                                    ("ort-int8-dynamic", "succeeded")]
+    assert sorted(p.name for p in folder.iterdir()) == ["cnn.onnx"]

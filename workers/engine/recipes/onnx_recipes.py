@@ -4,6 +4,7 @@ the variant is closed); the variant's size is that file's size."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -60,6 +61,20 @@ def _workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="audit-onnx-variant-"))
 
 
+def _quantiser_input(loaded, workdir: Path) -> str:
+    """onnxruntime's quantisers write a shape-inferred copy beside the model they are given.
+    An upload is read-only to the engine (the sandbox binds it so): give them a link to it in
+    the variant's own folder instead. Only a lone .onnx file is ever read-only there (a zip is
+    extracted into the engine's private folder), and a lone file has no external data to find
+    beside it, so the link loses nothing."""
+    source = Path(loaded.model_path)
+    if os.access(source.parent, os.W_OK):
+        return str(source)
+    link = workdir / source.name
+    link.symlink_to(source)
+    return str(link)
+
+
 def _cleanup_on_error(workdir: Path):
     from ..archive import remove_tree
 
@@ -75,7 +90,7 @@ def ort_int8_dynamic(loaded, params):
     try:
         out = workdir / "model.int8-dynamic.onnx"
         with _QuietLogging():
-            quantize_dynamic(str(loaded.model_path), str(out), weight_type=QuantType.QInt8,
+            quantize_dynamic(_quantiser_input(loaded, workdir), str(out), weight_type=QuantType.QInt8,
                              per_channel=bool(params.get("per_channel")))
         return _onnx_variant(loaded, out, workdir, ["ran onnxruntime.quantization.quantize_dynamic (QInt8 weights)"])
     except BaseException:
@@ -110,7 +125,7 @@ def ort_int8_static(loaded, params, ctx):
     try:
         out = workdir / "model.int8-static.onnx"
         with _QuietLogging():
-            quantize_static(str(loaded.model_path), str(out), Reader(loaded, ctx.train_data, n),
+            quantize_static(_quantiser_input(loaded, workdir), str(out), Reader(loaded, ctx.train_data, n),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, per_channel=bool(params.get("per_channel")))
         notes = [f"ran onnxruntime.quantization.quantize_static (QDQ, int8), calibrated on {n} samples of the dataset"]
