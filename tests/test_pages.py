@@ -138,3 +138,20 @@ def test_the_audit_form_takes_generation_lengths_and_latency_targets(member_clie
     response = member_client.post(f"/versions/{version.pk}/audits/", {
         "target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], "new_tokens": "4096"})
     assert response.status_code == 400 and "1024" in response.content.decode()
+
+
+def test_reloading_the_address_of_a_form_error_leads_back_to_the_form(member_client, team):
+    """The audit form posts to /versions/<pk>/audits/; a reload or a bookmark of that address
+    (a GET) goes back to the model's page, never to a 405."""
+    version = make_audit(team).model_version
+    response = member_client.post(f"/versions/{version.pk}/audits/", {"target": "cpu", "batch_sizes": "0", "recipes": ["baseline"]})
+    assert response.status_code == 400
+    again = member_client.get(f"/versions/{version.pk}/audits/")
+    assert again.status_code == 302 and again["Location"] == version.get_absolute_url()
+    assert member_client.get(again["Location"]).status_code == 200
+
+
+def test_navigation_has_budgets_and_marks_the_current_page(member_client):
+    page = member_client.get(reverse("budget-list")).content.decode()
+    assert '<a href="/budgets/" id="nav-budgets" aria-current="page">Budgets</a>' in page
+    assert 'aria-current="page"' not in member_client.get(reverse("compare")).content.decode().split("Compare</a>")[1].split("</header>")[0]

@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from ..forms import AuditRequestForm
 from ..selectors import audits_for_user, model_versions_for_user
@@ -26,9 +26,13 @@ def audit_list(request):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def audit_create(request, version_pk: int):
     version = get_object_or_404(model_versions_for_user(request.user), pk=version_pk)
+    if request.method == "GET":
+        # The address a form with errors was shown at: loading it again (a reload, a bookmark)
+        # leads back to the model's page and its form, never to a 405.
+        return redirect(version.get_absolute_url())
     form = AuditRequestForm(request.POST, team=version.asset.team, recipes=available_recipes())
     if form.is_valid():
         data = form.cleaned_data
