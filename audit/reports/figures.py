@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from .formatting import lower_first
 from .quantities import QUANTITIES, Quantity
 from .tradeoff import finite
 
@@ -148,9 +149,9 @@ def tradeoff_figure(points: list[dict], *, y: Quantity, recommended: str | None,
     by_key = {p["key"]: p for p in points if finite(p.get("x")) and finite(p.get("y"))}
     frontier = sorted((by_key[k] for k in frontier_keys if k in by_key), key=lambda p: p["x"])
     if y.key in ("accuracy", "fidelity"):
-        title = f"{y.label} vs {x.label.lower()}"
+        title = f"{y.label} vs {lower_first(x.label)}"
     else:
-        title = f"{y.label} vs {x.label.lower()} (accuracy unknown: no evaluation)"
+        title = f"{y.label} vs {lower_first(x.label)} (accuracy unknown: no evaluation)"
     if not any(finite(p.get("x")) for p in points):
         return empty_figure(title, "No variant was measured.")
     return scatter_figure([{"name": "variants", "points": pts}], x=x, y=y, title=title, estimated=estimated,
@@ -315,7 +316,10 @@ def compare_bars_figure(groups: list[dict], *, title: str, quantity: Quantity) -
              "hovertemplate": f"{g['name']}<br>batch %{{x}}<br>{_hover(quantity, 'y')}<extra></extra>",
              "meta": {"x": "batch_size", "y": quantity.key}} for i, g in enumerate(groups)]
     values = [v for g in groups for v in g["y"]]
-    return {"data": data, "layout": layout(title, barmode="group", xaxis=axis("Batch size", type="category"),
+    categories = sorted({x for g in groups for x in g["x"]}, key=lambda x: (float(x) if finite(x) else 0, str(x)))
+    return {"data": data, "layout": layout(title, barmode="group",
+                                           xaxis=axis("Batch size", type="category", categoryorder="array",
+                                                      categoryarray=[str(x) for x in categories]),
                                            yaxis=q_axis(quantity, values))}
 
 

@@ -144,15 +144,29 @@ def sig(value) -> str:
     return DASH if _missing(value) else _sig(float(value))
 
 
-def ratio(value, ci=None, digits: int = 2) -> str:
+def _ratio_number(value: float) -> str:
+    """Two decimals between 0.1 and 100 (×0.64, ×12.50); two significant digits outside, so a
+    ratio never rounds to ×0.00 (×0.0017) nor spells out noise (×960)."""
+    value = float(value)
+    if value == 0 or 0.1 <= abs(value) < 100:
+        return f"{value:.2f}"
+    return f"{value:.2g}" if abs(value) < 1 else f"{value:,.0f}"
+
+
+def ratio(value, ci=None) -> str:
     """A change as a ratio, never a percentage of a percentage: ×0.64, or ×0.64 [0.61, 0.68]
     with its 95% interval."""
     if _missing(value):
         return DASH
-    text = f"×{float(value):.{digits}f}"
+    text = f"×{_ratio_number(value)}"
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and not any(_missing(c) for c in ci):
-        text += f" [{float(ci[0]):.{digits}f}, {float(ci[1]):.{digits}f}]"
+        text += f" [{_ratio_number(ci[0])}, {_ratio_number(ci[1])}]"
     return text
+
+
+def lower_first(label: str) -> str:
+    """"Energy per inference" -> "energy per inference", but "FLOPs per sample" stays."""
+    return label[:1].lower() + label[1:] if label[1:2].islower() else label
 
 
 def tokens_rate(value) -> str:

@@ -679,7 +679,7 @@ def compare_context(audits: list[Audit], *, x: str | None = None, y: str | None 
                if not any(finite(p[axis]) for s in xy_series for p in s["points"] for axis in ("x", "y"))]
     figs = {
         "chart-compare-xy": figures.scatter_figure(
-            xy_series, x=xq, y=yq, title=f"{yq.label} vs {xq.label.lower()} (every variant)", estimated=estimated,
+            xy_series, x=xq, y=yq, title=f"{yq.label} vs {units.lower_first(xq.label)} (every variant)", estimated=estimated,
             empty_message=f"No variant has both figures{': ' + ', '.join(missing) + ' unknown' if missing else ''}."),
         "chart-compare-energy": figures.compare_bars_figure(
             [{"name": c["label"], "x": list(c["by_batch"]), "y": [m.energy_j_per_inference for m in c["by_batch"].values()]}
