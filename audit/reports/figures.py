@@ -365,6 +365,34 @@ def lines_figure(series: list[dict], *, title: str, x_title: str, y_title: str, 
     return {"data": data, "layout": layout(title, xaxis=xaxis, yaxis=yaxis)}
 
 
+def weekly_bars_figure(series: list[dict], *, title: str) -> dict:
+    """Counts per week (x: the Monday of each ISO week), stacked, one colour per model."""
+    series = [s for s in series if s.get("x")]
+    if not series:
+        return empty_figure(title, "No audit in this period.")
+    data = [{"type": "bar", "name": s["name"], "x": s["x"], "y": s["y"], "marker": {"color": PALETTE[i % len(PALETTE)]},
+             "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{y}} audit(s)<extra></extra>",
+             "meta": {"x": "week", "y": "audits"}} for i, s in enumerate(series)]
+    top = max(sum(s["y"][s["x"].index(w)] for s in series if w in s["x"]) for w in {w for s in series for w in s["x"]})
+    return {"data": data, "layout": layout(title, barmode="stack", xaxis=axis("Week", type="date", tickformat="%d %b"),
+                                           yaxis=axis("Audits", rangemode="tozero", **({"dtick": 1} if top < 10 else {})))}
+
+
+def weekly_lines_figure(series: list[dict], *, title: str, y_title: str, suffix: str) -> dict:
+    """A figure per week and model; each point's hover names the grid intensity it used."""
+    series = [s for s in series if s.get("x") and any(finite(v) for v in s["y"])]
+    if not series:
+        return empty_figure(title, "No succeeded audit in this period.")
+    data = [{"type": "scatter", "mode": "lines+markers", "name": s["name"], "x": s["x"], "y": [_clean(v) for v in s["y"]],
+             "text": s.get("text"), "line": {"color": PALETTE[i % len(PALETTE)]},
+             "marker": {"color": PALETTE[i % len(PALETTE)], "size": 8}, "connectgaps": True,
+             "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{y:.3s}}{suffix}<br>%{{text}}<extra></extra>",
+             "meta": {"x": "week", "y": suffix}} for i, s in enumerate(series)]
+    values = [v for s in series for v in s["y"]]
+    return {"data": data, "layout": layout(title, xaxis=axis("Week", type="date", tickformat="%d %b"),
+                                           yaxis=value_axis(y_title, values, suffix=suffix))}
+
+
 def rating_spread_figure(spread: dict[int, int]) -> dict:
     if not any(spread.values()):
         return empty_figure("Energy ratings", "No rated model version yet.")

@@ -11,6 +11,7 @@ from ..models import Audit, ModelVersion
 from ..reports.ratings import rating_for_version, rating_spread, ratings_for_teams
 from ..reports.selectors import MAX_COMPARE, audit_report_context, compare_context, model_history_context
 from ..reports import figures, formatting as units
+from ..reports.overview import team_overview_context
 from ..reports.progress import running_hardware
 from ..selectors import (
     audits_for_user, flatten_fingerprint, live_queues, model_assets_for_user, teams_for_user,
@@ -34,6 +35,7 @@ def home(request):
     versions = ModelVersion.objects.select_related("asset").in_bulk([r.model_version_id for r in ratings[:10]])
     hungry = [{"rating": r, "version": versions.get(r.model_version_id)} for r in ratings[:10]]
     spread = rating_spread(ratings)
+    overview = team_overview_context([t.pk for t in teams])
     return render(
         request,
         "audit/home.html",
@@ -44,7 +46,9 @@ def home(request):
             "queues": live_queues(),
             "hungry": [h for h in hungry if h["version"] is not None],
             "spread": spread,
-            "figures": {"chart-ratings": figures.rating_spread_figure(spread)},
+            "figures": {"chart-ratings": figures.rating_spread_figure(spread), **overview["overview_figures"]},
+            "overview_models": overview["overview_models"],
+            "overview_weeks": overview["overview_weeks"],
         },
     )
 

@@ -197,3 +197,27 @@ def test_history_draws_the_chosen_figure(member_client, team):
     figs = json.loads(re.search(r'<script id="history-figures" type="application/json">(.*?)</script>', page, re.S).group(1))
     assert figs["chart-history-chosen"]["layout"]["yaxis"]["title"]["text"] == "FLOPs per sample (FLOPs)"
     assert figs["chart-history-chosen"]["data"][0]["y"] == [4672.0]
+
+
+def test_team_overview_per_week_and_model_with_the_grid_intensity(member_client, team):
+    from datetime import timedelta
+
+    a = stored_audit(team, [variant_doc("baseline", energy=0.004)], model_version=make_version(team, name="week-a"))
+    b = stored_audit(team, [variant_doc("baseline", energy=0.002)], model_version=make_version(team, name="week-b", label="v1"))
+    c = store(team, real_doc("engine_result_digits_v2.json"), model_version=make_version(team, name="week-b", label="v2"))
+    three_weeks_ago = timezone.now() - timedelta(weeks=3)
+    Audit.objects.filter(pk=a.pk).update(created_at=three_weeks_ago, finished_at=three_weeks_ago)
+    page = member_client.get(reverse("home")).content.decode()
+    clean(page)
+    figs = json.loads(re.search(r'<script id="home-figures" type="application/json">(.*?)</script>', page, re.S).group(1))
+    bars = {t["name"]: (t["x"], t["y"]) for t in figs["chart-week-audits"]["data"]}
+    assert sum(bars["week-a"][1]) == 1 and sum(bars["week-b"][1]) == 2
+    assert len(set(bars["week-a"][0]) | set(bars["week-b"][0])) == 2  # two different weeks
+    energy = {t["name"]: t for t in figs["chart-week-energy"]["data"]}
+    assert energy["week-a (estimated)"]["y"] == [pytest.approx(0.004 * 1000 / 3600)]
+    carbon = figs["chart-week-carbon"]
+    assert carbon["layout"]["yaxis"]["title"]["text"] == "CO₂e per 1,000 inferences (g)"
+    table = re.search(r'id="overview-models">(.*?)</table>', page, re.S).group(1)
+    # week-b's latest audit is the schema-2 one: its grams used the world average of the shipped table
+    assert c.carbon["intensity_g_per_kwh"] == 481.0
+    assert re.search(r"week-b \(estimated\).*?481 gCO₂e/kWh \(WORLD 2023 average\)", table, re.S)
