@@ -150,6 +150,15 @@ def test_the_report_answers_on_its_first_screen(browser_page, live_server, membe
     assert "moved by" in page.inner_text("#report-warnings") and _in_first_screen(page, "#report-warnings")
     page.click("#quality-grade summary")
     assert "D:" in page.inner_text("#quality-grade")
+    # Printed: no navigation or controls, the folded evidence open (by the print stylesheet alone:
+    # emulating print media fires no beforeprint), a PDF out.
+    assert not page.locator("#report-table").is_visible()
+    page.emulate_media(media="print")
+    assert not page.locator("header.top").is_visible() and not page.locator("#savings-form button").is_visible()
+    assert page.locator("#report-table").is_visible() and page.locator("#estimate-assumptions").is_visible()
+    pdf = page.pdf(path=str(SCREENSHOTS / "report-graded-d.pdf"), format="A4")
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
+    page.emulate_media(media="screen")
     assert page.console_errors == []
 
 
