@@ -75,7 +75,7 @@ def empty_figure(title: str, message: str) -> dict:
 def title_for(q: Quantity, estimated: bool = False) -> str:
     """An axis title from the quantity itself; energy says when it is estimated."""
     if estimated and q.unit in ("J", "W"):
-        return f"{q.label} ({q.unit}, estimated)"
+        return f"{q.label} ({q.unit}, est.)"
     return q.axis_title
 
 
@@ -142,6 +142,8 @@ def tradeoff_figure(points: list[dict], *, y: Quantity, recommended: str | None,
     energy, the Pareto frontier drawn through its points. `points`: [{"key", "x", "y", "is_baseline"}]."""
     frontier_keys = frontier_keys or []
     keep = set(frontier_keys) | {p["key"] for p in points if p.get("is_baseline")} | {recommended}
+    if len(points) <= 5:  # a few names fit; a dozen pile up on one another (hover has them all)
+        keep |= {p["key"] for p in points}
     pts = [{"label": p["key"], "x": p["x"], "y": p["y"], "show_label": p["key"] in keep,
             "highlight": p["key"] == recommended,
             "color": PALETTE[2] if p["key"] == recommended else (PALETTE[0] if p.get("is_baseline") else PALETTE[1])}
@@ -299,7 +301,7 @@ def breakdown_figure(rows: list[dict], *, estimated: bool) -> dict:
              "hovertemplate": "%{x}<br>idle %{y:.3g} J<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
         ],
         "layout": layout("Energy breakdown per inference" + (" (estimated)" if estimated else ""), barmode="stack",
-                         xaxis=axis(""), yaxis=axis("Energy per inference: active + idle (J, estimated)" if estimated
+                         xaxis=axis(""), yaxis=axis("Energy per inference: active + idle (J, est.)" if estimated
                                                     else "Energy per inference: active + idle (J)",
                                                     tickformat="~s", ticksuffix="J", rangemode="tozero")),
     }

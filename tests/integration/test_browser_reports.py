@@ -184,6 +184,11 @@ def test_compare_with_two_chosen_figures(browser_page, live_server, member, team
     # every variant of both audits is a row of the table
     assert page.locator("#compare-variants tbody tr").count() == 2 + 3
     page.screenshot(path=str(SCREENSHOTS / "compare-two-figures.png"), full_page=True)
+    # the generation audit's own report draws its token charts
+    page.goto(f"{live_server.url}/audits/{b.pk}/")
+    assert_charts_drawn(page, ["chart-tradeoff", "chart-tokens", "chart-ttft", "chart-tpot", "chart-share"])
+    assert page.locator("#chart-tokens text.ytitle").text_content() == "Energy per output token (J, est.)"
+    page.locator(".charts").first.screenshot(path=str(SCREENSHOTS / "report-generation-charts.png"))
     assert page.console_errors == []
 
 

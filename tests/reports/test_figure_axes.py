@@ -82,7 +82,7 @@ def _db_context(audits, versions=()) -> dict:
 
 
 def _axis_title(layout: dict, name: str) -> str:
-    return ((layout.get(name) or {}).get("title") or {}).get("text", "").replace(", estimated)", ")")
+    return ((layout.get(name) or {}).get("title") or {}).get("text", "").replace(", est.)", ")")
 
 
 def check_axes(figure_name: str, fig: dict, db: dict) -> int:

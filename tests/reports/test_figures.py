@@ -18,9 +18,15 @@ def test_tradeoff_with_accuracy_draws_points_and_frontier():
                                   frontier_keys=["int8", "baseline"])
     _json_safe(fig)
     assert fig["data"][0]["customdata"] == ["baseline", "int8", "bad"]
-    assert fig["data"][0]["text"] == ["baseline", "int8", ""]  # labels on frontier, baseline, recommended
+    assert fig["data"][0]["text"] == ["baseline", "int8", "bad"]  # a few points: every name fits
+    many = points + [{"key": f"p{i}", "x": 3e-3 + i * 1e-4, "y": 80.0 - i} for i in range(4)]
+    crowded = figures.tradeoff_figure(many, y=QUANTITIES["accuracy"], recommended="int8", estimated=True,
+                                      frontier_keys=["int8", "baseline"])
+    # labels on the frontier, the baseline and the recommended variant; the rest in the hover
+    assert crowded["data"][0]["text"] == ["baseline", "int8", "", "", "", "", ""]
+    assert crowded["data"][0]["customdata"][-1] == "p3"
     assert fig["data"][1]["name"] == "Pareto frontier" and fig["data"][1]["x"] == [4e-4, 1e-3]
-    assert fig["layout"]["xaxis"]["title"]["text"] == "Energy per inference (J, estimated)"
+    assert fig["layout"]["xaxis"]["title"]["text"] == "Energy per inference (J, est.)"
     assert fig["layout"]["yaxis"]["title"]["text"] == "Accuracy (%)"
 
 
