@@ -101,6 +101,8 @@ def test_a_grade_below_c_makes_the_answer_inconclusive(member_client, team):
     assert "Inconclusive: quality grade D." in top and 'data-verdict="inconclusive"' in top
     assert "the baseline moved by" in top  # the engine's drift warning
     assert "budget-inconclusive" in top and "1 on evidence graded too low" in top
+    reviews = page[page.index('id="reviews"'):]
+    assert "Inconclusive: no limit failed" in reviews and ">inconclusive<" in reviews
     assert "v1 result" not in top
 
 
