@@ -337,7 +337,7 @@ def _paired_verdict(audit: Audit, rows: list[VariantRow], ref_batch: int | None,
         verdict, key, reason = rec["verdict"], rec["recipe"], rec["reason"] + f" (accuracy drop limit {max_drop_pts:g} points)"
     grade = audit.quality_grade
     if grade and not at_least(grade, "C"):
-        engine_said = f"recommended {key}" if verdict == "recommended" else verdict
+        engine_said = {"recommended": f"recommended {key}", "none": "no recommendation"}.get(verdict, verdict)
         return Verdict("inconclusive", f"Inconclusive: quality grade {grade}",
                        f"The evidence is graded {grade} (reasons below), too weak for a verdict; on it the engine "
                        f"would have said: {engine_said} ({reason}).", paired=True, slo=slo)
