@@ -9,7 +9,7 @@ and the ratio engine / torch.utils.benchmark is printed (issue 12's target: thro
 within 5% on a GPU). The three are interleaved over ``--repeats`` rounds and each figure is the
 median of its rounds, so a drifting machine moves them together.
 
-    python bench/timing_modes.py [--device cpu|cuda] [--repeats 5] [--window 0.5]
+    python bench/timing_modes.py [--device cpu|cuda] [--repeats 5] [--window 0.5] [--threads 1]
 """
 import argparse
 import statistics
@@ -65,7 +65,10 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--window", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.repeats} interleaved rounds, window {args.window} s")
     print(f"{'model':<24}{'torch.utils.benchmark':>22}{'engine throughput':>19}{'ratio':>8}"
