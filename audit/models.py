@@ -158,6 +158,8 @@ class Audit(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     stage = models.CharField(max_length=60, blank=True)
     progress = models.FloatField(default=0.0)
+    # the engine's own words for what it is doing now ("measuring int8-dynamic at batch 8 ...")
+    progress_message = models.CharField(max_length=300, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # When the task was last handed to the broker; the reaper sends it again if a queued
     # audit's message was lost (a broker restart, a failed dispatch).

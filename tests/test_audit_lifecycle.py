@@ -208,3 +208,14 @@ def test_gpu_audits_get_long_windows_for_the_nvml_counter(member, team, settings
     cpu = services.audit_request(user=member, model_version=version, target_queue="cpu", device="cpu")
     assert gpu.options["window_s"] == settings.ENGINE_GPU_WINDOW_S == 10.0
     assert cpu.options["window_s"] == settings.ENGINE_WINDOW_S
+
+
+def test_progress_never_goes_back_within_an_attempt_and_carries_the_engine_s_words(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    assert services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, percent=60.0, stage="measuring",
+                                   message="measuring int8-dynamic at batch 8")
+    # a power-limit sweep's second engine run starts again from 0
+    assert services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, percent=5.0)
+    audit.refresh_from_db()
+    assert audit.progress == 60.0 and audit.progress_message == "measuring int8-dynamic at batch 8"

@@ -76,7 +76,8 @@ def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
             return
         stage = stage_text(event)
         if not audit_services.audit_progress(
-            audit_id=audit_id, attempt=attempt, stage=stage, percent=event.get("percent")
+            audit_id=audit_id, attempt=attempt, stage=stage, percent=event.get("percent"),
+            message=str(event.get("message") or "") or None,
         ):
             raise AuditLost()
 

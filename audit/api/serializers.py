@@ -230,7 +230,7 @@ class AuditStatusSerializer(serializers.ModelSerializer):
     class Meta:
         model = Audit
         fields = [
-            "id", "status", "finished", "stage", "progress", "heartbeat_at", "attempts", "error", "review_status",
+            "id", "status", "finished", "stage", "progress", "progress_message", "heartbeat_at", "attempts", "error", "review_status",
             "budget_verdict", "started_at", "finished_at",
         ]
         read_only_fields = fields

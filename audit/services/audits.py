@@ -16,7 +16,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from workers.engine import carbon
@@ -211,6 +212,7 @@ def audit_claim(*, audit_id: int, hostname: str) -> Claim:
                 worker_hostname=hostname[:200],
                 stage="starting",
                 progress=0.0,
+                progress_message="",
                 error="",
             )
         )
@@ -249,14 +251,20 @@ def _running(audit_id: int, attempt: int):
     return Audit.objects.filter(pk=audit_id, attempts=attempt, status=Audit.Status.RUNNING)
 
 
-def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, percent: float | None = None) -> bool:
+def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, percent: float | None = None,
+                   message: str | None = None) -> bool:
     """Record progress and a heartbeat. False when this attempt no longer owns the audit
-    (cancelled, requeued or taken over): the caller must stop."""
+    (cancelled, requeued or taken over): the caller must stop.
+
+    The percentage never goes down within an attempt (a claim starts it at 0): a power-limit
+    sweep runs the engine several times, each from 0, and the page must not jump back."""
     fields = {"heartbeat_at": timezone.now()}
     if stage is not None:
         fields["stage"] = stage[:60]
+    if message is not None:
+        fields["progress_message"] = message[:300]
     if percent is not None:
-        fields["progress"] = max(0.0, min(100.0, float(percent)))
+        fields["progress"] = Greatest(F("progress"), Value(max(0.0, min(100.0, float(percent)))))
     return _running(audit_id, attempt).update(**fields) == 1
 
 
