@@ -326,31 +326,6 @@ def _hf_root(folder: Path) -> Path:
     raise FormatError("no config.json found at the top of the Hugging Face upload")
 
 
-def _hf_input_spec(config) -> dict:
-    vocab = getattr(config, "vocab_size", None)
-    if vocab:
-        special = [
-            getattr(config, attr, None)
-            for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id",
-                         "unk_token_id", "mask_token_id")
-        ]
-        special = [i for i in special if isinstance(i, int) and i < int(vocab) // 2]
-        return {
-            "kind": "text",
-            "vocab_size": int(vocab),
-            "max_positions": getattr(config, "max_position_embeddings", None),
-            "low": (max(special) + 1) if special else 0,
-            "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
-        }
-    if getattr(config, "image_size", None) is not None:
-        return {
-            "kind": "vision",
-            "num_channels": int(getattr(config, "num_channels", 3) or 3),
-            "image_size": config.image_size,
-        }
-    return {"kind": "unknown"}
-
-
 def _load_hf(path: Path, options: dict, device: str) -> LoadedModel:
     folder, workdir = _extract_if_zip(path)
     try:
