@@ -7,7 +7,7 @@ from workers.engine.registry import architecture_names
 
 from .models import Dataset, Task
 from .selectors import live_queues
-from .services.options import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, OPTION_NAMES, OPTIONS, SCENARIOS, TIMING_MODES
+from .services.options import OPTIONS
 
 
 class TeamChoiceMixin:
@@ -140,7 +140,21 @@ class RecipeSpecsField(forms.MultipleChoiceField):
             raise forms.ValidationError(str(exc), code="invalid_recipe") from exc
 
 
-_OPTION_HELP = {o.name: o.help for o in OPTIONS}
+# The measurement options the audit form offers (the API takes all of OPTIONS).
+FORM_OPTIONS = ("scenario", "prompt_tokens", "new_tokens", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
+                "latency_target_ms_p95", "timing_mode")
+
+
+def option_form_field(o) -> forms.Field:
+    """One measurement option (audit/services/options.py) as a form field, same range as the API."""
+    common = {"required": False, "help_text": o.help, "label": o.label or None}
+    if o.choices:
+        return forms.ChoiceField(choices=[(c, c) for c in o.choices], initial=o.choices[0], **common)
+    if o.kind is bool:
+        return forms.BooleanField(**common)
+    if o.kind is int:
+        return forms.IntegerField(min_value=int(o.low), max_value=int(o.high), **common)
+    return forms.FloatField(min_value=o.low, max_value=o.high, **common)
 
 
 class AuditRequestForm(forms.Form):
@@ -159,24 +173,11 @@ class AuditRequestForm(forms.Form):
                   "Empty: the team's setting.",
     )
 
-    # Measurement options (audit/services/options.py; the API takes the same names)
-    scenario = forms.ChoiceField(required=False, initial="auto", help_text=_OPTION_HELP["scenario"],
-                                 choices=[(c, c) for c in SCENARIOS])
-    prompt_tokens = forms.IntegerField(required=False, min_value=1, max_value=MAX_PROMPT_TOKENS,
-                                       help_text=_OPTION_HELP["prompt_tokens"], widget=forms.NumberInput(attrs={"placeholder": "64"}))
-    new_tokens = forms.IntegerField(required=False, min_value=1, max_value=MAX_NEW_TOKENS,
-                                    help_text=_OPTION_HELP["new_tokens"], widget=forms.NumberInput(attrs={"placeholder": "32"}))
-    slo_ttft_ms_p95 = forms.FloatField(required=False, min_value=0.001, label="TTFT target (p95, ms)",
-                                       help_text=_OPTION_HELP["slo_ttft_ms_p95"])
-    slo_tpot_ms_p95 = forms.FloatField(required=False, min_value=0.001, label="TPOT target (p95, ms)",
-                                       help_text=_OPTION_HELP["slo_tpot_ms_p95"])
-    latency_target_ms_p95 = forms.FloatField(required=False, min_value=0.001, label="Latency target (p95, ms)",
-                                             help_text=_OPTION_HELP["latency_target_ms_p95"])
-    timing_mode = forms.ChoiceField(required=False, initial="latency", help_text=_OPTION_HELP["timing_mode"],
-                                    choices=[(c, c) for c in TIMING_MODES])
-
     def __init__(self, *args, team, recipes, **kwargs):
         super().__init__(*args, **kwargs)
+        for o in OPTIONS:
+            if o.name in FORM_OPTIONS:
+                self.fields[o.name] = option_form_field(o)
         self.fields["grid_region"].choices = [("", "— team setting —")] + carbon.regions()
         self.queues = live_queues()
         choices = [(q["queue"], f"{q['queue']}: {q['hardware']} ({q['workers']} worker{'s' if q['workers'] != 1 else ''})") for q in self.queues]
@@ -196,10 +197,10 @@ class AuditRequestForm(forms.Form):
 
     @property
     def measurement_fields(self):
-        return [self[name] for name in OPTION_NAMES if name in self.fields]
+        return [self[name] for name in FORM_OPTIONS]
 
     def measurement_options(self) -> dict:
-        return {k: self.cleaned_data.get(k) for k in OPTION_NAMES if k in self.fields}
+        return {k: self.cleaned_data.get(k) for k in FORM_OPTIONS}
 
     def device_for(self, queue: str) -> str:
         for q in self.queues:

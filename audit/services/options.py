@@ -22,6 +22,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
+    label: str = ""  # the form's label; empty: from the name
 
 
 OPTIONS = (
@@ -30,10 +31,12 @@ OPTIONS = (
     Option("prompt_tokens", int, "Generation: prompt length in tokens (default 64).", 1, MAX_PROMPT_TOKENS),
     Option("new_tokens", int, f"Generation: new tokens per sequence, exactly (default 32, at most {MAX_NEW_TOKENS}).",
            1, MAX_NEW_TOKENS),
-    Option("slo_ttft_ms_p95", float, "Generation: latency target for the first token, p95 in ms.", 0.001, 3.6e6),
-    Option("slo_tpot_ms_p95", float, "Generation: latency target per output token, p95 in ms.", 0.001, 3.6e6),
+    Option("slo_ttft_ms_p95", float, "Generation: latency target for the first token, p95 in ms.", 0.001, 3.6e6,
+           label="TTFT target (p95, ms)"),
+    Option("slo_tpot_ms_p95", float, "Generation: latency target per output token, p95 in ms.", 0.001, 3.6e6,
+           label="TPOT target (p95, ms)"),
     Option("latency_target_ms_p95", float, "Latency target per inference, p95 in ms: the cheapest setting within it is named.",
-           0.001, 3.6e6),
+           0.001, 3.6e6, label="Latency target (p95, ms)"),
     Option("timing_mode", str, "latency: synchronise after every call (per-call percentiles); "
                                "throughput: once per window, the way a server runs (means only).", choices=TIMING_MODES),
     Option("rounds", int, "Paired interleaved rounds of baseline and variants (default 3 on CPU).", 2, 20),
