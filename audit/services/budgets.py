@@ -32,10 +32,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Prefetch, Q
 
+from workers.engine.quality import at_least
+
 from ..models import Audit, EnergyBudget, Evaluation, Measurement, Membership, ModelAsset, Team, Variant
 
 PASS, FAIL, INCONCLUSIVE, UNCHECKED = "pass", "fail", "inconclusive", ""
-MIN_VERDICT_GRADE = "C"  # the engine's threshold (workers/engine/quality.py)
 Z95 = 1.96
 
 # budget field -> (limit name in results, measurement attribute, unit)
@@ -68,10 +69,6 @@ class BudgetCheck:
         return [r for r in self.results if r["passed"] is False]
 
 
-def _grade_below_threshold(grade: str) -> bool:
-    return bool(grade) and grade > MIN_VERDICT_GRADE  # "D" > "C": worse
-
-
 def _relative_uncertainty(m, unit: str) -> float | None:
     """The figure's 95% half-width relative to it: energy from its stated (one-sigma)
     uncertainty, latency from the interval of the mean."""
@@ -88,7 +85,7 @@ def _entry(budget, limit, variant, batch_size, value, threshold, unit, *, estima
     else:
         passed = bool(value <= threshold) if lower_is_better else bool(value >= threshold)
         near = rel_uncertainty is not None and abs(value - threshold) <= abs(value) * rel_uncertainty
-        if _grade_below_threshold(grade) or near:
+        if (grade and not at_least(grade)) or near:  # "" : a schema-1 measurement, ungraded
             passed, inconclusive = None, True
     return {
         "budget": budget.name,

@@ -8,6 +8,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 
+from workers.engine.quality import at_least
+
 from ..models import Audit, Membership, Review
 
 log = logging.getLogger(__name__)
@@ -31,14 +33,11 @@ def review_allowed(*, user, audit: Audit, decision: str) -> bool:
     return decision == Review.Decision.COMMENT or role == Membership.Role.LEAD
 
 
-LOW_GRADES = ("D",)  # below the grade a verdict needs (workers/engine/quality.py MIN_VERDICT_GRADE "C")
-
-
 def low_quality_warning(audit: Audit) -> str | None:
     """What a lead must acknowledge before approving an audit whose figures cannot carry a
     verdict; None when there is nothing to warn about."""
     parts = []
-    if audit.quality_grade in LOW_GRADES:
+    if audit.quality_grade and not at_least(audit.quality_grade):  # below the grade a verdict needs
         reasons = "; ".join(audit.quality_reasons[:4]) if audit.quality_reasons else "no reason recorded"
         parts.append(f"its quality grade is {audit.quality_grade} ({reasons})")
     if audit.budget_verdict == "inconclusive":
