@@ -48,6 +48,7 @@ def test_a_real_schema2_result_keeps_its_evidence(team, engine_doc):
         assert row.quality_grade in "ABCD" and row.quality_grade
         assert len(row.window_means_ms) == row.windows
         assert row.energy_assumptions["w_per_core"] > 0  # an estimate says what it assumed
+    assert int8.details == {"dtype": "float32", "stored_dtype": "float32", "baseline_dtype": "float32"}
     base = Measurement.objects.filter(variant__recipe="baseline").first()
     assert base.comparison is None
     evaluation = Evaluation.objects.get(variant=int8)

@@ -114,8 +114,8 @@ def evaluation_from_result(variant: Variant, doc: dict) -> Evaluation:
     )
 
 
-VARIANT_DETAIL_KEYS = ("dtype", "stored_dtype", "baseline_dtype", "backend", "generation_backend", "load_s",
-                       "recipe_s", "assumed_inputs")
+# What the engine says of a variant beyond the columns (loaders.precision_keys).
+VARIANT_DETAIL_KEYS = ("dtype", "stored_dtype", "baseline_dtype")
 
 
 def store_variants(audit: Audit, result: dict) -> None:
