@@ -219,3 +219,27 @@ def test_progress_never_goes_back_within_an_attempt_and_carries_the_engine_s_wor
     assert services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, percent=5.0)
     audit.refresh_from_db()
     assert audit.progress == 60.0 and audit.progress_message == "measuring int8-dynamic at batch 8"
+
+
+def test_a_power_sweep_s_runs_share_one_rising_progress_bar(team, monkeypatch):
+    """Each engine run of a sweep goes 0-100%; the audit's percentage places it in the sweep."""
+    from workers import runner
+
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    seen = []
+
+    def engine(request, *, on_event, **kwargs):
+        for p in (0.0, 50.0, 100.0):
+            on_event({"event": "progress", "stage": "measuring", "percent": p})
+            audit.refresh_from_db()
+            seen.append(audit.progress)
+        return {}
+
+    def two_step_sweep(request, run_once):
+        return [run_once(dict(request, sweep_step=[i, 2])) for i in range(2)]
+
+    monkeypatch.setattr(runner, "run_engine", engine)
+    monkeypatch.setattr(runner, "sweep_or_run", two_step_sweep)
+    runner.run_engine_for_audit(audit_id=audit.pk, attempt=claim.attempt, request={"options": {}})
+    assert seen == [0.0, 25.0, 50.0, 50.0, 75.0, 100.0]

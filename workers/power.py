@@ -400,11 +400,12 @@ def run_power_sweep(request: dict, run_engine_fn, controller: PowerLimitControll
             steps = controller.steps(int(options.get("power_limit_steps") or 4))
         original_w = controller.original_mw / 1000.0
         runs = []
-        for limit in steps:
+        for i, limit in enumerate(steps):
             set_w = controller.set_limit_w(limit)
             watch = gpu_state.StateWatch(controller.handle, controller.nvml, watch_interval_s).start()
             try:
-                doc = run_engine_fn(request)
+                # sweep_step lets the caller place this run's progress within the whole sweep
+                doc = run_engine_fn(dict(request, sweep_step=[i, len(steps)]))
             finally:
                 state = watch.stop()
             runs.append((set_w, doc, state))

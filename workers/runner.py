@@ -71,12 +71,17 @@ def stage_text(event: dict) -> str:
 def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
     """Run the engine; every event and tick is a heartbeat, and a lost claim stops the child."""
 
+    step = [0, 1]  # this engine run's place in a power-limit sweep (one run: 0 of 1)
+
     def on_event(event: dict) -> None:
         if event.get("event") != "progress":
             return
         stage = stage_text(event)
+        percent = event.get("percent")
+        if percent is not None:
+            percent = (step[0] + float(percent) / 100.0) / step[1] * 100.0
         if not audit_services.audit_progress(
-            audit_id=audit_id, attempt=attempt, stage=stage, percent=event.get("percent"),
+            audit_id=audit_id, attempt=attempt, stage=stage, percent=percent,
             message=str(event.get("message") or "") or None,
         ):
             raise AuditLost()
@@ -86,6 +91,7 @@ def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
             raise AuditLost()
 
     def run_once(one_request: dict) -> dict:
+        step[:] = one_request.get("sweep_step") or [0, 1]
         return run_engine(
             one_request,
             timeout_s=settings.ENGINE_TIMEOUT_S,
