@@ -109,6 +109,25 @@ def grade_measurement(m: dict) -> tuple[str, list[str]]:
     return g.result()
 
 
+def veto_reasons(m: dict) -> list[str]:
+    """What breaks a measurement as evidence for any verdict, whatever its interval says: no
+    energy read, active energy clamped at zero, or windows shorter than one update of the
+    meter (the reading then is the counter's quantisation, not the work). Each reason names
+    the figure. Everything else that lowers a grade (a wide interval, an estimated method,
+    drift) only qualifies a verdict: the interval already carries it."""
+    reasons = []
+    flags = m.get("flags") or []
+    energy = m.get("energy_j_per_inference")
+    if "zero-energy" in flags or (isinstance(energy, (int, float)) and energy <= 0):
+        reasons.append("the meter read no energy")
+    if "active-energy-negative-clamped" in flags:
+        reasons.append("energy below the idle baseline (active energy clamped at 0)")
+    resolution, window = m.get("meter_resolution_s"), m.get("window_s")
+    if resolution and window and window < resolution:
+        reasons.append(f"windows of {window:g} s are shorter than one update of the meter ({resolution:g} s)")
+    return reasons
+
+
 def grade_ratio(ci95: list | tuple | None, *sides: str | None) -> tuple[str, list[str]]:
     """Grade of a paired ratio from its 95% interval and the grades of the two measurements."""
     g = _Grader()
