@@ -5,6 +5,7 @@ from django import forms
 from workers.engine import carbon
 from workers.engine.registry import architecture_names
 
+from .inputsafety import UnsafeJSON, loads_checked
 from .models import Dataset, Task
 from .selectors import live_queues
 from .services.options import OPTIONS
@@ -65,7 +66,9 @@ class ModelUploadForm(TeamChoiceMixin, forms.Form):
         if not raw:
             return {}
         try:
-            value = json.loads(raw)
+            value = loads_checked(raw)
+        except UnsafeJSON as exc:  # NUL, a lone surrogate, or nested too deep
+            raise forms.ValidationError(str(exc)) from exc
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from exc
         if not isinstance(value, dict):

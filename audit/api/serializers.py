@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..inputsafety import UnsafeJSON, loads_checked
 from ..models import (
     Audit, Dataset, EnergyBudget, Evaluation, Measurement, ModelAsset, ModelVersion, Review, Task, Team, Variant,
 )
@@ -75,6 +76,22 @@ class ModelAssetDetailSerializer(ModelAssetSerializer):
         return ModelVersionSerializer(versions, many=True, context=self.context).data
 
 
+class CheckedJSONField(serializers.JSONField):
+    """A JSONField whose text from a form field is parsed by loads_checked: NUL, a lone
+    surrogate or deep nesting is a 400 with its reason, not a 500 (JSON bodies are checked by
+    audit.inputsafety's middleware)."""
+
+    def to_internal_value(self, data):
+        if getattr(data, "is_json_string", False):
+            try:
+                return loads_checked(data)
+            except UnsafeJSON as exc:
+                raise serializers.ValidationError(str(exc)) from exc
+            except ValueError:
+                self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ModelUploadSerializer(serializers.Serializer):
     team = UserTeamField()
     name = serializers.CharField(max_length=200, help_text="The model's name; a new upload under a known name is a new version.")
@@ -82,10 +99,10 @@ class ModelUploadSerializer(serializers.Serializer):
                                   help_text="Version label; empty: v1, v2, ...")
     task = serializers.ChoiceField(choices=Task.choices, default=Task.CLASSIFICATION)
     file = serializers.FileField(help_text="HF folder zip, ONNX, or safetensors of a registered architecture.")
-    input_spec = serializers.JSONField(required=False, default=dict,
-                                       help_text="Architecture and input overrides (JSON object), e.g. {\"seq_len\": 128}; "
-                                                 "\"inputs\": [\"pixel_values=3x224x224\"] sets input shapes "
-                                                 "(NAME=DIMS[:DTYPE], as the CLI's --input).")
+    input_spec = CheckedJSONField(required=False, default=dict,
+                                  help_text="Architecture and input overrides (JSON object), e.g. {\"seq_len\": 128}; "
+                                            "\"inputs\": [\"pixel_values=3x224x224\"] sets input shapes "
+                                            "(NAME=DIMS[:DTYPE], as the CLI's --input).")
 
     def validate_input_spec(self, value):
         if not isinstance(value, dict):

@@ -92,3 +92,54 @@ def test_ordinary_text_still_passes(api, audit):
                         data=json.dumps({"decision": "comment", "comment": "grüße ✓ \t tab"}),
                         content_type="application/json")
     assert response.status_code == 201, response.content[:500]
+
+
+DEEP = "[" * 1000 + "]" * 1000
+DEEP_OBJECT = '{"a": ' * 1000 + "1" + "}" * 1000
+
+
+@pytest.mark.parametrize("url", ["/api/v1/audits/", "/api/v1/models/", "/api/v1/audits/1/reviews/", "/login/",
+                                 "/admin/login/", "/no-such-page/", "/api/v1/budgets/"])
+@pytest.mark.parametrize("body", [DEEP, DEEP_OBJECT])
+def test_deeply_nested_json_bodies_are_refused_anonymously(client, url, body):
+    response = client.post(url, data=body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert b"nested deeper than" in response.content
+
+
+def test_deeply_nested_json_is_refused_with_its_reason_for_a_user(api, audit):
+    for content_type in ("application/json", "application/merge-patch+json"):
+        response = api.post(f"/api/v1/audits/{audit.pk}/reviews/", data=DEEP_OBJECT, content_type=content_type)
+        assert response.status_code == 400
+        assert "nested deeper than" in response.json()["non_field_errors"][0]
+    assert Review.objects.count() == 0
+
+
+SPEC_TEXTS = [
+    ('{"architecture": "mlp\\ud800"}', "Null characters and unpaired surrogates"),
+    ('{"architecture_config": {"hidden": "\\u0000"}}', "Null characters and unpaired surrogates"),
+    ('{"x\\u0000": 1}', "Null characters and unpaired surrogates"),
+    ('{"input_overrides": {"a": "\\udc00"}}', "Null characters and unpaired surrogates"),
+    ('{"architecture_config": ' + DEEP + "}", "nested deeper than"),
+]
+
+
+@pytest.mark.parametrize("text,reason", SPEC_TEXTS)
+def test_api_upload_input_spec_text(api, text, reason):
+    response = upload(api, "/api/v1/models/", input_spec=text)
+    assert response.status_code == 400, response.content[:500]
+    assert reason in response.json()["input_spec"][0]
+    assert ModelVersion.objects.count() == 0
+
+
+@pytest.mark.parametrize("text,reason", [
+    ('{"hidden": "\\u0000"}', "Null characters and unpaired surrogates"),
+    ('{"hidden": "\\ud800"}', "Null characters and unpaired surrogates"),
+    ('{"in\\u0000features": 64}', "Null characters and unpaired surrogates"),
+    ('{"hidden": ' + DEEP + "}", "nested deeper than"),
+])
+def test_form_upload_architecture_config_text(member_client, text, reason):
+    response = upload(member_client, reverse("model-upload"), architecture="mlp", architecture_config=text)
+    assert response.status_code == 400
+    assert reason in response.context["form"].errors["architecture_config"][0]
+    assert ModelVersion.objects.count() == 0
