@@ -123,3 +123,157 @@ def test_a_nan_metric_does_not_break_the_recommendation():
     assert pareto_frontier(points) == []
     points[0]["value"] = 10.0
     assert recommend(points, higher_is_better=False)["recipe"] == "baseline"
+
+
+# --- issue 18: decide on the interval, show every constraint, compare within one run --------
+
+
+def _paired_doc(ratio, ci, *, grade="D", fidelity=("embedding_cosine", 0.95), kind="embedding", vetoes=None,
+                task="feature-extraction", extra_fidelity=None):
+    """A schema-2 result: the baseline and int8-dynamic at batch 1, the comparison as an older
+    engine stored it (no veto_reasons) unless ``vetoes`` is given."""
+    metric, value = fidelity
+
+    def ev(v):
+        fid = {metric: v, **(extra_fidelity or {})}
+        return {"metric": None, "value": None, "labelled": False, "fidelity": fid, "fidelity_metric": metric,
+                "fidelity_value": v, "fidelity_higher_is_better": metric != "relative_error", "fidelity_kind": kind}
+
+    def m(j):
+        return {"batch_size": 1, "energy_j_per_inference": j, "energy_j_per_sample": j, "latency_ms_p50": 1.0,
+                "quality_grade": grade}
+
+    comparison = {"batch_size": 1, "energy_ratio": ratio, "energy_ratio_ci95": ci, "latency_ratio": ratio,
+                  "latency_ratio_ci95": ci, "verdict": "lower", "quality_grade": grade}
+    if vetoes is not None:
+        comparison["veto_reasons"] = vetoes
+    return {"model": {"task": task}, "variants": [
+        {"recipe": "baseline", "status": "succeeded", "measurements": [m(1.0)], "comparison": [],
+         "evaluation": ev(1.0 if metric != "relative_error" else 0.0)},
+        {"recipe": "int8-dynamic", "status": "succeeded", "measurements": [m(ratio)], "comparison": [comparison],
+         "evaluation": ev(value)}]}
+
+
+def test_a_decisive_saving_graded_d_is_recommended_with_its_grade():
+    (entry,) = build_tradeoff(_paired_doc(0.30, [0.25, 0.37], fidelity=("embedding_cosine", 0.99)))["per_batch_size"]
+    assert entry["verdict"] == "recommended" and entry["recommended"] == "int8-dynamic"
+    assert "x0.30 [0.25, 0.37]" in entry["recommended_reason"] and "grade D" in entry["recommended_reason"]
+    assert "embedding cosine 0.99 (limit embedding cosine ≥ 0.98)" in entry["recommended_reason"]
+
+
+@pytest.mark.parametrize("ci, expected", [
+    ([0.90, 0.97], "inconclusive"),  # below 1, but a 5% saving is not shown
+    ([0.97, 1.03], "no measurable difference"),  # within the ±5% margin
+    ([1.10, 1.30], "none"),  # a cost
+])
+def test_the_minimum_saving_and_the_equivalence_margin_decide(ci, expected):
+    doc = _paired_doc(sum(ci) / 2, ci, fidelity=("embedding_cosine", 0.99))
+    (entry,) = build_tradeoff(doc)["per_batch_size"]
+    assert entry["verdict"] == expected, entry["recommended_reason"]
+    t = build_tradeoff(doc, {"min_saving": 0.02, "equivalence_margin": 0.02})
+    assert t["constraint"]["min_saving"] == 0.02 and "x0.98" in t["decision_rule"]["text"]
+    if ci == [0.90, 0.97]:  # a 2% minimum saving: now decisive
+        assert t["per_batch_size"][0]["verdict"] == "recommended"
+
+
+def test_a_veto_breaks_the_pairing_whatever_the_interval():
+    doc = _paired_doc(0.46, [0.45, 0.46], fidelity=("embedding_cosine", 0.99),
+                      vetoes=["baseline at batch 1: active energy clamped at 0"])
+    (entry,) = build_tradeoff(doc)["per_batch_size"]
+    assert entry["verdict"] == "inconclusive" and "active energy clamped at 0" in entry["recommended_reason"]
+
+
+def test_a_variant_excluded_by_a_constraint_is_listed_with_its_figure():
+    """The MiniLM case: int8 x0.46 [0.45, 0.46], embedding cosine 0.95 against the 0.98 floor."""
+    t = build_tradeoff(_paired_doc(0.46, [0.45, 0.46]))
+    (entry,) = t["per_batch_size"]
+    assert entry["verdict"] == "none" and entry["recommended"] is None
+    assert entry["excluded"] == [{"recipe": "int8-dynamic", "batch_size": 1, "constraint": "min_fidelity",
+                                  "figure": 0.95, "limit": 0.98, "reason": "embedding cosine 0.95 < 0.98",
+                                  "energy": "x0.46 [0.45, 0.46] lower"}]
+    assert "excluded by a constraint: int8-dynamic (energy x0.46 [0.45, 0.46] lower): embedding cosine 0.95 < 0.98" \
+        in entry["recommended_reason"]
+    (c,) = t["constraints"]
+    assert (c["name"], c["metric"], c["limit"], c["default"]) == ("min_fidelity", "embedding_cosine", 0.98, True)
+    assert "neighbours" in c["why"]
+    text = format_tradeoff(t)
+    assert "constraints: embedding cosine ≥ 0.98" in text and "excluded: int8-dynamic: embedding cosine 0.95 < 0.98" in text
+    # the floor is an option of the audit: set lower, int8 is recommended, and the page can say it was set
+    t = build_tradeoff(_paired_doc(0.46, [0.45, 0.46]), {"min_fidelity": 0.9})
+    assert t["per_batch_size"][0]["recommended"] == "int8-dynamic" and t["constraints"][0]["why"] == "set for this audit"
+
+
+@pytest.mark.parametrize("fidelity, kind, task, extra, limit, excluded", [
+    (("top1_agreement", 0.958), "sequence", "text-generation", {"kl_divergence": 0.002}, 0.95, False),
+    (("top1_agreement", 0.958), "classifier", "text-classification", {}, 0.98, True),
+    (("top1_agreement", 0.99), "sequence", "text-generation", {"kl_divergence": 0.05}, 0.95, True),  # KL > 0.01
+    (("relative_error", 0.03), "regression", "regression", {}, 0.02, True),
+])
+def test_fidelity_defaults_per_kind(fidelity, kind, task, extra, limit, excluded):
+    doc = _paired_doc(0.5, [0.45, 0.55], fidelity=fidelity, kind=kind, task=task, extra_fidelity=extra)
+    t = build_tradeoff(doc)
+    assert t["constraints"][0]["limit"] == pytest.approx(limit)
+    assert bool(t["per_batch_size"][0]["excluded"]) == excluded
+    if fidelity[0] == "top1_agreement":
+        assert any(c["name"] == "max_kl_divergence" and c["limit"] == 0.01 for c in t["constraints"])
+
+
+def test_an_older_result_without_a_fidelity_kind_takes_it_from_the_task():
+    doc = _paired_doc(0.5, [0.45, 0.55], fidelity=("top1_agreement", 0.958), kind=None, task="text-generation")
+    for v in doc["variants"]:
+        del v["evaluation"]["fidelity_kind"]
+    assert build_tradeoff(doc)["constraints"][0]["limit"] == 0.95
+
+
+def _gen(recipe, rows, *, fidelity=1.0, method=0.81, stat=0.05):
+    """Generation measurements: (batch, J per output token, TTFT p95, TPOT p95); a CPU estimate's
+    scale error ``method`` shared by every figure, a within-run spread ``stat``."""
+    return {"recipe": recipe, "status": "succeeded", "comparison": [],
+            "evaluation": {"metric": None, "value": None, "fidelity": {"top1_agreement": fidelity},
+                           "fidelity_metric": "top1_agreement", "fidelity_value": fidelity,
+                           "fidelity_higher_is_better": True, "fidelity_kind": "sequence"},
+            "measurements": [{"batch_size": bs, "energy_j_per_inference": j * bs * 8, "energy_j_per_sample": j * 8,
+                              "energy_j_per_output_token": j, "ttft_ms_p95": ttft, "tpot_ms_p95": tpot,
+                              "latency_ms_p50": tpot * 8, "energy_uncertainty_method_rel": method,
+                              "energy_uncertainty_stat_rel": stat,
+                              "energy_uncertainty_rel": (method ** 2 + stat ** 2) ** 0.5,
+                              "energy_j_per_output_token_uncertainty_rel": (method ** 2 + stat ** 2) ** 0.5}
+                             for bs, j, ttft, tpot in rows]}
+
+
+GEN = {"model": {"task": "text-generation"}, "scenario": {"kind": "generation"}}
+
+
+def test_the_slo_answer_names_what_a_constraint_excluded():
+    """GPT-2: bf16 at batch 1 meets TTFT <= 300 / TPOT <= 60 ms but its top-1 agreement is 0.90."""
+    doc = dict(GEN, variants=[_gen("baseline", [(1, 0.50, 350.0, 70.0), (4, 0.30, 900.0, 90.0)]),
+                              _gen("bf16", [(1, 0.40, 111.0, 48.3)], fidelity=0.90),
+                              _gen("int8-dynamic", [(1, 0.45, 250.0, 55.0)], fidelity=0.99)])
+    slo = build_tradeoff(doc, {"slo_ttft_ms_p95": 300, "slo_tpot_ms_p95": 60})["slo"]
+    assert (slo["cheapest"]["recipe"], slo["cheapest"]["batch_size"]) == ("int8-dynamic", 1)
+    assert slo["excluded"] == [{"recipe": "bf16", "batch_size": 1, "constraint": "min_fidelity", "figure": 0.90,
+                                "limit": 0.95, "reason": "top-1 agreement 0.9 < 0.95", "energy_j_per_output_token": 0.40,
+                                "ttft_ms_p95": 111.0, "tpot_ms_p95": 48.3}]
+    assert "within top-1 agreement ≥ 0.95" in slo["reason"]
+    assert "meet the targets but excluded by a constraint: bf16 at batch 1 (top-1 agreement 0.9 < 0.95)" in slo["reason"]
+    # without int8, nothing within the constraints meets the targets: said so, and bf16 still named
+    doc["variants"].pop()
+    slo = build_tradeoff(doc, {"slo_ttft_ms_p95": 300, "slo_tpot_ms_p95": 60})["slo"]
+    assert slo["cheapest"] is None and slo["reason"].startswith("no configuration meets TTFT p95 <= 300 ms")
+    assert "bf16 at batch 1 (top-1 agreement 0.9 < 0.95)" in slo["reason"]
+
+
+@pytest.mark.parametrize("stat, close", [(0.05, False), (0.8, True)])
+def test_a_shared_scale_error_does_not_make_two_batch_sizes_alike(stat, close):
+    """Batch 4 at 0.40x batch 1's J per output token, both under a CPU estimate's ±81% scale
+    error: only the within-run spread decides whether they are told apart."""
+    doc = dict(GEN, variants=[_gen("baseline", [(1, 0.05, 50.0, 20.0), (4, 0.02, 80.0, 25.0)], stat=stat)])
+    slo = build_tradeoff(doc, {"slo_tpot_ms_p95": 60})["slo"]
+    assert slo["cheapest"]["batch_size"] == 4
+    assert ("within the measurement uncertainty" in slo["reason"]) is close
+
+    from workers.engine.frontier import build_frontier
+
+    (v,) = build_frontier(doc, {"slo_tpot_ms_p95": 60})["variants"]
+    assert v["cheapest"]["batch_size"] == 4
+    assert ("within the measurement uncertainty" in v["reason"]) is close

@@ -71,10 +71,43 @@ def pareto(points: list[dict], energy_key: str = "energy", latency_key: str = "l
     return sorted(front, key=lambda p: (p[energy_key], p[latency_key]))
 
 
+def within_run_rel(m: dict, energy_key: str) -> float | None:
+    """The within-run (statistical) relative uncertainty of a measurement's ``energy_key``: the
+    spread of its windows, without the meter's method / scale error. Two points of one audit on
+    one meter share that scale error (a CPU estimate's ±81% moves every figure together), so it
+    cancels in their ratio and must not be counted when they are compared. None when unknown.
+
+    J per output token is a difference (request - prefill) over the tokens: its own uncertainty
+    is the method's and the statistical part in quadrature (generation.py), so the statistical
+    part is what remains after the method's is taken out. An older result that recorded no
+    method part is read as generation.py reads it: its whole uncertainty as within-run."""
+    u_method = m.get("energy_uncertainty_method_rel")
+    if energy_key == "energy_j_per_output_token" and _finite(m.get("energy_j_per_output_token_uncertainty_rel")):
+        u_out = m["energy_j_per_output_token_uncertainty_rel"]
+        return math.sqrt(max(0.0, u_out ** 2 - u_method ** 2)) if _finite(u_method) else float(u_out)
+    if _finite(m.get("energy_uncertainty_stat_rel")):
+        return float(m["energy_uncertainty_stat_rel"])
+    if not _finite(u_method) and _finite(m.get("energy_uncertainty_rel")):
+        return float(m["energy_uncertainty_rel"])
+    return None
+
+
+def within_uncertainty(energy_a: float, u_a: float | None, energy_b: float, u_b: float | None) -> bool | None:
+    """Whether two energies of one audit on one meter are within each other's within-run 95%
+    uncertainty: |ln(b / a)| <= 1.96 x the combined log standard uncertainty (the ratio's
+    uncertainty is multiplicative; a relative u is read as ln(1 + u)). None when either
+    uncertainty is unknown: the shared scale error says nothing about the two points' difference."""
+    if not (_finite(u_a) and _finite(u_b) and _finite(energy_a) and _finite(energy_b)) or energy_a <= 0 or energy_b <= 0:
+        return None
+    s = math.hypot(math.log1p(u_a), math.log1p(u_b))
+    return abs(math.log(energy_b / energy_a)) <= 1.96 * s
+
+
 def _point(m: dict, energy_key: str, latency_key: str) -> dict:
     return {"batch_size": m.get("batch_size"), "power_limit_w": m.get("power_limit_w"),
             "energy": m.get(energy_key), "latency": m.get(latency_key),
             "energy_uncertainty_rel": m.get("energy_uncertainty_rel"),
+            "energy_within_run_rel": within_run_rel(m, energy_key),
             "quality_grade": m.get("quality_grade"),
             "throttle_reasons": m.get("throttle_reasons")}
 
@@ -109,9 +142,10 @@ def cheapest_meeting(points: list[dict], target_ms: float | None, *, latency_key
     sentence = (f"cheapest meeting {target}: {_setting(best)}, {best['energy']:.4g} {unit}")
     if len(ranked) > 1:
         runner = ranked[1]
-        u = max(best.get("energy_uncertainty_rel") or 0.0, runner.get("energy_uncertainty_rel") or 0.0)
-        if runner["energy"] <= best["energy"] * (1 + 2 * u):
-            sentence += f"; {_setting(runner)} is within the measurement uncertainty of it"
+        # within-run uncertainty only: the meter's scale error is common to both and cancels
+        if within_uncertainty(best["energy"], best.get("energy_within_run_rel"),
+                              runner["energy"], runner.get("energy_within_run_rel")):
+            sentence += f"; {_setting(runner)} is within the measurement uncertainty of it (within-run)"
     return best, sentence
 
 

@@ -18,28 +18,31 @@ from __future__ import annotations
 
 import math
 
-from .quality import MIN_VERDICT_GRADE, at_least, combine, grade_drift
 from .carbon import world_g_per_kwh
+from .constraints import (CONSTRAINT_OPTIONS, DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MAX_ACCURACY_DROP,
+                          DEFAULT_MAX_METRIC_INCREASE_REL, DEFAULT_MIN_SAVING, LOWER, OPEN, SAME, constraints_for,
+                          describe, failures, fidelity_kind, figures_of, paired_verdict)
+from .quality import combine, grade_drift
+from .slo import cheapest_within_slo  # noqa: F401 - part of this module's interface
 
 J_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365
 
 DEFAULTS = {
-    "max_accuracy_drop": 0.01,
-    "max_metric_increase_rel": 0.01,
+    "max_accuracy_drop": DEFAULT_MAX_ACCURACY_DROP,
+    "max_metric_increase_rel": DEFAULT_MAX_METRIC_INCREASE_REL,
+    "min_saving": DEFAULT_MIN_SAVING,
+    "equivalence_margin": DEFAULT_EQUIVALENCE_MARGIN,
     "queries_per_day": 1_000_000,
     "electricity_price_per_kwh": 0.15,
     "currency": "USD",
-    "min_fidelity": 0.98,
+    # min_fidelity, max_kl_divergence, max_perplexity_increase_rel: None means the default for
+    # the kind of fidelity measured (constraints.py says which and why)
 }
 
 
 # A saving smaller than this is not told apart from run-to-run noise, even on a quiet machine.
 MIN_NOISE_FLOOR = 0.05
-# A paired saving must be statistically clear (its whole 95% interval below 1) and at least this
-# large: with several variants and batch sizes, a few-percent "saving" whose interval just misses 1
-# is as likely an order effect of the schedule as a real one.
-MIN_PRACTICAL_SAVING = 0.05
 
 
 def noise_floor(drift: dict | None) -> float:
@@ -191,6 +194,7 @@ def _points(result: dict, batch_size: int) -> tuple[list[dict], str | None, bool
             "energy_estimated": bool(m.get("energy_estimated")),
             "quality_grade": m.get("quality_grade"),
             "value": value,
+            "figures": figures_of(ev),
         }
         if energy_key != "energy_j_per_inference":
             point[energy_key] = m.get(energy_key)
@@ -199,7 +203,8 @@ def _points(result: dict, batch_size: int) -> tuple[list[dict], str | None, bool
             point.update(energy_ratio=paired.get("energy_ratio"), latency_ratio=paired.get("latency_ratio"),
                          energy_ratio_ci95=paired.get("energy_ratio_ci95"),
                          latency_ratio_ci95=paired.get("latency_ratio_ci95"),
-                         verdict=paired.get("verdict"), comparison_grade=paired.get("quality_grade"))
+                         verdict=paired.get("verdict"), comparison_grade=paired.get("quality_grade"),
+                         veto_reasons=list(paired.get("veto_reasons") or []))
         elif base_m:
             point["energy_ratio"] = _ratio(m.get("energy_j_per_inference"), base_m.get("energy_j_per_inference"))
             point["latency_ratio"] = _ratio(m.get("latency_ms_p50"), base_m.get("latency_ms_p50"))
@@ -217,73 +222,134 @@ def within_fidelity(value: float, *, higher_is_better: bool, min_fidelity: float
     return value >= min_fidelity - 1e-12 if higher_is_better else value <= (1.0 - min_fidelity) + 1e-12
 
 
-def recommend_paired(points: list[dict], *, baseline: str = "baseline", higher_is_better: bool = True,
-                     fits=None, min_grade: str = MIN_VERDICT_GRADE) -> dict:
-    """The variant whose paired energy ratio is measurably below 1 (its whole 95% interval), whose
-    comparison is graded ``min_grade`` or better, and whose metric ``fits`` the constraint; the one
-    with the lowest ratio. A cheaper-looking variant whose interval holds 1 is "no measurable
-    difference", one whose evidence is graded too low is "inconclusive": neither is recommended.
+def _ratio_text(p: dict) -> str:
+    ci = p.get("energy_ratio_ci95")
+    ratio = p.get("energy_ratio")
+    text = f"x{ratio:.2f}" if _finite(ratio) else "x?"
+    if ci and all(_finite(x) for x in ci):
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return text
 
-    Returns ``{"recipe", "reason", "point", "verdict"}`` with verdict "recommended",
-    "no measurable difference", "inconclusive" or "none".
+
+def _excluded_entry(p: dict, broken: list[dict], batch_size) -> dict:
+    first = broken[0]
+    return {"recipe": p["recipe"], "batch_size": batch_size, "constraint": first["constraint"],
+            "figure": first["figure"], "limit": first["limit"],
+            "reason": "; ".join(b["reason"] for b in broken),
+            "energy": f"{_ratio_text(p)} {p.get('verdict') or ''}".strip()}
+
+
+def recommend_paired(points: list[dict], *, baseline: str = "baseline", constraints: list[dict] | None = None,
+                     min_saving: float = DEFAULT_MIN_SAVING, equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+                     batch_size=None) -> dict:
+    """The decision on paired rounds: among the variants that meet every quality constraint,
+    the one with the lowest energy ratio whose whole 95% interval lies below 1 - ``min_saving``
+    ("lower", VERDICTS.md). The grade qualifies the answer and is shown beside it; it vetoes
+    nothing. Only a veto reason (what breaks the pairing itself) makes a comparison inconclusive.
+
+    Returns ``{"recipe", "reason", "point", "verdict", "excluded"}``: verdict "recommended",
+    "no measurable difference", "inconclusive" or "none"; ``excluded`` lists every variant a
+    constraint excluded, with the figure and the limit that did it.
     """
+    constraints = constraints or []
     base = next((p for p in points if p["recipe"] == baseline), None)
-    if base is None or not _finite(base.get("value")):
-        return {"recipe": None, "reason": f"no measured and evaluated {baseline!r} to compare with", "point": None,
-                "verdict": "none"}
-    candidates = [p for p in points if p is not base and _finite(p.get("value")) and fits(p["value"], base["value"])]
-    measurably = [p for p in candidates if p.get("verdict") == "lower"]
-    lower = [p for p in measurably if p["energy_ratio"] <= 1.0 - MIN_PRACTICAL_SAVING]
-    graded = [p for p in lower if at_least(p.get("comparison_grade"), min_grade)]
-    if graded:
-        best = min(graded, key=lambda p: p["energy_ratio"])
-        lo, hi = best["energy_ratio_ci95"]
-        return {"recipe": best["recipe"], "point": best, "verdict": "recommended",
-                "reason": (f"energy x{best['energy_ratio']:.2f} of {baseline} (95% interval x{lo:.2f}-x{hi:.2f}, "
-                           f"paired rounds, grade {best['comparison_grade']}), metric {best['value']:.4g} vs "
-                           f"{base['value']:.4g}")}
+    if base is None:
+        return {"recipe": None, "reason": f"no measured {baseline!r} to compare with", "point": None,
+                "verdict": "none", "excluded": []}
+    base_figures = base.get("figures") or {"value": base.get("value")}
+    within, excluded = [], []
+    for p in points:
+        if p is base or "energy_ratio_ci95" not in p:
+            continue
+        p["verdict"] = paired_verdict(p.get("energy_ratio_ci95"), min_saving=min_saving,
+                                      equivalence_margin=equivalence_margin, vetoes=p.get("veto_reasons") or ())
+        broken = failures(constraints, p.get("figures") or {"value": p.get("value")}, base_figures)
+        if broken:
+            excluded.append(_excluded_entry(p, broken, batch_size))
+        else:
+            within.append(p)
+    rule = f"a saving needs the whole 95% interval below x{1 - min_saving:.2f}"
+    tail = _excluded_tail(excluded)
+    lower = [p for p in within if p["verdict"] == LOWER]
     if lower:
-        names = ", ".join(f"{p['recipe']} (grade {p.get('comparison_grade')})" for p in lower)
-        return {"recipe": None, "point": None, "verdict": "inconclusive",
-                "reason": f"{names} measured lower, but on evidence graded below {min_grade}: inconclusive"}
-    if measurably:
-        names = ", ".join(f"{p['recipe']} x{p['energy_ratio']:.2f}" for p in measurably)
-        return {"recipe": None, "point": None, "verdict": "no measurable difference",
-                "reason": (f"{names}: measurably lower, but by less than {MIN_PRACTICAL_SAVING:.0%}, "
-                           "which is not worth a change")}
-    cheaper_looking = [p for p in candidates if _finite(p.get("energy_ratio")) and p["energy_ratio"] < 1.0]
-    if cheaper_looking:
-        names = ", ".join(f"{p['recipe']} x{p['energy_ratio']:.2f}" for p in cheaper_looking)
-        return {"recipe": None, "point": None, "verdict": "no measurable difference",
-                "reason": f"no measurable difference: {names}, but each 95% interval holds 1"}
-    return {"recipe": None, "point": None, "verdict": "none",
-            "reason": f"no variant within the constraint uses measurably less energy than {baseline}"}
+        best = min(lower, key=lambda p: p["energy_ratio"])
+        kept = ", ".join(_kept(c, best, base_figures) for c in constraints)
+        reason = (f"energy {_ratio_text(best)} of {baseline} (95% interval, paired rounds; grade "
+                  f"{best.get('comparison_grade') or '-'}){'; ' + kept if kept else ''}")
+        return {"recipe": best["recipe"], "point": best, "verdict": "recommended", "reason": reason + tail,
+                "excluded": excluded}
+    # open: a saving of at least min_saving is still possible (the interval reaches below 1 - s)
+    # or the pairing is broken; an interval wholly above 1 - s rules a worthwhile saving out
+    open_ = [p for p in within if p["verdict"] == OPEN
+             and (p.get("veto_reasons") or not p.get("energy_ratio_ci95") or p["energy_ratio_ci95"][0] < 1 - min_saving)]
+    if open_:
+        names = ", ".join(f"{p['recipe']} {_ratio_text(p)}" + (f" (pairing broken: {'; '.join(p['veto_reasons'])})"
+                                                              if p.get("veto_reasons") else "") for p in open_)
+        return {"recipe": None, "point": None, "verdict": "inconclusive", "excluded": excluded,
+                "reason": f"{names}: a saving of {min_saving:.0%} or more is possible but not shown "
+                          f"({rule}){tail}"}
+    same = [p for p in within if p["verdict"] == SAME]
+    if same:
+        names = ", ".join(f"{p['recipe']} {_ratio_text(p)}" for p in same)
+        return {"recipe": None, "point": None, "verdict": "no measurable difference", "excluded": excluded,
+                "reason": f"{names}: within ±{equivalence_margin:.0%} of {baseline}{tail}"}
+    if not within and not excluded:
+        return {"recipe": None, "point": None, "verdict": "none", "excluded": [],
+                "reason": f"no variant was compared with {baseline}"}
+    return {"recipe": None, "point": None, "verdict": "none", "excluded": excluded,
+            "reason": f"no variant within the constraints uses measurably less energy than {baseline} ({rule}){tail}"}
 
 
-def _fits(kind: str, higher: bool, opts: dict):
-    if kind == "fidelity":
-        return lambda value, base_value: within_fidelity(value, higher_is_better=higher,
-                                                         min_fidelity=float(opts["min_fidelity"]))
-    return lambda value, base_value: within_constraint(
-        value, base_value, higher_is_better=higher, max_accuracy_drop=float(opts["max_accuracy_drop"]),
-        max_metric_increase_rel=float(opts["max_metric_increase_rel"]))
+def _kept(c: dict, p: dict, base_figures: dict) -> str:
+    from .constraints import _figure
+
+    fig = _figure(c, p.get("figures") or {"value": p.get("value")}, base_figures)
+    shown = "?" if fig is None else (f"{fig:+.1%}" if c["metric"].endswith("_rel") else f"{fig:.3g}")
+    return f"{c['label']} {shown} (limit {describe(c)})"
+
+
+def _excluded_tail(excluded: list[dict]) -> str:
+    if not excluded:
+        return ""
+    return "; excluded by a constraint: " + ", ".join(
+        f"{e['recipe']} (energy {e['energy']}): {e['reason']}" for e in excluded)
+
+
+def decision_options(options: dict | None) -> dict:
+    """The tradeoff options with their defaults; None and unknown keys dropped."""
+    opts = dict(DEFAULTS)
+    opts.update({k: v for k, v in (options or {}).items()
+                 if (k in DEFAULTS or k in CONSTRAINT_OPTIONS) and v is not None})
+    return opts
+
+
+def audit_constraints(result: dict, options: dict | None = None) -> tuple[list[dict], str, bool, str | None]:
+    """(the quality constraints, judged_by, higher_is_better, metric) of a result document."""
+    metric, higher, judged_by = _judged_by(result)
+    base = next((v for v in result.get("variants", []) if v.get("recipe") == "baseline"), None)
+    evaluations = [v.get("evaluation") for v in result.get("variants", []) if v.get("evaluation")]
+    ev = (base or {}).get("evaluation") or (evaluations[0] if evaluations else None)
+    kind = fidelity_kind(ev, (result.get("model") or {}).get("task"))
+    return constraints_for(judged_by, higher_is_better=higher, metric=metric, kind=kind,
+                           options=decision_options(options)), judged_by, higher, metric
 
 
 def build_tradeoff(result: dict, options: dict | None = None) -> dict:
     """The result document's ``tradeoff`` section: per batch size, the points, the Pareto frontier,
-    the recommended variant and the projected savings of choosing it; for generation, the cheapest
-    configuration meeting the latency SLO."""
-    opts = dict(DEFAULTS)
-    opts.update({k: v for k, v in (options or {}).items() if k in DEFAULTS and v is not None})
+    the recommended variant, the variants a constraint excluded and the projected savings of the
+    choice; every constraint applied (``constraints``); for generation, the cheapest
+    configuration meeting the latency SLO within the same constraints."""
+    opts = decision_options(options)
     carbon = result.get("carbon") or {}
-    _, _, kind = _judged_by(result)
+    constraints, kind, higher_is_better, _ = audit_constraints(result, options)
+    s, e = float(opts["min_saving"]), float(opts["equivalence_margin"])
     energy_key = _energy_key(result)
     batch_sizes = sorted({m["batch_size"] for v in result.get("variants", []) for m in v.get("measurements", [])})
     per_batch = []
     for bs in batch_sizes:
         points, metric, higher = _points(result, bs)
         entry = {"batch_size": bs, "metric": metric, "judged_by": kind, "higher_is_better": higher,
-                 "energy_key": energy_key, "points": points}
+                 "energy_key": energy_key, "points": points, "excluded": []}
         if metric is None:
             entry.update(frontier=[], recommended=None, verdict="none",
                          recommended_reason="no dataset was evaluated and no fidelity to the baseline is known: "
@@ -295,7 +361,8 @@ def build_tradeoff(result: dict, options: dict | None = None) -> dict:
                                                                   energy_key=energy_key)]
         paired = any("energy_ratio_ci95" in p for p in points)
         if paired:
-            rec = recommend_paired(points, higher_is_better=higher, fits=_fits(kind, higher, opts))
+            rec = recommend_paired(points, constraints=constraints, min_saving=s, equivalence_margin=e, batch_size=bs)
+            entry["excluded"] = rec["excluded"]
         else:  # a v1 result: no paired rounds, the baseline's drift is the noise floor
             entry["noise_floor"] = noise_floor(result.get("drift"))
             rec = recommend(points, higher_is_better=higher, max_accuracy_drop=float(opts["max_accuracy_drop"]),
@@ -310,7 +377,14 @@ def build_tradeoff(result: dict, options: dict | None = None) -> dict:
     doc = {
         "constraint": {"max_accuracy_drop": float(opts["max_accuracy_drop"]),
                        "max_metric_increase_rel": float(opts["max_metric_increase_rel"]),
-                       "min_fidelity": float(opts["min_fidelity"])},
+                       "min_fidelity": next((c["limit"] for c in constraints if c["name"] == "min_fidelity"
+                                             and c["op"] == ">="), None),
+                       "min_saving": s, "equivalence_margin": e},
+        "constraints": constraints,
+        "decision_rule": {"min_saving": s, "equivalence_margin": e, "interval": "95% paired ratio interval",
+                          "text": f"a saving is claimed when the whole 95% interval of the paired energy ratio lies "
+                                  f"below x{1 - s:.2f}; no measurable difference when it lies within "
+                                  f"x{1 - e:.2f}-x{1 + e:.2f}; otherwise inconclusive"},
         "queries_per_day": float(opts["queries_per_day"]),
         "electricity_price_per_kwh": float(opts["electricity_price_per_kwh"]),
         "currency": str(opts["currency"]),
@@ -319,7 +393,7 @@ def build_tradeoff(result: dict, options: dict | None = None) -> dict:
     if energy_key == "energy_j_per_output_token":
         doc["slo"] = cheapest_within_slo(result, ttft_ms_p95=(options or {}).get("slo_ttft_ms_p95"),
                                          tpot_ms_p95=(options or {}).get("slo_tpot_ms_p95"),
-                                         fits=_fits(kind, _judged_by(result)[1], opts) if kind != "none" else None)
+                                         constraints=constraints)
     return doc
 
 
@@ -338,58 +412,6 @@ def _savings(points, rec, carbon, opts) -> dict | None:
         queries_per_day=float(opts["queries_per_day"]),
         intensity_g_per_kwh=float(carbon.get("intensity_g_per_kwh", world_g_per_kwh())), pue=float(carbon.get("pue", 1.0)),
         price_per_kwh=float(opts["electricity_price_per_kwh"]), currency=str(opts["currency"]))
-
-
-def cheapest_within_slo(result: dict, *, ttft_ms_p95=None, tpot_ms_p95=None, fits=None) -> dict:
-    """The configuration (variant x batch size) with the lowest J per output token whose TTFT p95
-    and TPOT p95 meet the SLO (and whose quality fits, where known); says when none does."""
-    base = next((v for v in result.get("variants", []) if v.get("recipe") == "baseline"), None)
-    base_value = _judged_value(base) if base else None
-    configs, missed = [], []
-    for v in result.get("variants", []):
-        if v.get("status") != "succeeded":
-            continue
-        value = _judged_value(v)
-        if fits is not None and value is not None and base_value is not None and not fits(value, base_value):
-            continue
-        for m in v.get("measurements", []):
-            if not _finite(m.get("energy_j_per_output_token")):
-                continue
-            cfg = {"recipe": v["recipe"], "batch_size": m["batch_size"],
-                   "energy_j_per_output_token": m["energy_j_per_output_token"],
-                   "energy_uncertainty_rel": m.get("energy_uncertainty_rel"),
-                   "ttft_ms_p95": m.get("ttft_ms_p95"), "tpot_ms_p95": m.get("tpot_ms_p95"),
-                   "quality_grade": m.get("quality_grade")}
-            ok = ((ttft_ms_p95 is None or (_finite(cfg["ttft_ms_p95"]) and cfg["ttft_ms_p95"] <= ttft_ms_p95))
-                  and (tpot_ms_p95 is None or (_finite(cfg["tpot_ms_p95"]) and cfg["tpot_ms_p95"] <= tpot_ms_p95)))
-            (configs if ok else missed).append(cfg)
-    slo = {"ttft_ms_p95": ttft_ms_p95, "tpot_ms_p95": tpot_ms_p95}
-    target = " and ".join(f"{k.replace('_ms_p95', '').upper()} p95 <= {lim:g} ms" for k, lim in slo.items()
-                          if lim is not None) or "no latency target set"
-    if not configs:
-        best_ttft = min((c["ttft_ms_p95"] for c in missed if _finite(c["ttft_ms_p95"])), default=None)
-        best_tpot = min((c["tpot_ms_p95"] for c in missed if _finite(c["tpot_ms_p95"])), default=None)
-        fastest = (f"; the fastest measured: TTFT p95 {best_ttft:.4g} ms, TPOT p95 {best_tpot:.4g} ms"
-                   if best_ttft is not None and best_tpot is not None else "")
-        return dict(slo, cheapest=None, reason=f"no configuration meets {target}{fastest}")
-    best = min(configs, key=lambda c: c["energy_j_per_output_token"])
-    runner = sorted(configs, key=lambda c: c["energy_j_per_output_token"])[1:2]
-    close = ""
-    if runner:
-        u = max(best.get("energy_uncertainty_rel") or 0.0, runner[0].get("energy_uncertainty_rel") or 0.0)
-        if runner[0]["energy_j_per_output_token"] <= best["energy_j_per_output_token"] * (1 + 2 * u):
-            close = (f"; {runner[0]['recipe']} at batch {runner[0]['batch_size']} is within the measurement "
-                     "uncertainty of it")
-    return dict(slo, cheapest=best,
-                reason=(f"cheapest meeting {target}: {best['recipe']} at batch size {best['batch_size']}, "
-                        f"{best['energy_j_per_output_token']:.4g} J per output token{close}"))
-
-
-def _judged_value(variant: dict):
-    ev = (variant or {}).get("evaluation") or {}
-    if ev.get("metric") and ev.get("value") is not None:
-        return ev["value"]
-    return ev.get("fidelity_value")
 
 
 def audit_quality(result: dict) -> dict:
@@ -415,6 +437,12 @@ def audit_quality(result: dict) -> dict:
 def format_tradeoff(tradeoff: dict) -> str:
     """Plain-text lines for the CLI summary."""
     lines = []
+    applied = [f"{describe(c)} ({c['why']})" for c in tradeoff.get("constraints") or []]
+    rule = (tradeoff.get("decision_rule") or {}).get("text")
+    if applied:
+        lines.append("constraints: " + "; ".join(applied))
+    if rule:
+        lines.append("decision rule: " + rule)
     for entry in tradeoff.get("per_batch_size", []):
         head = f"trade-off at batch size {entry['batch_size']}"
         if entry.get("metric"):
@@ -435,6 +463,8 @@ def format_tradeoff(tradeoff: dict) -> str:
         if entry.get("frontier"):
             lines.append(f"  Pareto frontier (*): {', '.join(entry['frontier'])}")
         lines.append(f"  recommended: {entry.get('recommended') or 'none'} ({entry.get('recommended_reason', '')})")
+        for e in entry.get("excluded") or []:
+            lines.append(f"  excluded: {e['recipe']}: {e['reason']}")
         s = entry.get("savings")
         if s and entry.get("recommended") != "baseline":
             cur = s["currency"]
