@@ -193,3 +193,62 @@ def test_pickle_reader_follows_the_memo_as_the_unpickler_does():
         data += s(word) + b"\x94"
     data += b"h" + bytes([4]) + b"h" + bytes([5]) + b"\x93" + b")R."
     assert pickle_globals(data) == [("os", "getcwd")]
+
+
+def _safetensors_file(path, dtype: str, shape: list, nbytes: int):
+    import json
+    import struct
+
+    raw = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": [0, nbytes]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(nbytes))
+    return path
+
+
+def _library_accepts(path) -> bool:
+    import safetensors
+
+    try:
+        with safetensors.safe_open(str(path), "numpy"):
+            return True
+    except Exception:
+        return False
+
+
+def test_safetensors_dtypes_are_exactly_the_installed_librarys(tmp_path):
+    """The library names its dtypes when it refuses an unknown one; ours must be the same list,
+    so an upload is refused exactly when the loader would refuse it."""
+    import re
+
+    import safetensors
+
+    from workers.engine.formats import SAFETENSORS_DTYPE_BITS
+
+    path = _safetensors_file(tmp_path / "evil.safetensors", "EVIL", [1], 1)
+    with pytest.raises(Exception) as err:
+        safetensors.safe_open(str(path), "numpy")
+    listed = re.findall(r"`([A-Z0-9_]+)`", str(err.value).split("expected one of", 1)[1])
+    assert sorted(listed) == sorted(SAFETENSORS_DTYPE_BITS)
+    with pytest.raises(FormatError, match="dtype 'EVIL', which is not a safetensors dtype"):
+        detect_format(path)
+
+
+@pytest.mark.parametrize("shape,nbytes", [([1], 1), ([2], 1), ([2], 2), ([4], 3), ([8], 8), ([3, 0], 0)])
+def test_safetensors_sizes_agree_with_the_library_for_every_dtype(tmp_path, shape, nbytes):
+    """Sub-byte dtypes (F4, F6_*) included: a file is accepted here exactly when safetensors
+    itself would open it."""
+    from workers.engine.formats import SAFETENSORS_DTYPE_BITS
+
+    for dtype in SAFETENSORS_DTYPE_BITS:
+        path = _safetensors_file(tmp_path / f"{dtype}.safetensors", dtype, shape, nbytes)
+        try:
+            detect_format(path)
+            ours = True
+        except FormatError:
+            ours = False
+        assert ours == _library_accepts(path), (dtype, shape, nbytes)
+
+
+def test_safetensors_shape_of_huge_dimensions_is_refused_quickly(tmp_path):
+    path = _safetensors_file(tmp_path / "huge.safetensors", "F32", [10**18] * 100_000, 8)
+    with pytest.raises(FormatError, match="more bytes than any file holds"):
+        detect_format(path)

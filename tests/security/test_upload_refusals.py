@@ -151,17 +151,26 @@ def safetensors_bytes(header: dict, data: bytes) -> bytes:
     ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8), "invalid shape"),
     ({"__metadata__": {"architecture": ["mlp"]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
      bytes(8), "__metadata__ must map strings to strings"),
-], ids=["offsets-past-end", "size-mismatch", "overlap", "trailing-bytes", "negative-dim", "metadata"])
+    ({"w": {"dtype": "EVIL", "shape": [2], "data_offsets": [0, 8]}}, bytes(8),
+     "which is not a safetensors dtype"),
+    ({"w": {"dtype": "F4", "shape": [3], "data_offsets": [0, 1]}}, bytes(1), "not a whole number of bytes"),
+], ids=["offsets-past-end", "size-mismatch", "overlap", "trailing-bytes", "negative-dim", "metadata", "unknown-dtype",
+        "sub-byte-size"])
 def test_malformed_safetensors(member_client, _storage, header, data, message):
     response = upload(member_client, safetensors_bytes(header, data), "model.safetensors", architecture="mlp")
     assert_refused(response, message, _storage)
 
 
-def test_malformed_safetensors_inside_a_hugging_face_zip(member_client, _storage):
+@pytest.mark.parametrize("entry,data,message", [
+    ({"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}, bytes(16), "outside the 16-byte buffer"),
+    ({"dtype": "EVIL", "shape": [2], "data_offsets": [0, 8]}, bytes(8), "not a safetensors dtype"),
+], ids=["offsets-past-end", "unknown-dtype"])
+def test_malformed_safetensors_inside_a_hugging_face_zip(member_client, _storage, entry, data, message):
     config = json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode()
-    bad = safetensors_bytes({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}}, bytes(16))
-    content = zipped({"config.json": config, "model.safetensors": bad})
-    assert_refused(upload(member_client, content, "model.zip"), "malformed safetensors", _storage)
+    content = zipped({"config.json": config, "model.safetensors": safetensors_bytes({"w": entry}, data)})
+    response = upload(member_client, content, "model.zip")
+    assert_refused(response, "model.safetensors is a malformed safetensors file", _storage)
+    assert message in response.content.decode()
 
 
 # --- TorchScript and the pickle the loader reads ---------------------------------------------------

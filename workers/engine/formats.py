@@ -417,20 +417,47 @@ def _describe_safetensors(header: dict) -> str:
     return f"safetensors weights: {n} tensor(s){suffix}"
 
 
-# bytes per element (sub-byte and unknown dtypes: sizes not checked, offsets still are)
-_SAFETENSORS_DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8,
-    "I64": 8, "U64": 8, "F64": 8,
+# Every dtype the safetensors format defines, in bits per element (sub-byte ones pack
+# several elements per byte). The same list as the installed safetensors library's Dtype
+# enum (tests/engine/test_formats.py checks the two agree); any other name is refused.
+SAFETENSORS_DTYPE_BITS = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8,
+    "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
 }
+
+
+def _shown(value) -> str:
+    """A header value for a message: short, whatever the uploader wrote."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# Far beyond any file's size: multiplying a shape's dimensions stops here, so a shape of
+# a hundred thousand huge dimensions costs nothing to refuse.
+_MAX_TENSOR_BITS = 2**80
+
+
+def _tensor_bits(shape: list[int], bits: int) -> int | None:
+    """Bits the tensor's elements take, or None when that is past any real file's size."""
+    if 0 in shape:
+        return 0
+    total = bits
+    for dim in shape:
+        total *= dim
+        if total > _MAX_TENSOR_BITS:
+            return None
+    return total
 
 
 def safetensors_problem(header: dict, data_bytes: int) -> str | None:
     """What is wrong with a parsed safetensors header against its data buffer of
     ``data_bytes``, or None. The format's own rules (the safetensors library enforces them when
-    it loads): every tensor's offsets inside the buffer, its byte length equal to its shape
-    times its dtype's size, and the tensors covering the buffer exactly, without holes or
-    overlaps (a file that is also something else, a polyglot, has holes)."""
+    it loads): every tensor's dtype one the format defines, its offsets inside the buffer, its
+    byte length equal to its shape times its dtype's size, and the tensors covering the buffer
+    exactly, without holes or overlaps (a file that is also something else, a polyglot, has
+    holes)."""
     meta = header.get("__metadata__")
     if meta is not None and not (isinstance(meta, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
@@ -441,29 +468,31 @@ def safetensors_problem(header: dict, data_bytes: int) -> str | None:
             continue
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str):
-            return f"tensor {name!r} has no dtype"
+            return f"tensor {_shown(name)} has no dtype"
+        if dtype not in SAFETENSORS_DTYPE_BITS:
+            return (f"tensor {_shown(name)} has dtype {dtype[:40]!r}, which is not a safetensors dtype "
+                    f"(one of {', '.join(SAFETENSORS_DTYPE_BITS)})")
         if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                 for d in shape)):
-            return f"tensor {name!r} has an invalid shape {shape!r}"
+            return f"tensor {_shown(name)} has an invalid shape {_shown(shape)}"
         if not (isinstance(offsets, list) and len(offsets) == 2
                 and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            return f"tensor {name!r} has invalid data offsets {offsets!r}"
+            return f"tensor {_shown(name)} has invalid data offsets {_shown(offsets)}"
         begin, end = offsets
         if not 0 <= begin <= end <= data_bytes:
-            return f"tensor {name!r} points at bytes {begin}-{end}, outside the {data_bytes}-byte buffer"
-        itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype)
-        if itemsize is not None:
-            count = 1
-            for dim in shape:
-                count *= dim
-            if count * itemsize != end - begin:
-                return (f"tensor {name!r} ({dtype}, shape {shape}) needs {count * itemsize} bytes "
-                        f"but its offsets span {end - begin}")
+            return (f"tensor {_shown(name)} points at bytes {_shown(begin)}-{_shown(end)}, "
+                    f"outside the {data_bytes}-byte buffer")
+        bits = _tensor_bits(shape, SAFETENSORS_DTYPE_BITS[dtype])
+        if bits is None or bits != 8 * (end - begin):
+            needs = "more bytes than any file holds" if bits is None else (
+                f"{bits // 8} bytes" if bits % 8 == 0 else f"{bits} bits, not a whole number of bytes")
+            return (f"tensor {_shown(name)} ({dtype}, shape {_shown(shape)}) needs {needs} "
+                    f"but its offsets span {end - begin}")
         spans.append((begin, end, name))
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            return (f"tensor {name!r} starts at byte {begin} where {position} was expected "
+            return (f"tensor {_shown(name)} starts at byte {_shown(begin)} where {position} was expected "
                     "(the tensors must cover the buffer without holes or overlaps)")
         position = end
     if position != data_bytes:
