@@ -145,7 +145,10 @@ class RecipeSpecsField(forms.MultipleChoiceField):
 
 # The measurement options the audit form offers (the API takes all of OPTIONS).
 FORM_OPTIONS = ("scenario", "prompt_tokens", "new_tokens", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
-                "latency_target_ms_p95", "timing_mode")
+                "latency_target_ms_p95", "timing_mode",
+                # the constraints of the recommendation and of the latency-target answer
+                "min_fidelity", "max_kl_divergence", "max_perplexity_increase_rel", "max_accuracy_drop",
+                "max_metric_increase_rel", "min_saving", "equivalence_margin")
 
 
 def option_form_field(o) -> forms.Field:

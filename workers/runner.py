@@ -18,6 +18,10 @@ ENGINE_OPTION_KEYS = (
     # the latency targets the trade-off judges against, and the GPU sweep (workers/power.py)
     "latency_target_ms_p95", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
     "power_limit_sweep", "power_limit_steps", "gpu_uuid",
+    # the constraints of the recommendation and the SLO answer (workers/engine/constraints.py);
+    # min_saving and equivalence_margin also decide the paired verdicts (rounds.py)
+    "min_fidelity", "max_kl_divergence", "max_perplexity_increase_rel", "max_accuracy_drop",
+    "max_metric_increase_rel", "min_saving", "equivalence_margin",
 )
 
 

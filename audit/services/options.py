@@ -42,6 +42,29 @@ OPTIONS = (
     Option("rounds", int, "Paired interleaved rounds of baseline and variants (default 3 on CPU).", 2, 20),
     Option("power_limit_sweep", bool, "GPU workers that allow it: measure at a few power limits and find the "
                                       "cheapest one within the latency target."),
+    # The constraints a recommendation and the latency-target answer apply (workers/engine/
+    # constraints.py has the defaults and the reasoning for each); empty: the default.
+    Option("min_fidelity", float, "Without labels: lowest fidelity to the baseline a recommended variant keeps "
+                                  "(embedding cosine or top-1 agreement; regression: 1 - relative error). "
+                                  "Default 0.98 for embeddings and classifiers, 0.95 for language models.",
+           0.0, 1.0, label="Min fidelity"),
+    Option("max_kl_divergence", float, "Without labels: highest KL divergence of the variant's output distribution "
+                                       "from the baseline's, nats (default 0.01, about 1% perplexity).",
+           0.0, 100.0, label="Max KL divergence (nats)"),
+    Option("max_perplexity_increase_rel", float, "Language models on real text: highest relative perplexity "
+                                                 "increase over the baseline (default 0.01 = 1%).",
+           0.0, 10.0, label="Max perplexity increase"),
+    Option("max_accuracy_drop", float, "With labels: most of the metric a recommended variant may lose, in its own "
+                                       "units (default 0.01 = 1 point of accuracy).", 0.0, 1.0,
+           label="Max accuracy drop"),
+    Option("max_metric_increase_rel", float, "With labels, a lower-is-better metric (perplexity, MSE): highest "
+                                             "relative increase (default 0.01 = 1%).", 0.0, 10.0,
+           label="Max metric increase"),
+    Option("min_saving", float, "Smallest energy saving claimed: the paired ratio's whole 95% interval must lie "
+                                "below 1 minus this (default 0.05).", 0.0, 0.9, label="Min saving"),
+    Option("equivalence_margin", float, "\"No measurable difference\" when the paired ratio's whole 95% interval "
+                                        "lies within 1 ± this (default 0.05).", 0.001, 0.9,
+           label="Equivalence margin"),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 

@@ -77,3 +77,29 @@ def test_summary_table_labels_estimates_with_their_uncertainty():
     rows = summary_table(result).splitlines()[2:4]
     assert "est. 0.25 ±81% (estimate-tdp)" in rows[0]
     assert "0.25 ±5% (rapl)" in rows[1] and "est." not in rows[1]
+
+
+def test_every_audit_option_is_a_cli_flag_of_the_same_name():
+    """audit/services/options.py is what a user may set on an audit (form and API); the engine's
+    command line takes each under the same name, with the same choices, and passes it on."""
+    from audit.services.options import OPTIONS
+    from workers.engine.cli import _options, build_parser
+
+    profile = build_parser()._subparsers._group_actions[0].choices["profile"]
+    flags = {a.dest: a for a in profile._actions}
+    for o in OPTIONS:
+        flag = "--" + o.name.replace("_", "-")
+        assert o.name in flags and flag in flags[o.name].option_strings, f"no CLI flag {flag} for option {o.name}"
+        if o.choices:
+            assert set(flags[o.name].choices) == set(o.choices)
+    samples = {int: "4", float: "0.5"}
+    argv = ["profile", "model.onnx"]
+    for o in OPTIONS:
+        flag = "--" + o.name.replace("_", "-")
+        if o.kind is bool:
+            argv.append(flag)
+        else:
+            argv += [flag, o.choices[-1] if o.choices else samples[o.kind]]
+    options = _options(build_parser().parse_args(argv))
+    assert set(options) >= {o.name for o in OPTIONS}, {o.name for o in OPTIONS} - set(options)
+    assert options["rounds"] == 4 and options["slo_ttft_ms_p95"] == 0.5 and options["min_fidelity"] == 0.5

@@ -70,8 +70,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV/JSONL (text, label), NPZ (inputs, labels), plain text, or builtin:digits / "
                         "builtin:iris / builtin:diabetes")
     p.add_argument("--eval-samples", type=int, default=None, metavar="N", help="evaluate on at most N samples")
+    p.add_argument("--timing-mode", default=None, choices=["latency", "throughput"],
+                   help="latency (default): per-call percentiles; throughput: one synchronisation per window")
+    p.add_argument("--rounds", type=int, default=None, metavar="N",
+                   help="paired interleaved rounds of baseline and variants, at least (default 3 on CPU)")
+    p.add_argument("--latency-target-ms-p95", type=float, default=None, metavar="MS",
+                   help="latency target per inference, p95: the cheapest setting within it is named")
+    p.add_argument("--slo-ttft-ms-p95", type=float, default=None, metavar="MS",
+                   help="generation: time-to-first-token target, p95")
+    p.add_argument("--slo-tpot-ms-p95", type=float, default=None, metavar="MS",
+                   help="generation: time-per-output-token target, p95")
+    p.add_argument("--power-limit-sweep", action="store_true", default=None,
+                   help="CUDA, where the worker allows it (ENERGY_AUDIT_ALLOW_POWER_LIMIT=1): measure at a few "
+                        "power limits and name the cheapest within the latency target")
+    # the constraints of the recommendation and the SLO answer (constraints.py: defaults and why)
+    p.add_argument("--min-fidelity", type=float, default=None, metavar="F",
+                   help="without labels: fidelity to the baseline kept, at least F (embedding cosine or top-1 "
+                        "agreement; default 0.98, language models 0.95)")
+    p.add_argument("--max-kl-divergence", type=float, default=None, metavar="NATS",
+                   help="without labels: KL divergence from the baseline's outputs at most NATS (default 0.01)")
+    p.add_argument("--max-perplexity-increase-rel", type=float, default=None, metavar="X",
+                   help="language models on real text: perplexity at most X higher, relative (default 0.01)")
     p.add_argument("--max-accuracy-drop", type=float, default=None, metavar="X",
                    help="trade-off constraint: metric lost at most X (accuracy 0.01 = 1 point)")
+    p.add_argument("--max-metric-increase-rel", type=float, default=None, metavar="X",
+                   help="lower-is-better metrics (perplexity, MSE): at most X higher, relative (default 0.01)")
+    p.add_argument("--min-saving", type=float, default=None, metavar="X",
+                   help="a saving is claimed when the paired ratio's 95%% interval lies below 1 - X (default 0.05)")
+    p.add_argument("--equivalence-margin", type=float, default=None, metavar="X",
+                   help="no measurable difference when the interval lies within 1 ± X (default 0.05)")
     p.add_argument("--queries-per-day", type=float, default=None, metavar="N", help="for projected savings")
     p.add_argument("--price-per-kwh", type=float, default=None, metavar="P", help="electricity price for savings")
     p.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
@@ -215,6 +242,13 @@ _OPTION_FLAGS = {
     "queries_per_day": "queries_per_day", "price_per_kwh": "electricity_price_per_kwh",
     "scenario": "scenario", "prompt_tokens": "prompt_tokens", "new_tokens": "new_tokens",
     "generation_backend": "generation_backend",
+    "timing_mode": "timing_mode", "rounds": "rounds", "latency_target_ms_p95": "latency_target_ms_p95",
+    "slo_ttft_ms_p95": "slo_ttft_ms_p95", "slo_tpot_ms_p95": "slo_tpot_ms_p95",
+    "power_limit_sweep": "power_limit_sweep",
+    "min_fidelity": "min_fidelity", "max_kl_divergence": "max_kl_divergence",
+    "max_perplexity_increase_rel": "max_perplexity_increase_rel",
+    "max_metric_increase_rel": "max_metric_increase_rel", "min_saving": "min_saving",
+    "equivalence_margin": "equivalence_margin",
 }
 
 
@@ -240,18 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     from .profile import profile_model
 
     bar = None if args.quiet else ProgressBar()
+
+    def run_once(request: dict) -> dict:
+        return profile_model(args.path, format=args.format, device=args.device, batch_sizes=args.batch_sizes,
+                             seq_len=args.seq_len, recipes=args.recipes, dataset=args.dataset or None,
+                             options=request["options"], progress=bar)
+
     try:
-        result = profile_model(
-            args.path,
-            format=args.format,
-            device=args.device,
-            batch_sizes=args.batch_sizes,
-            seq_len=args.seq_len,
-            recipes=args.recipes,
-            dataset=args.dataset or None,
-            options=_options(args),
-            progress=bar,
-        )
+        request = {"device": args.device, "options": _options(args)}
+        if request["options"].get("power_limit_sweep"):
+            from workers.power import sweep_or_run  # the worker's own sweep: one run per power limit
+
+            result = sweep_or_run(request, run_once)
+        else:
+            result = run_once(request)
     except EngineError as exc:
         if bar:
             bar.finish()
