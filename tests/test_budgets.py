@@ -151,9 +151,9 @@ def test_budgets_of_another_team_are_404(client, outsider, team, lead):
     assert "edge" not in client.get(reverse("budget-list")).content.decode()
 
 
-def test_a_verdict_never_outruns_its_evidence(team):
-    """A measurement graded below C, or a threshold inside the figure's own interval, decides
-    nothing: the limit is inconclusive and so is the audit's verdict (unless another fails)."""
+def test_only_a_limit_inside_the_figures_interval_is_inconclusive(team):
+    """The grade decides nothing: a limit inside the figure's own 95% interval is inconclusive
+    (and so is the audit's verdict unless another fails); one far below it fails, graded D or not."""
     from .factories import measurement_doc, result_doc
 
     doc = result_doc()
@@ -164,11 +164,79 @@ def test_a_verdict_never_outruns_its_evidence(team):
     audit = finished_audit(team, result=doc)
     result = check(audit, EnergyBudget(team=team, name="tight", max_j_per_inference=0.0019))
     rows = [(r["batch_size"], r["passed"], r["inconclusive"], r["quality_grade"]) for r in result.results]
-    # batch 1: clearly over, but graded D; batch 8: 10% over with a ±39% interval
+    # batch 1: ±5% -> [1.82, 2.2] mJ; batch 8: ±20% -> [1.47, 3.0] mJ; both straddle 1.9 mJ
     assert rows == [(1, None, True, "D"), (8, None, True, "")]
     assert result.verdict == "inconclusive"
     decisive = check(audit, EnergyBudget(team=team, name="way under", max_j_per_inference=0.0001))
-    assert [r["passed"] for r in decisive.results] == [None, False] and decisive.verdict == "fail"
+    assert [r["passed"] for r in decisive.results] == [False, False] and decisive.verdict == "fail"
+
+
+def grade_d_estimate(team, *, j_per_token=0.385, ttft_ms=230.0):
+    """The issue's generative audit: a CPU estimate (±84%, one standard uncertainty) graded D."""
+    from .factories import measurement_doc, result_doc
+
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [measurement_doc(
+        1, scenario="generation", new_tokens=32, energy_j_per_output_token=j_per_token, ttft_ms_p95=ttft_ms,
+        tpot_ms_p95=50.0, latency_ci95_rel=0.4, energy_uncertainty_rel=0.84, quality_grade="D",
+        quality_reasons=["D: 95% interval of the mean latency is ±40.0%"])]
+    return finished_audit(team, result=doc)
+
+
+def test_a_budget_far_from_a_grade_d_estimate_passes_or_fails(team):
+    audit = grade_d_estimate(team)
+    over = check(audit, EnergyBudget(team=team, name="38x below", max_j_per_output_token=0.385 / 38))
+    assert [(r["passed"], r["inconclusive"], r["quality_grade"]) for r in over.results] == [(False, False, "D")]
+    assert over.verdict == "fail"
+    under = check(audit, EnergyBudget(team=team, name="38x above", max_j_per_output_token=0.385 * 38))
+    assert [(r["passed"], r["inconclusive"]) for r in under.results] == [(True, False)] and under.verdict == "pass"
+    ttft = check(audit, EnergyBudget(team=team, name="ttft", max_ttft_ms_p95=50.0))
+    assert [r["passed"] for r in ttft.results] == [False]  # 230 ms [164, 322] against 50 ms
+    assert ttft.results[0]["reason"].startswith("230 ms [164, 322] > 50 ms: fail")
+
+
+def test_a_budget_at_the_figure_is_inconclusive_on_a_multiplicative_interval(team):
+    audit = grade_d_estimate(team)
+    result = check(audit, EnergyBudget(team=team, name="at", max_j_per_output_token=0.385))
+    (entry,) = result.results
+    assert entry["passed"] is None and entry["inconclusive"] is True and result.verdict == "inconclusive"
+    k = 1.84 ** 1.96  # 3.30: [x/k, x*k], never a symmetric band reaching below zero
+    assert entry["low"] == pytest.approx(0.385 / k) and entry["high"] == pytest.approx(0.385 * k)
+    assert entry["reason"].startswith("385 mJ [117, 1270] vs 385 mJ: inconclusive")
+    over = check(audit, EnergyBudget(team=team, name="edge", max_j_per_output_token=0.01)).results[0]
+    assert over["reason"].startswith("385 mJ [117, 1270] > 10 mJ: fail")
+    assert (over["low"], over["high"]) == (entry["low"], entry["high"])
+
+
+def test_a_vetoed_measurement_is_inconclusive_whatever_the_limit(team):
+    """No energy read, or active energy clamped at zero: an energy limit cannot be judged, however
+    far it is; the latency of the same measurement is still judged."""
+    from .factories import measurement_doc, result_doc
+
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [
+        measurement_doc(1, energy_j_per_inference=0.0, energy_j_per_inference_active=0.0, flags=["zero-energy"]),
+        measurement_doc(8, energy_j_per_inference=0.002, flags=["active-energy-negative-clamped"]),
+    ]
+    audit = finished_audit(team, result=doc)
+    for limit in (1e-9, 0.0001, 1.0):
+        result = check(audit, EnergyBudget(team=team, name="any", max_j_per_inference=limit, max_latency_p95_ms=5.0))
+        energy = by(result.results, limit="j_per_inference")
+        assert [(r["passed"], r["inconclusive"]) for r in energy] == [(None, True), (None, True)], limit
+        assert "the meter read no energy" in energy[0]["reason"]
+        assert "clamped" in energy[1]["reason"]
+        assert [r["passed"] for r in by(result.results, limit="latency_p95_ms")] == [True, True]
+        assert result.verdict == "inconclusive"
+
+
+def test_every_entry_says_why_in_words(team):
+    audit = finished_audit(team, result=two_variant_result())
+    add_accuracy(audit, {"baseline": 0.91, "int8-dynamic": 0.885})
+    at8 = EnergyBudget(team=team, name="b8", batch_size=8, max_j_per_inference=0.01, max_accuracy_drop=2.0)
+    reasons = {(r["limit"], r["variant"]): r["reason"] for r in check(audit, at8).results}
+    assert reasons[("j_per_inference", "baseline")].startswith("8 mJ [7.27, 8.8] ≤ 10 mJ: pass")
+    assert reasons[("j_per_inference", "int8-dynamic")] == "not measured: batch 8 was not measured"
+    assert reasons[("accuracy_drop", "int8-dynamic")].startswith("2.5 pp > 2 pp: fail")
 
 
 def test_token_limits_apply_to_generation_measurements_and_fidelity_to_variants(team):

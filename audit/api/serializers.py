@@ -190,10 +190,19 @@ class BudgetResultSerializer(serializers.Serializer):
     value = serializers.FloatField(allow_null=True)
     threshold = serializers.FloatField()
     unit = serializers.CharField(help_text="J, Wh, ms or pp (percentage points)")
-    passed = serializers.BooleanField(allow_null=True, help_text="null: not measured (not checked), or inconclusive")
+    passed = serializers.BooleanField(allow_null=True, help_text="true: the whole 95% interval is within the limit; "
+                                      "false: wholly beyond it; null: not measured, or inconclusive")
     inconclusive = serializers.BooleanField(required=False, default=False,
-                                            help_text="true: the measurement's quality grade is below the verdict threshold (C)")
-    quality_grade = serializers.CharField(required=False, allow_blank=True, default="")
+                                            help_text="true: the limit lies inside the figure's 95% interval, or the "
+                                                      "measurement cannot carry a verdict (no energy read...)")
+    low = serializers.FloatField(required=False, allow_null=True, default=None,
+                                 help_text="the 95% interval the limit was judged on (low, high), in `unit`; "
+                                           "equal to `value` where none is stored; null when not measured")
+    high = serializers.FloatField(required=False, allow_null=True, default=None)
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   help_text='in words, e.g. "385 mJ [117, 1270] > 10 mJ: fail (...)"')
+    quality_grade = serializers.CharField(required=False, allow_blank=True, default="",
+                                          help_text="the measurement's grade, shown beside the result; it decides nothing")
     estimated = serializers.BooleanField()
 
 

@@ -15,10 +15,18 @@ Rules (docs/ARCHITECTURE.md, "Review, budgets and the API"):
   scaled by 100.
 - A limit that cannot be checked (batch size not measured, no evaluation) is reported
   with `passed: None` ("not measured") and does not fail the audit; the report shows it.
-- A verdict never outruns its evidence: a limit checked on a measurement whose quality grade
-  is below C (workers/engine/quality.py), or whose threshold lies inside the figure's 95%
-  interval (energy: its stated uncertainty; latency: the interval of the mean), is reported
-  with `passed: None` and `inconclusive: True`.
+- A limit is judged on the figure's 95% interval, never on the figure alone nor on its grade
+  (docs/API.md, "Budget results"): "fail" when the whole interval lies above the limit,
+  "pass" when it lies wholly within it, "inconclusive" (`passed: None`, `inconclusive: True`)
+  only when the limit lies inside the interval. Energy: the stated uncertainty u (one standard
+  uncertainty) makes the log-normal interval [x/k, x*k], k = (1+u)**1.96, so a ±84% estimate
+  spans [x/3.3, x*3.3] and never reaches below zero. Latency: the stored 95% interval of the
+  mean, relative, applied the same multiplicative way; without one, the figure itself.
+  The quality grade is kept beside the result and decides nothing; only what breaks an energy
+  reading as evidence (workers.engine.quality.veto_reasons: no energy, active energy clamped
+  at zero, windows shorter than one meter update) makes an energy limit inconclusive whatever
+  its distance from the limit. Every entry carries the interval (`low`, `high`) and its
+  `reason` in words ("385 mJ [117, 1270] > 10 mJ: fail (...)").
 - Generative models: J per output token, TTFT p95 and TPOT p95 limits are checked on
   generation measurements (and left out for forward ones). `min_fidelity` checks the
   variants' fidelity to the baseline (higher-is-better fidelity figures only).
@@ -32,7 +40,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Prefetch, Q
 
-from workers.engine.quality import at_least
+from workers.engine.quality import veto_reasons
 
 from ..models import Audit, EnergyBudget, Evaluation, Measurement, Membership, ModelAsset, Team, Variant
 
@@ -69,24 +77,107 @@ class BudgetCheck:
         return [r for r in self.results if r["passed"] is False]
 
 
-def _relative_uncertainty(m, unit: str) -> float | None:
-    """The figure's 95% half-width relative to it: energy from its stated (one-sigma)
-    uncertainty, latency from the interval of the mean."""
-    if unit in ("J", "Wh"):
-        return Z95 * m.energy_uncertainty_rel if m.energy_uncertainty_rel is not None else None
-    return m.latency_ci95_rel
+# Units scaled for the reason in words: the interval is written in the value's unit.
+SCALES = {
+    "J": [(1e3, "kJ"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")],
+    "Wh": [(1e3, "kWh"), (1.0, "Wh"), (1e-3, "mWh"), (1e-6, "µWh")],
+    "ms": [(1e3, "s"), (1.0, "ms"), (1e-3, "µs")],
+}
 
 
-def _entry(budget, limit, variant, batch_size, value, threshold, unit, *, estimated=False, grade="",
-           rel_uncertainty=None, lower_is_better=True) -> dict:
-    inconclusive = False
+@dataclass(frozen=True)
+class Judgement:
+    """One limit's outcome: passed True/False, or None (inconclusive, or not measured), with
+    the interval it was judged on and the reason in words."""
+    passed: bool | None
+    inconclusive: bool = False
+    low: float | None = None
+    high: float | None = None
+    reason: str = ""
+
+
+def _number(value: float) -> str:
+    """Three significant figures, without an exponent below a million: 1272 -> "1270"."""
+    return f"{float(f'{value:.3g}'):g}"
+
+
+def _figure(value: float, unit: str, low: float | None = None, high: float | None = None) -> str:
+    """"385 mJ [117, 1270]": the value in a readable scale, its interval in the same scale."""
+    steps = SCALES.get(unit, [(1.0, unit)])
+    factor, name = next(((f, n) for f, n in steps if abs(value) >= f), steps[-1])
+    text = f"{_number(value / factor)} {name}".rstrip()
+    if low is not None and high is not None and (low, high) != (value, value):
+        text += f" [{_number(low / factor)}, {_number(high / factor)}]"
+    return text
+
+
+def energy_interval(value: float, uncertainty_rel: float | None) -> tuple[float, float, str]:
+    """Log-normal 95% interval of an energy figure from its relative standard uncertainty:
+    [x/k, x*k], k = (1+u)**1.96. Multiplicative, so a wide estimate never reaches below zero."""
+    if not uncertainty_rel or uncertainty_rel <= 0:
+        return value, value, "no energy uncertainty stated: judged on the figure"
+    k = (1.0 + uncertainty_rel) ** Z95
+    return value / k, value * k, f"energy ±{uncertainty_rel:.0%} as one standard uncertainty, log-normal"
+
+
+def latency_interval(value: float, ci95_rel: float | None) -> tuple[float, float, str]:
+    """The measurement's 95% latency interval (of the mean, relative) applied to the figure
+    multiplicatively, [x/(1+r), x*(1+r)]; the figure itself when none was stored."""
+    if not ci95_rel or ci95_rel <= 0:
+        return value, value, "no latency interval stored: judged on the figure"
+    return value / (1.0 + ci95_rel), value * (1.0 + ci95_rel), f"latency interval of the mean ±{ci95_rel:.1%}"
+
+
+def _latency_ci95_rel(m) -> float | None:
+    if m.latency_ci95_rel is not None:
+        return m.latency_ci95_rel
+    if m.latency_ci95_ms is not None and m.latency_mean_ms:
+        return m.latency_ci95_ms / m.latency_mean_ms
+    return None
+
+
+def _measurement_vetoes(m) -> list[str]:
+    return veto_reasons({"flags": m.flags, "energy_j_per_inference": m.energy_j_per_inference,
+                         "window_s": m.window_s, "meter_resolution_s": m.meter_resolution_s})
+
+
+def judge_maximum(value: float, threshold: float, unit: str, low: float, high: float, basis: str,
+                  vetoes: list[str] = ()) -> Judgement:
+    """A "not more than" limit judged on the interval [low, high]."""
+    figure, limit = _figure(value, unit, low, high), _figure(threshold, unit)
+    if vetoes:
+        return Judgement(None, True, low, high, f"{figure} vs {limit}: inconclusive ({'; '.join(vetoes)})")
+    if high <= threshold:
+        why = f"the whole 95% interval is within the limit; {basis}" if low != high else basis
+        return Judgement(True, False, low, high, f"{figure} ≤ {limit}: pass ({why})")
+    if low > threshold:
+        why = f"the whole 95% interval lies above the limit; {basis}" if low != high else basis
+        return Judgement(False, False, low, high, f"{figure} > {limit}: fail ({why})")
+    return Judgement(None, True, low, high,
+                     f"{figure} vs {limit}: inconclusive (the limit lies inside the 95% interval; {basis})")
+
+
+def judge_minimum(value: float, threshold: float, unit: str) -> Judgement:
+    """A "not less than" limit (fidelity), judged on the figure: no interval is stored for it."""
+    figure, limit = _figure(value, unit), _figure(threshold, unit)
+    if value >= threshold:
+        return Judgement(True, False, value, value, f"{figure} ≥ {limit}: pass")
+    return Judgement(False, False, value, value, f"{figure} < {limit}: fail")
+
+
+def _judge_measurement(m, attribute: str, unit: str, threshold: float) -> Judgement:
+    value = getattr(m, attribute)
     if value is None:
-        passed = None
-    else:
-        passed = bool(value <= threshold) if lower_is_better else bool(value >= threshold)
-        near = rel_uncertainty is not None and abs(value - threshold) <= abs(value) * rel_uncertainty
-        if (grade and not at_least(grade)) or near:  # "" : a schema-1 measurement, ungraded
-            passed, inconclusive = None, True
+        return Judgement(None, reason="not measured: this measurement has no such figure")
+    if unit in ("J", "Wh"):
+        low, high, basis = energy_interval(value, m.energy_uncertainty_rel)
+        return judge_maximum(value, threshold, unit, low, high, basis, _measurement_vetoes(m))
+    low, high, basis = latency_interval(value, _latency_ci95_rel(m))
+    return judge_maximum(value, threshold, unit, low, high, basis)
+
+
+def _entry(budget, limit, variant, batch_size, value, threshold, unit, judgement: Judgement, *,
+           estimated=False, grade="") -> dict:
     return {
         "budget": budget.name,
         "budget_id": budget.pk,
@@ -96,11 +187,19 @@ def _entry(budget, limit, variant, batch_size, value, threshold, unit, *, estima
         "value": value,
         "threshold": threshold,
         "unit": unit,
-        "passed": passed,
+        "passed": judgement.passed,
         "estimated": estimated,
-        "inconclusive": inconclusive,
-        "quality_grade": grade,
+        "inconclusive": judgement.inconclusive,
+        "quality_grade": grade,  # shown beside the result; it decides nothing
+        "low": judgement.low,
+        "high": judgement.high,
+        "reason": judgement.reason,
     }
+
+
+def _on_figure(value, threshold, unit) -> Judgement:
+    """Accuracy drop: a "not more than" limit with no interval stored, judged on the figure."""
+    return judge_maximum(value, threshold, unit, value, value, "judged on the figure")
 
 
 def _accuracy_drop(baseline_value: float, value: float) -> float:
@@ -132,12 +231,13 @@ def _measurement_entries(budget, limits, variant, *, generation_only=False) -> l
         if threshold is None:
             continue
         if not rows and not generation_only:
-            out.append(_entry(budget, limit, variant.recipe, budget.batch_size, None, threshold, unit))
+            out.append(_entry(budget, limit, variant.recipe, budget.batch_size, None, threshold, unit,
+                              Judgement(None, reason=f"not measured: batch {budget.batch_size} was not measured")))
         for m in sorted(rows, key=lambda m: m.batch_size):
             estimated = m.energy_estimated if unit in ("J", "Wh") else False
             out.append(_entry(budget, limit, variant.recipe, m.batch_size, getattr(m, attribute), threshold, unit,
-                              estimated=estimated, grade=m.quality_grade,
-                              rel_uncertainty=_relative_uncertainty(m, unit)))
+                              _judge_measurement(m, attribute, unit, threshold),
+                              estimated=estimated, grade=m.quality_grade))
     return out
 
 
@@ -159,20 +259,27 @@ def budget_check(*, budgets, variants) -> BudgetCheck:
         if threshold is not None:
             for variant in measured:
                 if variant is not baseline:
-                    results.append(_entry(budget, FIDELITY_LIMIT[1], variant.recipe, None, _fidelity(variant),
-                                          threshold, FIDELITY_LIMIT[2], lower_is_better=False))
+                    value = _fidelity(variant)
+                    judgement = (judge_minimum(value, threshold, FIDELITY_LIMIT[2]) if value is not None
+                                 else Judgement(None, reason="not measured: no fidelity figure"))
+                    results.append(_entry(budget, FIDELITY_LIMIT[1], variant.recipe, None, value,
+                                          threshold, FIDELITY_LIMIT[2], judgement))
         threshold = getattr(budget, ACCURACY_LIMIT[0])
         if threshold is not None:
             _, limit, unit = ACCURACY_LIMIT
             others = [v for v in measured if v is not baseline]
             if baseline_accuracy is None:
-                results.append(_entry(budget, limit, BASELINE, None, None, threshold, unit))
+                results.append(_entry(budget, limit, BASELINE, None, None, threshold, unit,
+                                      Judgement(None, reason="not measured: no accuracy evaluation of the baseline")))
             elif not others:
-                results.append(_entry(budget, limit, BASELINE, None, 0.0, threshold, unit))
+                results.append(_entry(budget, limit, BASELINE, None, 0.0, threshold, unit,
+                                      _on_figure(0.0, threshold, unit)))
             for variant in others if baseline_accuracy else []:
                 accuracy = _accuracy(variant)
                 value = _accuracy_drop(baseline_accuracy[1], accuracy[1]) if accuracy else None
-                results.append(_entry(budget, limit, variant.recipe, None, value, threshold, unit))
+                judgement = (_on_figure(value, threshold, unit) if value is not None
+                             else Judgement(None, reason="not measured: no accuracy evaluation of this variant"))
+                results.append(_entry(budget, limit, variant.recipe, None, value, threshold, unit, judgement))
     if not results:
         verdict = UNCHECKED  # no limit of these budgets applies to what this audit measured
     elif any(r["passed"] is False for r in results):
