@@ -6,7 +6,13 @@ from rest_framework import serializers
 
 from ..models import Audit
 
-BUDGET_VERDICTS = [("pass", "pass"), ("fail", "fail"), ("none", "no budget applies / not checked")]
+# Audit.budget_verdict's values (audit/services/budgets.py); "none" selects the empty one.
+BUDGET_VERDICTS = [
+    ("pass", "every checked limit passed: its 95% interval lies within the limit"),
+    ("fail", "a limit failed: its 95% interval lies wholly above the limit"),
+    ("inconclusive", "no limit failed, but one straddles its limit or rests on a vetoed measurement"),
+    ("none", "no budget applies / not checked"),
+]
 ORDERINGS = {
     "-created_at": ("-created_at", "-id"),
     "created_at": ("created_at", "id"),

@@ -152,3 +152,17 @@ def test_export_carries_grades_paired_ratios_and_token_figures(api, team, member
     assert int8_row["grid_intensity_g_per_kwh"] == 56.0 and int8_row["grid_region"] == "FR"
     csv_rows = read_csv(api.get("/api/v1/audits/export.csv"))
     assert csv_rows[2]["energy_ratio_ci95_high"] == "0.68" and csv_rows[0]["energy_ratio_vs_baseline"] == ""
+
+
+def test_list_and_exports_filter_inconclusive_budget_verdicts(api, team, member):
+    audits = {verdict: finished_audit(team, user=member) for verdict in ("pass", "fail", "inconclusive")}
+    for verdict, audit in audits.items():
+        Audit.objects.filter(pk=audit.pk).update(budget_verdict=verdict)
+    listed = api.get("/api/v1/audits/?budget_verdict=inconclusive")
+    assert listed.status_code == 200, listed.content
+    assert [a["id"] for a in listed.json()["results"]] == [audits["inconclusive"].pk]
+    assert {int(r["audit_id"]) for r in read_csv(api.get("/api/v1/audits/export.csv?budget_verdict=inconclusive"))} == {
+        audits["inconclusive"].pk}
+    rows = json.loads(b"".join(api.get("/api/v1/audits/export.json?budget_verdict=inconclusive").streaming_content))
+    assert {r["audit_id"] for r in rows} == {audits["inconclusive"].pk}
+    assert {r["budget_verdict"] for r in rows} == {"inconclusive"}
