@@ -2,8 +2,9 @@
 """Fail a build when a model breaks its team's energy budget.
 
 An ML pipeline step: upload the trained model to Energy Audit, request an audit, wait for it,
-print the budget verdict per limit, and exit non-zero when a budget fails. Standard library
-only (Python 3.9+), so it runs in any CI image.
+print the budget verdict per limit, and exit non-zero when a budget fails (with --strict, also
+when a limit could not be decided). Standard library only (Python 3.9+), so it runs in any CI
+image.
 
     export ENERGY_AUDIT_URL=https://energy-audit.example.org
     export ENERGY_AUDIT_TOKEN=...            # Account page -> "Create token"
@@ -11,7 +12,10 @@ only (Python 3.9+), so it runs in any CI image.
         --batch-sizes 1,8 --target cpu
 
 Exit status: 0 every budget passed (or none applies), 1 a budget failed, 2 the audit failed
-or was cancelled, 3 it did not finish in time, 4 an API error (bad token, refused upload...).
+or was cancelled, 3 it did not finish in time, 4 an API error (bad token, refused upload...),
+5 with --strict: no limit failed but some were inconclusive (the limit lies inside the
+figure's 95% interval, or the measurement cannot carry a verdict). Without --strict an
+inconclusive verdict exits 0 and says so: on a noisy runner, use --strict or a quieter one.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-EXIT_PASS, EXIT_BUDGET_FAILED, EXIT_AUDIT_FAILED, EXIT_TIMEOUT, EXIT_API_ERROR = 0, 1, 2, 3, 4
+EXIT_PASS, EXIT_BUDGET_FAILED, EXIT_AUDIT_FAILED, EXIT_TIMEOUT, EXIT_API_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4, 5
 
 
 class ApiError(Exception):
@@ -120,14 +124,33 @@ def run(client: Client, args, *, sleep=time.sleep, out=sys.stdout) -> int:
         return EXIT_API_ERROR
 
     for result in detail["budget_results"]:
-        mark = {True: "PASS", False: "FAIL", None: "n/a "}[result["passed"]]
-        value = "not measured" if result["value"] is None else f"{result['value']:.4g} {result['unit']}"
-        batch = f" batch {result['batch_size']}" if result["batch_size"] else ""
-        say(f"  {mark} {result['budget']}: {result['limit']} of {result['variant']}{batch} = {value} "
-            f"(limit {result['threshold']:g} {result['unit']})")
+        say("  " + describe_limit(result))
     verdict = detail["budget_verdict"] or "no budget applies"
     say(f"audit #{detail['id']}: budgets {verdict}")
-    return EXIT_BUDGET_FAILED if detail["budget_verdict"] == "fail" else EXIT_PASS
+    return exit_status(detail["budget_verdict"], strict=args.strict)
+
+
+def describe_limit(result: dict) -> str:
+    """One budget limit: its verdict, what was checked, and the reason the server gives
+    ("385 mJ [117, 1270] > 10 mJ: fail (...)": the figure, its 95% interval and the limit)."""
+    if result["passed"] is None:
+        mark = "INCONCLUSIVE" if result.get("inconclusive") else "n/a"
+    else:
+        mark = "PASS" if result["passed"] else "FAIL"
+    batch = f" batch {result['batch_size']}" if result["batch_size"] else ""
+    reason = result.get("reason")  # older servers: no reason, the value and limit instead
+    if not reason:
+        value = "not measured" if result["value"] is None else f"{result['value']:.4g} {result['unit']}"
+        reason = f"{value} (limit {result['threshold']:g} {result['unit']})"
+    return f"{mark} {result['budget']}: {result['limit']} of {result['variant']}{batch}: {reason}"
+
+
+def exit_status(budget_verdict: str, *, strict: bool = False) -> int:
+    if budget_verdict == "fail":
+        return EXIT_BUDGET_FAILED
+    if budget_verdict == "inconclusive" and strict:
+        return EXIT_INCONCLUSIVE
+    return EXIT_PASS
 
 
 def parse_args(argv=None):
@@ -142,6 +165,8 @@ def parse_args(argv=None):
     parser.add_argument("--recipes", default="", help="comma-separated, e.g. baseline,int8-dynamic")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the audit")
     parser.add_argument("--poll", type=float, default=10, help="seconds between status polls")
+    parser.add_argument("--strict", action="store_true",
+                        help="also fail (exit 5) when a budget is inconclusive: a limit inside the figure's interval")
     parser.add_argument("--url", default=os.environ.get("ENERGY_AUDIT_URL", "http://localhost:8000"))
     parser.add_argument("--token", default=os.environ.get("ENERGY_AUDIT_TOKEN", ""))
     return parser.parse_args(argv)
