@@ -206,3 +206,27 @@ def test_approving_an_audit_graded_below_c_needs_the_warning_acknowledged(lead, 
     assert review.decision == "approved"
     audit.refresh_from_db()
     assert audit.review_status == "approved"
+
+
+def test_approving_an_audit_whose_budget_failed_needs_the_failure_acknowledged(
+        lead, requester, team, mailoutbox, django_capture_on_commit_callbacks):
+    EnergyBudget.objects.create(team=team, name="edge", max_j_per_inference=0.0005)
+    audit = finished_audit(team, user=requester)
+    assert audit.budget_verdict == "fail"
+    with pytest.raises(ValidationError) as info:
+        review_create(user=lead, audit=audit, decision="approved")
+    assert "2 budget limits failed (edge, baseline: 2 mJ [1.82, 2.2] > 500 µJ: fail" in str(info.value)
+    with django_capture_on_commit_callbacks(execute=True):
+        review_create(user=lead, audit=audit, decision="approved", acknowledge_low_quality=True)
+    assert Audit.objects.get(pk=audit.pk).review_status == "approved"
+    (mail,) = mailoutbox
+    assert "Energy budgets: fail.\n- edge, baseline: 2 mJ [1.82, 2.2] > 500 µJ: fail" in mail.body
+
+
+def test_approving_with_an_inconclusive_budget_names_the_limit_inside_the_interval(lead, team):
+    EnergyBudget.objects.create(team=team, name="edge", max_j_per_inference=0.0021)  # inside [1.82, 2.2] mJ
+    audit = finished_audit(team)
+    assert audit.budget_verdict == "inconclusive"
+    with pytest.raises(ValidationError) as info:
+        review_create(user=lead, audit=audit, decision="approved")
+    assert "its budget verdict is inconclusive (edge, baseline: 2 mJ [1.82, 2.2] vs 2.1 mJ: inconclusive" in str(info.value)

@@ -221,7 +221,7 @@ class ReviewCreateSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
     acknowledge_low_quality = serializers.BooleanField(
         required=False, default=False,
-        help_text="Needed to approve an audit graded below C or with an inconclusive budget verdict; "
+        help_text="Needed to approve an audit whose budget verdict is fail or inconclusive, or graded below C; "
                   "without it such an approval is refused (400) with the warning.")
 
 

@@ -33,19 +33,41 @@ def review_allowed(*, user, audit: Audit, decision: str) -> bool:
     return decision == Review.Decision.COMMENT or role == Membership.Role.LEAD
 
 
+def _first_reason(audit: Audit, keep) -> str:
+    for r in audit.budget_results or []:
+        if keep(r) and r.get("reason"):  # results checked before reasons were stored have none
+            return f" ({r['budget']}, {r['variant']}: {r['reason']})"
+    return ""
+
+
+def budget_warning(audit: Audit) -> str | None:
+    """What the budgets say against an approval: a limit failed (its whole 95% interval lies
+    beyond it), or the verdict is inconclusive (a limit lies inside an interval, or a
+    measurement cannot carry a verdict). None when budgets pass or none applies."""
+    if audit.budget_verdict == "fail":
+        n = sum(1 for r in audit.budget_results or [] if r.get("passed") is False)
+        first = _first_reason(audit, lambda r: r.get("passed") is False)
+        return f"{n} budget limit{'s' if n != 1 else ''} failed{first}"
+    if audit.budget_verdict == "inconclusive":
+        return "its budget verdict is inconclusive" + _first_reason(audit, lambda r: r.get("inconclusive"))
+    return None
+
+
 def low_quality_warning(audit: Audit) -> str | None:
-    """What a lead must acknowledge before approving an audit whose figures cannot carry a
-    verdict; None when there is nothing to warn about."""
+    """What a lead must acknowledge before approving: a failed or inconclusive budget, and a
+    quality grade below C (the figures are imprecise or indirectly measured: verdicts rest on
+    their intervals, the grade says how wide and how direct). None when there is nothing."""
     parts = []
-    if audit.quality_grade and not at_least(audit.quality_grade):  # below the grade a verdict needs
+    budgets = budget_warning(audit)
+    if budgets:
+        parts.append(budgets)
+    if audit.quality_grade and not at_least(audit.quality_grade):
         reasons = "; ".join(audit.quality_reasons[:4]) if audit.quality_reasons else "no reason recorded"
         parts.append(f"its quality grade is {audit.quality_grade} ({reasons})")
-    if audit.budget_verdict == "inconclusive":
-        parts.append("its budget verdict is inconclusive")
     if not parts:
         return None
-    return ("This audit's figures cannot carry a verdict: " + " and ".join(parts)
-            + ". Approve anyway only if you accept that; tick the acknowledgement to do so.")
+    return ("Before approving this audit, acknowledge that " + " and that ".join(parts)
+            + ". Tick the acknowledgement to approve it anyway.")
 
 
 @transaction.atomic
@@ -55,8 +77,8 @@ def review_create(*, user, audit: Audit, decision: str, comment: str = "",
 
     Raises PermissionDenied for a member who tries to decide (or someone outside the
     team) and ValidationError for a decision on an audit that has not succeeded, or a
-    comment or change request without text, and for an approval of an audit graded below C
-    (or with an inconclusive budget verdict) without ``acknowledge_low_quality``."""
+    comment or change request without text, and for an approval of an audit whose budgets
+    failed or are inconclusive, or graded below C, without ``acknowledge_low_quality``."""
     comment = (comment or "").strip()
     if decision not in Review.Decision.values:
         raise ValidationError({"decision": f"Choose one of: {', '.join(Review.Decision.values)}."})
@@ -100,7 +122,10 @@ def review_notify(*, review: Review) -> bool:
     if review.comment:
         lines += [review.comment, ""]
     if audit.budget_verdict:
-        lines += [f"Energy budgets: {audit.budget_verdict}.", ""]
+        lines += [f"Energy budgets: {audit.budget_verdict}."]
+        undecided = [r for r in audit.budget_results or [] if r.get("passed") is False or r.get("inconclusive")]
+        lines += [f"- {r['budget']}, {r['variant']}: {r['reason']}" for r in undecided[:5] if r.get("reason")]
+        lines.append("")
     lines.append(f"Report: {url}")
     try:
         send_mail(
