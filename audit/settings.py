@@ -60,6 +60,14 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"  # shared by every web process
+# The client's address: the proxies the deployment declares, and no client-written header,
+# decide it; the same function keys the API's throttles (audit/clientip.py).
+AXES_CLIENT_IP_CALLABLE = "audit.clientip.client_ip"
+# How many reverse proxies of ours stand in front of Django, each appending the address it saw
+# to X-Forwarded-For (docker-compose.yml's nginx: 1). 0: the TCP peer is the client, and
+# X-Forwarded-For / X-Forwarded-Proto are ignored as the client's own words.
+AUDIT_TRUSTED_PROXY_COUNT = env.int("AUDIT_TRUSTED_PROXY_COUNT", default=0)
 
 ROOT_URLCONF = "audit.urls"
 WSGI_APPLICATION = "audit.wsgi.application"
@@ -173,6 +181,17 @@ AUDIT_REAPER_INTERVAL_S = env.float("AUDIT_REAPER_INTERVAL_S", default=60.0)
 AUDIT_RESEND_QUEUED_AFTER_S = env.int("AUDIT_RESEND_QUEUED_AFTER_S", default=1800)
 WORKER_STALE_AFTER_S = env.int("WORKER_STALE_AFTER_S", default=120)
 
+# --- cache: the throttles' counters ----------------------------------------------
+# Shared by every web process when it is Redis, so a limit is the limit and not the limit times
+# the number of gunicorn workers. CACHE_URL names it (redis://host:6379/1, locmemcache://);
+# unset, it is the broker's Redis when the broker is Redis (keys under their own prefix),
+# else each process's own memory (the zero-setup demo: one process). Nothing here clears the
+# cache: cache.clear() would empty the broker's database too.
+CACHE_URL = env.str(
+    "CACHE_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "locmemcache://"
+)
+CACHES = {"default": {**env.cache_url_config(CACHE_URL), "KEY_PREFIX": "energy-audit"}}
+
 # --- email, security -------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="energy-audit@localhost")
@@ -188,7 +207,8 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only a proxy of ours may say the request came in over HTTPS.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if AUDIT_TRUSTED_PROXY_COUNT > 0 else None
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
@@ -213,6 +233,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",  # enforces CSRF on writes
     ],
     "DEFAULT_THROTTLE_RATES": {"token_failures": env.str("API_TOKEN_FAILURE_RATE", default="10/min")},
+    # DRF's own throttles (if any view adds one) believe the same proxy chain as audit/clientip.py
+    "NUM_PROXIES": AUDIT_TRUSTED_PROXY_COUNT,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "audit.api.pagination.StablePageNumberPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),

@@ -1,4 +1,5 @@
 import os
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -19,6 +20,14 @@ def _storage(settings, tmp_path):
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     return settings.STORAGE_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(settings):
+    """Each test counts throttles in a cache of its own, even where the settings name the
+    broker's Redis (tests/security/test_throttling.py checks the shared Redis cache itself)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                   "LOCATION": f"test-{uuid.uuid4().hex}"}}
 
 
 def stored_files(root) -> list:

@@ -48,3 +48,20 @@ def test_bubblewrap_is_installed_and_allowed_wherever_a_worker_runs():
         assert "seccomp=unconfined" in services[name]["security_opt"], name
         assert services[name]["pids_limit"] > 0
         assert services[name].get("environment", {}).get("AUDIT_SANDBOX", "bwrap") == "bwrap"
+
+
+def test_behind_compose_nginx_django_believes_exactly_one_proxy():
+    services = compose()["services"]
+    assert services["web"]["environment"]["AUDIT_TRUSTED_PROXY_COUNT"] == "1"
+    # no other service serves HTTP: none believes a proxy
+    assert all("AUDIT_TRUSTED_PROXY_COUNT" not in (s.get("environment") or {}) for n, s in services.items() if n != "web")
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    # nginx appends the peer it saw (the one entry Django believes) and sets the scheme itself
+    assert re.search(r"proxy_set_header\s+X-Forwarded-For\s+\$proxy_add_x_forwarded_for;", conf)
+    assert re.search(r"proxy_set_header\s+X-Forwarded-Proto\s+\$scheme;", conf)
+
+
+def test_web_processes_share_their_throttle_counts_in_redis():
+    env = compose()["x-app"]["environment"]
+    cache, broker = env["CACHE_URL"], env["CELERY_BROKER_URL"]
+    assert cache.startswith("redis://redis:6379/") and cache != broker  # never flushed with the queues
