@@ -102,3 +102,40 @@ def test_duplicate_member_is_refused(tmp_path):
         zf.writestr("config.json", b'{"evil": true}')
     with pytest.raises(ArchiveError, match="appears twice"):
         safe_extract(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        (0o010644, "is a FIFO"),
+        (0o020644, "is a character device"),
+        (0o060644, "is a block device"),
+        (0o140644, "is a socket"),
+        (0o104755, "is marked setuid"),
+        (0o102755, "is marked setgid"),
+        (0o041777, "is marked sticky"),
+        (0o106755, "is marked setuid/setgid"),
+    ],
+    ids=["fifo", "chardev", "blockdev", "socket", "setuid", "setgid", "sticky-dir", "setuid-setgid"],
+)
+def test_special_file_modes_are_refused(tmp_path, mode, message):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", b"{}")
+        info = zipfile.ZipInfo("model.safetensors")
+        info.external_attr = mode << 16
+        zf.writestr(info, b"x")
+    dest = tmp_path / "out"
+    with pytest.raises(ArchiveError, match=f"'model.safetensors' {message}"):
+        safe_extract(path, dest)
+    assert _nothing_written(dest)
+
+
+def test_ordinary_modes_are_accepted(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, mode in (("m/", 0o040755), ("m/config.json", 0o100644), ("m/run.sh", 0o100755), ("m/w.bin", 0)):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            zf.writestr(info, b"" if name.endswith("/") else b"x")
+    assert len(check_archive(path)) == 4

@@ -50,6 +50,24 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(mode)
 
 
+def _unsafe_mode_reason(info: zipfile.ZipInfo) -> str | None:
+    """A model is regular files in folders. The Unix mode a zip records (high 16 bits of
+    external_attr) may also say FIFO, device, socket, or setuid/setgid/sticky: an extractor
+    that honours modes (unzip, a future code path of ours) would create those, so they are
+    refused rather than silently made regular. A mode of 0 is a zip made without Unix modes."""
+    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(mode)
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
+        names = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFSOCK: "a socket"}
+        return names.get(kind, f"of unknown file type {kind >> 12:o}")
+    special = [name for bit, name in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"),
+                                      (stat.S_ISVTX, "sticky")) if mode & bit]
+    if special:
+        return "marked " + "/".join(special)
+    return None
+
+
 def _unsafe_name_reason(name: str) -> str | None:
     if not name:
         return "an empty member name"
@@ -84,7 +102,8 @@ def check_archive(
 
     Refused: more than ``max_members`` members, more than ``max_total_bytes`` uncompressed,
     a member (of at least 1 MiB) or the whole archive compressed more than ``max_ratio``:1,
-    ``..`` or absolute member paths, symlinks, encrypted members.
+    ``..`` or absolute member paths, symlinks, FIFOs, devices, sockets, setuid/setgid/sticky
+    modes, encrypted members.
     Returns the members' ZipInfo list.
     """
     max_members, max_total_bytes, max_ratio = _caps(max_members, max_total_bytes, max_ratio)
@@ -110,6 +129,12 @@ def check_archive(
         seen.add(key)
         if _is_symlink(info):
             raise ArchiveError(f"the archive is refused: member {info.filename!r} is a symbolic link")
+        mode_reason = _unsafe_mode_reason(info)
+        if mode_reason:
+            raise ArchiveError(
+                f"the archive is refused: member {info.filename!r} is {mode_reason}; "
+                "a model holds only regular files and folders"
+            )
         if info.flag_bits & 0x1:
             raise ArchiveError(f"the archive is refused: member {info.filename!r} is encrypted")
         total += info.file_size
