@@ -252,3 +252,47 @@ def test_safetensors_shape_of_huge_dimensions_is_refused_quickly(tmp_path):
     path = _safetensors_file(tmp_path / "huge.safetensors", "F32", [10**18] * 100_000, 8)
     with pytest.raises(FormatError, match="more bytes than any file holds"):
         detect_format(path)
+
+
+def _torch_save_zip(tmp_path, extra: dict[str, bytes], dirs=()):
+    """A real torch.save state dict, rewritten with ``extra`` members (and folder entries)."""
+    import io
+    import zipfile
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2), "b": torch.zeros(3)}, buffer)
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, zipfile.ZipFile(path, "w") as out:
+        for name in dirs:
+            out.writestr(zipfile.ZipInfo(name), b"")
+        for info in src.infolist():
+            out.writestr(info, src.read(info))
+        for name, data in extra.items():
+            out.writestr(name, data)
+    return path
+
+
+def test_torch_save_archive_members_are_what_torch_writes(tmp_path):
+    import zipfile
+
+    path = _torch_save_zip(tmp_path, {}, dirs=["archive/", "archive/data/"])
+    names = zipfile.ZipFile(path).namelist()
+    assert {"archive/data.pkl", "archive/data/0", "archive/data/1", "archive/.data/serialization_id"} <= set(names)
+    assert detect_format(path).format == "state-dict"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"archive/extra/data.pkl": b"\x80\x02}q\x00."}, "'archive/extra/data.pkl', which torch.save never writes"),
+        ({"archive/data/payload.bin": b"x"}, "'archive/data/payload.bin', which torch.save never writes"),
+        ({"archive/notes.txt": b"x"}, "'archive/notes.txt', which torch.save never writes"),
+        ({"second/data.pkl": b"\x80\x02}q\x00."}, "2 top-level entries; a torch.save archive has exactly one folder"),
+    ],
+    ids=["nested-data-pkl", "non-numeric-storage", "stray-file", "second-top-folder"],
+)
+def test_torch_save_archive_with_members_torch_never_writes_is_refused(tmp_path, extra, message):
+    with pytest.raises(FormatError, match=message):
+        detect_format(_torch_save_zip(tmp_path, extra))

@@ -219,3 +219,89 @@ def test_state_dict_with_a_second_data_pkl_is_refused(member_client, _storage):
         zf.writestr(f"{top}/data.pkl", pickle.dumps(Evil(), protocol=2))
     response = upload(member_client, buffer.getvalue(), "model.pt", architecture="mlp")
     assert_refused(response, "appears twice", _storage)
+
+
+# --- torch.save archives hold what torch writes, and zip members are plain files ----------------
+
+
+def torch_save_zip(extra: dict[str, bytes] = {}, modes: dict[str, int] = {}) -> bytes:  # noqa: B006
+    """A real torch.save state dict of the registered mlp, with ``extra`` members added and the
+    Unix mode of some members set (``modes``: name below the top folder -> mode)."""
+    import torch
+
+    from workers.engine.registry import get_architecture
+
+    buffer = io.BytesIO()
+    torch.save(get_architecture("mlp").build({"in_features": 64, "hidden": [32], "num_classes": 10}).state_dict(),
+               buffer)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            rel = info.filename.split("/", 1)[1]
+            if rel in modes:
+                info.external_attr = modes[rel] << 16
+            dst.writestr(info, src.read(info))
+        for name, data in extra.items():
+            dst.writestr(name, data)
+    return out.getvalue()
+
+
+def zipped_with_mode(members: dict[str, bytes], special: str, mode: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (mode if name == special else 0o100644) << 16
+            zf.writestr(info, data)
+    return buffer.getvalue()
+
+
+def hf_members() -> dict[str, bytes]:
+    return {"m/config.json": json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode(),
+            "m/model.safetensors": mlp_safetensors_bytes()}
+
+
+EVIL_PICKLE = pickle.dumps(Evil(), protocol=2)
+ITEM_PAYLOADS = {
+    "torch-zip-nested-data-pkl": (lambda: torch_save_zip({"archive/extra/data.pkl": EVIL_PICKLE}), "model.pt",
+                                  "which torch.save never writes"),
+    "torch-zip-second-folder": (lambda: torch_save_zip({"other/data.pkl": EVIL_PICKLE}), "model.pt",
+                                "a torch.save archive has exactly one folder"),
+    "torch-zip-fifo-storage": (lambda: torch_save_zip(modes={"data/0": 0o010644}), "model.pt",
+                               "is a FIFO"),
+    "hf-zip-char-device": (lambda: zipped_with_mode(hf_members(), "m/model.safetensors", 0o020666), "model.zip",
+                           "is a character device"),
+    "hf-zip-socket": (lambda: zipped_with_mode(hf_members(), "m/config.json", 0o140644), "model.zip",
+                      "is a socket"),
+    "onnx-zip-setuid-data": (lambda: zipped_with_mode({"m/model.onnx": onnx_model("graph", "w.bin"),
+                                                       "m/w.bin": bytes(64)}, "m/w.bin", 0o104755),
+                             "model.zip", "is marked setuid"),
+    "onnx-zip-setgid-sticky-folder": (lambda: zipped_with_mode({"m/": b"", "m/model.onnx": onnx_model("graph", "w.bin"),
+                                                                "m/w.bin": bytes(64)}, "m/", 0o043777),
+                                      "model.zip", "is marked setgid/sticky"),
+}
+
+
+@pytest.mark.parametrize("payload", list(ITEM_PAYLOADS))
+def test_archive_refused_through_the_form(member_client, _storage, payload):
+    build, filename, message = ITEM_PAYLOADS[payload]
+    assert_refused(upload(member_client, build(), filename, architecture="mlp"), message, _storage)
+
+
+@pytest.mark.parametrize("payload", list(ITEM_PAYLOADS))
+def test_archive_refused_through_the_api(member, _storage, payload):
+    from ..api.conftest import token_client
+
+    build, filename, message = ITEM_PAYLOADS[payload]
+    response = token_client(member).post("/api/v1/models/", {
+        "name": "m", "task": "classification", "file": SimpleUploadedFile(filename, build()),
+        "input_spec": json.dumps({"architecture": "mlp"})})
+    assert response.status_code == 400, response.content[:2000]
+    assert message in response.content.decode(), response.content[:2000]
+    assert ModelVersion.objects.count() == 0 and stored_files(_storage) == []
+
+
+def test_the_same_state_dict_without_extras_is_accepted(member_client, _storage):
+    response = upload(member_client, torch_save_zip(), "model.pt", architecture="mlp")
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    assert ModelVersion.objects.get().format == "state-dict"

@@ -266,10 +266,50 @@ def _detect_zip(path: Path) -> FormatInfo:
     )
 
 
+# What torch.save writes under its one top-level folder (torch/serialization.py and
+# caffe2/serialize/inline_container.cc, torch 2.13): the pickle, its storages data/<key>
+# (torch.save numbers them), and small records. "version" moved to ".data/version" in newer
+# archive formats; older torch versions leave some records out.
+_TORCH_SAVE_RECORDS = frozenset({
+    "data.pkl", "version", ".data/version", ".data/serialization_id", "byteorder", ".format_version",
+    ".storage_alignment",
+})
+_TORCH_SAVE_FOLDERS = frozenset({"", "data", ".data"})
+
+
+def _is_torch_save_member(rel: str) -> bool:
+    """``rel``: a member's name below the top folder ('' for the folder itself)."""
+    if rel.endswith("/") or rel == "":
+        return rel.rstrip("/") in _TORCH_SAVE_FOLDERS
+    if rel in _TORCH_SAVE_RECORDS:
+        return True
+    folder, _, key = rel.partition("/")
+    return folder == "data" and key.isascii() and key.isdigit()
+
+
+def _check_torch_save_members(zf: zipfile.ZipFile, top: str) -> None:
+    """Refuse what torch.save never writes: a member nothing reads (a second data.pkl in a
+    subfolder, say) is a place for a payload that some other reader may pick up."""
+    prefix = top + "/"
+    unexpected = [n for n in zf.namelist()
+                  if not (n.startswith(prefix) and _is_torch_save_member(n[len(prefix):]))]
+    if unexpected:
+        shown = ", ".join(repr(n) for n in unexpected[:3]) + (", ..." if len(unexpected) > 3 else "")
+        raise FormatError(
+            f"the torch.save archive holds {shown}, which torch.save never writes (only data.pkl, "
+            "data/<n> storages and version records under one folder); refused. " + _export_advice()
+        )
+
+
 def _classify_torch_zip(zf: zipfile.ZipFile, names: list[str]) -> FormatInfo | None:
     """torch.save, torch.jit.save and torch.export.save all write '<top>/...' zips."""
     tops = {PurePosixPath(n).parts[0] for n in names}
     if len(tops) != 1:
+        if any(PurePosixPath(n).name == "data.pkl" for n in names):
+            raise FormatError(
+                f"the archive holds a data.pkl but {len(tops)} top-level entries; a torch.save "
+                "archive has exactly one folder. " + _export_advice()
+            )
         return None
     top = next(iter(tops))
     rel = {n[len(top) + 1:] for n in names if "/" in n}
@@ -282,6 +322,7 @@ def _classify_torch_zip(zf: zipfile.ZipFile, names: list[str]) -> FormatInfo | N
     if "data.pkl" in rel:
         if zf.getinfo(f"{top}/data.pkl").file_size > MAX_PICKLE_BYTES:
             raise FormatError("the archive's data.pkl is too large to be a state dict's index")
+        _check_torch_save_members(zf, top)
         data = zf.read(f"{top}/data.pkl")
         refs = pickle_globals(data)
         bad = [ref for ref in refs if not _allowed_global(*ref)]
