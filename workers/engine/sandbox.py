@@ -46,6 +46,7 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,21 @@ _PRCTL = _load_prctl()
 SANDBOX_ENV = "AUDIT_SANDBOX"
 SANDBOX_MODES = ("bwrap", "none")
 SANDBOX_UID = SANDBOX_GID = 65534  # "nobody" inside the sandbox's user namespace
+# A worker running as root starts bubblewrap as this host user (and group), so the child is an
+# unprivileged user on the host as well as inside: a kernel check that bypasses the namespace
+# (a /proc/sys file, a core_pattern helper, a setuid file left behind) sees nobody, not root.
+HOST_UID_ENV, HOST_GID_ENV = "AUDIT_SANDBOX_HOST_UID", "AUDIT_SANDBOX_HOST_GID"
+DEFAULT_HOST_ID = 65534
+# The child's writable places are tmpfs mounts inside its own mount namespace (nosuid, nodev,
+# size-limited, gone with it, never visible on the host). They hold pages in memory (or swap).
+PRIVATE_BYTES_ENV, DEFAULT_PRIVATE_BYTES = "AUDIT_ENGINE_PRIVATE_BYTES", 8 * GIB
+SHM_BYTES_ENV, DEFAULT_SHM_BYTES = "AUDIT_ENGINE_SHM_BYTES", 1 * GIB
+# processes and threads of the sandbox's host user (RLIMIT_NPROC): a fork bomb stops here
+MAX_PROCS_ENV, DEFAULT_MAX_PROCS = "AUDIT_ENGINE_MAX_PROCS", 4096
+# the device nodes every program may use; nothing else of the host's /dev (GPU nodes aside)
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+# folders a root worker's launch may cover with its staging tmpfs (see Staging)
+STAGE_MOUNT_CANDIDATES = ("/mnt", "/media", "/srv", "/opt", "/var/tmp", "/tmp")
 BWRAP_ENV = "AUDIT_BWRAP"  # path of the bwrap binary (default: found on PATH)
 # the system's libraries and tools, read-only (symlinks such as /lib -> usr/lib are bound as
 # what they point at, which is also read-only)
@@ -165,8 +181,50 @@ def _existing(paths: Iterable[str]) -> list[str]:
     return [p for p in paths if p and os.path.lexists(p)]
 
 
-def _ro(path: str, dest: str | None = None) -> list[str]:
-    return ["--ro-bind", path, dest or path]
+@dataclass
+class Staging:
+    """Where a root worker puts what the sandbox may read before it starts bubblewrap as an
+    unprivileged user: each source is bind-mounted (in a mount namespace of the launch's own,
+    invisible to the host) at ``<root>/<n>``, a place that user can reach, however private the
+    folders above the source are (a 0700 checkout, /root holding the Python installation, the
+    storage root). The sandbox user still reads only files whose own modes let others read.
+    ``root`` None: no staging (the worker is not root and reaches its own files)."""
+
+    root: str | None = None
+    binds: list[tuple[str, str]] = field(default_factory=list)
+    # the audit's own files (upload, dataset) are staged through an idmapped mount that shows
+    # their owner as the sandbox's host user: the child reads them as the worker could (a 0600
+    # safetensors, a 0640 upload), read-only, and nothing else changes owner
+    idmapped: set[str] = field(default_factory=set)
+    userns_fd: int | None = None
+
+    def ro(self, path: str, dest: str | None = None) -> list[str]:
+        return ["--ro-bind", self._source(path), dest or path]
+
+    def own(self, path: str) -> list[str]:
+        """This audit's own file or folder, read as its owner would read it (see ``idmapped``)."""
+        args = self.ro(path)
+        if self.root is not None:
+            self.idmapped.add(self.binds[-1][1])
+        return args
+
+    def dev(self, path: str, dest: str) -> list[str]:
+        """A device node, device access allowed (a staged bind keeps its own mount's flags)."""
+        return ["--dev-bind", self._source(path), dest]
+
+    def _source(self, path: str) -> str:
+        if self.root is None:
+            return path
+        staged = f"{self.root}/{len(self.binds)}"
+        self.binds.append((path, staged))
+        return staged
+
+
+def _env_bytes(name: str, default: int, environ: dict) -> int:
+    try:
+        return max(1 << 20, int(environ.get(name) or default))
+    except ValueError:
+        raise SandboxUnavailable(f"{name}={environ.get(name)!r} is not a number of bytes") from None
 
 
 def python_roots() -> list[str]:
@@ -185,19 +243,20 @@ def engine_code_paths() -> list[str]:
 
 
 def gpu_binds(dev_dir: str = "/dev", lib_dirs: Sequence[str] = NVIDIA_LIB_DIRS,
-              already_visible: Sequence[str] = SYSTEM_RO) -> list[str]:
+              already_visible: Sequence[str] = SYSTEM_RO, *, staging: Staging | None = None) -> list[str]:
     """bwrap arguments that give the child the NVIDIA device nodes and driver libraries and
-    nothing else of /dev: ``/dev/nvidia*`` and ``/dev/nvidia-caps`` (device access allowed),
-    and each driver library not already inside a read-only system folder."""
+    nothing else of /dev: ``/dev/nvidia*`` and ``/dev/nvidia-caps`` (device access allowed), and
+    each driver library not already inside a read-only system folder (through ``staging``)."""
+    staging = staging or Staging()
     args: list[str] = []
     for node in sorted(glob.glob(os.path.join(glob.escape(dev_dir), "nvidia*"))):
-        args += ["--dev-bind", node, "/dev/" + os.path.basename(node)]
+        args += staging.dev(node, "/dev/" + os.path.basename(node))
     for lib_dir in lib_dirs:
         for pattern in NVIDIA_LIB_PATTERNS:
             for lib in sorted(glob.glob(os.path.join(glob.escape(lib_dir), pattern))):
                 if any(lib == root or lib.startswith(root.rstrip("/") + "/") for root in already_visible):
                     continue
-                args += ["--ro-bind", lib, lib]
+                args += staging.ro(lib)
     return args
 
 
@@ -250,6 +309,9 @@ class Launch:
     detail: str
     pass_fds: tuple[int, ...] = ()
     _owned: list[int] = field(default_factory=list)
+    # (uid, gid) a root worker starts bubblewrap as; None: as the worker itself
+    host_ids: tuple[int, int] | None = None
+    staging: Staging = field(default_factory=Staging)
 
     def close(self) -> None:
         for fd in self._owned:
@@ -268,6 +330,14 @@ class Launch:
     def record(self) -> dict:
         return {"mode": self.mode, "detail": self.detail}
 
+    def popen_kwargs(self, limits: dict | None = None) -> dict:
+        """What Popen needs beyond argv, env and pipes: the descriptors, the host user to run
+        as (set before ``preexec_fn`` runs, so the parent-death signal, which a change of
+        credentials clears, is set after it) and the resource limits."""
+        return {"pass_fds": self.pass_fds, "cwd": "/",
+                "preexec_fn": _preexec(limits or {}, os.getpid(), staging=self.staging,  # noqa: PLW1509
+                                       host_ids=self.host_ids)}
+
 
 def _data_fd(data: bytes) -> int:
     fd = os.memfd_create("audit-sandbox-data", 0)
@@ -280,6 +350,7 @@ def bwrap_argv(
     inner: Sequence[str],
     *,
     private_dir: str,
+    staging: Staging | None = None,
     read_only: Iterable[str] = (),
     device: str = "cpu",
     bwrap: str | None = None,
@@ -291,15 +362,20 @@ def bwrap_argv(
     """The bwrap command line that runs ``inner`` in the sandbox.
 
     ``read_only`` are the only things of the host's files beyond the system, Python and the
-    engine code that the child sees (the upload, the dataset), each at its own path;
-    ``private_dir`` is bound writable at its own path and is the only writable place.
+    engine code that the child sees (the upload, the dataset), each at its own path (through
+    ``staging`` where a root worker stages them, see Staging).
+    ``private_dir`` is, inside, a size-limited tmpfs (nosuid, nodev, mode 0700): the only
+    writable place besides a bounded /dev/shm; nothing written there reaches the host's disk.
     The engine (``run_engine``) and the boundary tests build the command with this one
     function, so the tests attack exactly what production runs.
     """
     environ = os.environ if environ is None else environ
+    staging = staging or Staging()
     bwrap = bwrap or bwrap_path(environ)
     if not bwrap:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
+    private_bytes = _env_bytes(PRIVATE_BYTES_ENV, DEFAULT_PRIVATE_BYTES, environ)
+    shm_bytes = _env_bytes(SHM_BYTES_ENV, DEFAULT_SHM_BYTES, environ)
     args = [
         bwrap,
         "--unshare-all",  # user, pid, net (loopback only), ipc, uts, cgroup
@@ -312,29 +388,29 @@ def bwrap_argv(
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         else:
-            args += _ro(path)
-    for path in _existing(ETC_RO):
-        args += _ro(path)
-    for path in _existing(SYS_RO):
-        args += _ro(path)
-    for path in python_roots() + engine_code_paths():
-        args += _ro(path)
+            args += staging.ro(path)
+    for path in _existing(ETC_RO) + _existing(SYS_RO) + python_roots() + engine_code_paths():
+        args += staging.ro(path)
     # the deployment's own trusted modules (AUDIT_ARCHITECTURE_MODULES) and libraries it adds
     for var in ("PYTHONPATH", "LD_LIBRARY_PATH"):
         for path in (environ.get(var) or "").split(os.pathsep):
             if path and os.path.isabs(path) and os.path.exists(path) and os.path.realpath(path) != REPO_ROOT:
-                args += _ro(path)
+                args += staging.ro(path)
     powercap = environ.get("AUDIT_POWERCAP_ROOT")
     if powercap and os.path.isabs(powercap) and os.path.exists(powercap):
-        args += _ro(powercap)
+        args += staging.ro(powercap)
     for path in read_only:
         if path and os.path.isabs(path) and os.path.exists(path):
-            args += _ro(path)
-    args += ["--proc", "/proc", "--dev", "/dev"]
+            args += staging.own(path)
+    # /proc of its own PID namespace, read-only: no /proc/sys, /proc/sysrq-trigger, /proc/irq
+    # or /proc/bus write reaches the kernel, whoever the kernel thinks is writing
+    args += ["--proc", "/proc", "--remount-ro", "/proc"]
+    args += _dev_args(shm_bytes)
     if str(device).startswith("cuda"):
-        args += gpu_binds(dev_dir, gpu_lib_dirs)
+        args += gpu_binds(dev_dir, gpu_lib_dirs, staging=staging)
     args += [
-        "--bind", private_dir, private_dir,
+        "--remount-ro", "/dev",
+        "--perms", "0700", "--size", str(private_bytes), "--tmpfs", private_dir,
         "--chdir", private_dir,
         "--setenv", "USER", "nobody", "--setenv", "LOGNAME", "nobody",
         "--remount-ro", "/",  # the sandbox's own root (a tmpfs bwrap made): no writing there either
@@ -342,6 +418,46 @@ def bwrap_argv(
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
     return args + ["--", *inner]
+
+
+def _dev_args(shm_bytes: int) -> list[str]:
+    """A /dev of the few nodes every program uses, read-only once built (bwrap's own ``--dev``
+    would need a second user namespace in which the sandbox user is uid 0), with a bounded
+    /dev/shm for the semaphores and shared memory of Python's multiprocessing."""
+    args = ["--perms", "0755", "--tmpfs", "/dev"]
+    for node in DEV_NODES:
+        if os.path.exists(f"/dev/{node}"):
+            args += ["--dev-bind", f"/dev/{node}", f"/dev/{node}"]  # world-accessible: never staged
+    args += ["--symlink", "/proc/self/fd", "/dev/fd"]
+    for n, name in enumerate(("stdin", "stdout", "stderr")):
+        args += ["--symlink", f"/proc/self/fd/{n}", f"/dev/{name}"]
+    return args + ["--perms", "1777", "--size", str(shm_bytes), "--tmpfs", "/dev/shm"]
+
+
+def stage_mount_point() -> str:
+    """Where a root worker's launch mounts its staging tmpfs, in its own mount namespace only:
+    an existing folder directly under / (all of whose host contents the launch then no longer
+    needs), so the sandbox user can reach it whatever TMPDIR and the private folder are."""
+    for path in STAGE_MOUNT_CANDIDATES:
+        if os.path.isdir(path) and not os.path.islink(path):
+            return path
+    raise SandboxUnavailable(f"none of {', '.join(STAGE_MOUNT_CANDIDATES)} exists to stage the sandbox's files on")
+
+
+def sandbox_host_ids(environ: dict | None = None) -> tuple[int, int] | None:
+    """The host uid and gid a root worker starts the sandbox as; None when the worker is not
+    root (the sandbox then runs as the worker's own unprivileged user)."""
+    if os.geteuid() != 0:
+        return None
+    environ = os.environ if environ is None else environ
+    try:
+        uid = int(environ.get(HOST_UID_ENV) or DEFAULT_HOST_ID)
+        gid = int(environ.get(HOST_GID_ENV) or DEFAULT_HOST_ID)
+    except ValueError:
+        raise SandboxUnavailable(f"{HOST_UID_ENV}/{HOST_GID_ENV} must be numbers") from None
+    if uid == 0 or gid == 0:
+        raise SandboxUnavailable(f"{HOST_UID_ENV}/{HOST_GID_ENV} may not be 0: the sandbox never runs as host root")
+    return uid, gid
 
 
 def sandboxed(
@@ -356,28 +472,38 @@ def sandboxed(
     """``inner`` wrapped in the sandbox the deployment asks for (AUDIT_SANDBOX): a Launch to
     give to Popen (argv, pass_fds) and then close."""
     mode = mode or sandbox_mode()
+    read_only = list(read_only)
     if mode == "none":
         return Launch(list(inner), "none", f"{SANDBOX_ENV}=none: the engine ran without a sandbox "
                                            "(a scrubbed environment and resource limits only)")
+    host_ids = sandbox_host_ids(kwargs.get("environ"))
     program = seccomp_program()
     owned: list[int] = []
     seccomp_fd = None
-    if program:
-        seccomp_fd = _data_fd(program)
-        owned.append(seccomp_fd)
     try:
-        argv = bwrap_argv(inner, private_dir=private_dir, read_only=read_only, device=device,
+        if program:
+            seccomp_fd = _data_fd(program)
+            owned.append(seccomp_fd)
+        staging = Staging(stage_mount_point() if host_ids else None)
+        own = [p for p in read_only if p and os.path.isabs(p) and os.path.exists(p)]
+        if host_ids and own:
+            owner = os.stat(own[0])
+            staging.userns_fd = idmap_userns((owner.st_uid, owner.st_gid), host_ids)
+            owned.append(staging.userns_fd)
+        argv = bwrap_argv(inner, private_dir=private_dir, staging=staging, read_only=read_only, device=device,
                           seccomp_fd=seccomp_fd, **kwargs)
     except BaseException:
         for fd in owned:
             os.close(fd)
         raise
+    host_user = (f"host uid/gid {host_ids[0]}/{host_ids[1]} (the worker is root)" if host_ids
+                 else "the worker's own unprivileged host user")
     detail = ("bubblewrap: user, pid, network (loopback only), ipc, uts and cgroup namespaces; "
-              f"uid/gid {SANDBOX_UID} without capabilities; read-only upload, Python and engine code; "
-              "writable private folder only; "
+              f"uid/gid {SANDBOX_UID} without capabilities, {host_user}; read-only upload, Python and "
+              "engine code, read-only /proc and /dev; writable size-limited private tmpfs and /dev/shm only; "
               + ("seccomp filter on" if program else "no seccomp filter (libseccomp/pyseccomp unavailable)")
               + ("; NVIDIA device nodes bound" if str(device).startswith("cuda") else ""))
-    return Launch(argv, "bwrap", detail, pass_fds=tuple(owned), _owned=owned)
+    return Launch(argv, "bwrap", detail, pass_fds=tuple(owned), _owned=owned, host_ids=host_ids, staging=staging)
 
 
 @functools.lru_cache(maxsize=4)
@@ -389,15 +515,16 @@ def _probe(mode: str, bwrap: str | None) -> str | None:
     private_dir = tempfile.mkdtemp(prefix=private_dir_prefix() + "probe-")
     code = ("import os, socket, workers.engine.child; "
             "assert os.getuid() != 0, 'uid 0 inside'; "
+            "assert all(line.split()[1] != '0' for line in open('/proc/self/uid_map')), 'maps to host uid 0'; "
             "open(os.path.join(os.getcwd(), 'w'), 'w').write('ok'); print('sandbox-ok')")
     try:
         with sandboxed([sys.executable, "-c", code], private_dir=private_dir, mode=mode, bwrap=bwrap) as launch:
             out = subprocess.run(launch.argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
-                                 pass_fds=launch.pass_fds, env=child_env(private_dir), cwd=private_dir)
+                                 env=child_env(private_dir), **launch.popen_kwargs())
     except (OSError, subprocess.SubprocessError, SandboxUnavailable) as exc:
         return f"bubblewrap could not be started: {exc}"
     finally:
-        shutil.rmtree(private_dir, ignore_errors=True)
+        remove_tree(private_dir)
     if out.returncode != 0 or "sandbox-ok" not in out.stdout:
         tail = "\n".join((out.stderr or "").strip().splitlines()[-5:])
         return f"a test run in the bubblewrap sandbox failed (exit {out.returncode}): {tail}"
@@ -448,13 +575,136 @@ def resolve_limits(limits: dict | None, *, timeout_s: float, device: str) -> dic
         limits["memory_bytes"] = int(os.environ.get("AUDIT_ENGINE_MEMORY_BYTES") or DEFAULT_MEMORY_BYTES)
     limits.setdefault("cpu_seconds", int(timeout_s * (os.cpu_count() or 1)) + 60)
     limits.setdefault("file_bytes", int(os.environ.get("AUDIT_ENGINE_FILE_BYTES") or DEFAULT_FILE_BYTES))
+    limits.setdefault("max_processes", int(os.environ.get(MAX_PROCS_ENV) or DEFAULT_MAX_PROCS))
     return limits
 
 
-def _preexec(limits: dict, parent_pid: int):
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x1000, 0x4000, 0x40000
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        return libc.unshare, libc.mount, libc.syscall
+    except (OSError, AttributeError):
+        return None, None, None
+
+
+_UNSHARE, _MOUNT, _SYSCALL = _load_libc()
+
+
+def _libc_check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+# x86_64 and aarch64 share these numbers (the generic syscall table)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, MOVE_MOUNT_F_EMPTY_PATH = 1, 0o2000000, 4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_IDMAP = 0x1, 0x00100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _syscall(*args) -> int:
+    rc = _SYSCALL(*args)
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return rc
+
+
+def _detached_copy(source: str, userns_fd: int | None) -> int:
+    """A detached copy of the mount tree at ``source`` (open_tree), idmapped through
+    ``userns_fd`` where given and supported; its descriptor."""
+    tree = _syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    if userns_fd is not None:
+        attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY, 0, 0, userns_fd)
+        try:
+            _syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
+                     ctypes.sizeof(attr))
+        except OSError:
+            pass  # a filesystem without idmapped mounts: the child reads by the files' own modes
+    return tree
+
+
+def _stage(staging: Staging) -> None:
+    """In a mount namespace of this (forked, not yet exec'd) process only: a small tmpfs on the
+    staging mount point, and each source's mount tree copied into it (see Staging). Runs as
+    root, between fork and exec, before the credentials drop. The copies are taken before the
+    mount point is covered, so covering it hides none of them."""
+    if _UNSHARE is None or _MOUNT is None or _SYSCALL is None:
+        raise OSError(errno.ENOSYS, "unshare/mount are not available")
+    _libc_check(_UNSHARE(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # nothing mounted here propagates back to the host's namespace
+    _libc_check(_MOUNT(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+    trees = []
+    for source, staged in staging.binds:
+        userns = staging.userns_fd if staged in staging.idmapped else None
+        trees.append((_detached_copy(source, userns), os.path.isdir(source), staged))
+    _libc_check(_MOUNT(b"tmpfs", staging.root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=1m"),
+                "staging tmpfs")
+    for tree, is_dir, staged in trees:
+        if is_dir:
+            os.mkdir(staged, 0o755)
+        else:
+            os.close(os.open(staged, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        _syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, staged.encode(), MOVE_MOUNT_F_EMPTY_PATH)
+        os.close(tree)
+
+
+def idmap_userns(owner: tuple[int, int], host: tuple[int, int]) -> int:
+    """A user namespace whose uid/gid ``owner`` is the host's ``host`` uid/gid, for idmapped
+    mounts (see Staging); its descriptor. Made by a short-lived process that unshares its user
+    namespace; root writes the maps."""
+    if _UNSHARE is None:
+        raise OSError(errno.ENOSYS, "unshare is not available")
+
+    def unshare_user() -> None:
+        _libc_check(_UNSHARE(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+
+    holder = subprocess.Popen(["sleep", "60"], preexec_fn=unshare_user, stdin=subprocess.DEVNULL,  # noqa: PLW1509
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+    try:
+        with open(f"/proc/{holder.pid}/uid_map", "w") as fh:
+            fh.write(f"{owner[0]} {host[0]} 1\n")
+        with open(f"/proc/{holder.pid}/setgroups", "w") as fh:
+            fh.write("deny")
+        with open(f"/proc/{holder.pid}/gid_map", "w") as fh:
+            fh.write(f"{owner[1]} {host[1]} 1\n")
+        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _drop_to(host_ids: tuple[int, int]) -> None:
+    uid, gid = host_ids
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() == 0 or os.geteuid() == 0:  # never go on as root
+        os._exit(126)
+
+
+def _preexec(limits: dict, parent_pid: int, *, staging: Staging | None = None,
+             host_ids: tuple[int, int] | None = None):
     memory, cpu, fsize = limits.get("memory_bytes"), limits.get("cpu_seconds"), limits.get("file_bytes")
+    nproc = limits.get("max_processes")
 
     def apply() -> None:
+        if staging is not None and staging.root is not None:
+            _stage(staging)
+        if host_ids is not None:
+            _drop_to(host_ids)
+        # after the credentials change, which clears it
         if _PRCTL is not None:
             _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -466,6 +716,9 @@ def _preexec(limits: dict, parent_pid: int):
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         if fsize:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        if nproc:
+            # counted per host user: ignored by the kernel for root (AUDIT_SANDBOX=none as root)
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
     return apply
 
@@ -484,6 +737,74 @@ def _start_ticks(pid: int) -> int | None:
 def private_dir_prefix() -> str:
     pid = os.getpid()
     return f"{PRIVATE_DIR_PREFIX}{pid}-{_start_ticks(pid) or 0}-"
+
+
+def remove_tree(path: str) -> bool:
+    """Remove ``path`` and everything below it; True when it is gone. Iterative, through
+    directory descriptors, one open at a time: a tree of any depth (a 3,000-deep chain is past
+    Python's recursion limit and past PATH_MAX) or width goes, symlinks are removed and never
+    followed, and a folder the child made unwritable is made writable first. Never raises."""
+    try:
+        top = os.lstat(path)
+    except OSError:
+        return True
+    if not stat.S_ISDIR(top.st_mode):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return not os.path.lexists(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    names: list[str] = []  # the chain of folder names from ``path`` down to the one open
+    idents = [(top.st_dev, top.st_ino)]
+    try:
+        while True:
+            sub = _clear_files(fd)
+            if sub is not None:
+                child = os.open(sub, flags, dir_fd=fd)
+                st = os.fstat(child)
+                os.close(fd)
+                fd = child
+                names.append(sub)
+                idents.append((st.st_dev, st.st_ino))
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            st = os.fstat(parent)
+            os.close(fd)
+            fd = parent
+            if (st.st_dev, st.st_ino) != idents[-2]:
+                return False  # the tree moved under us: stop rather than remove the wrong thing
+            idents.pop()
+            os.rmdir(names.pop(), dir_fd=fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
+
+
+def _clear_files(fd: int) -> str | None:
+    """Unlink every non-folder in the folder ``fd``; the name of one sub-folder left, or None."""
+    try:
+        os.fchmod(fd, 0o700)
+    except OSError:
+        pass
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            os.unlink(entry.name, dir_fd=fd)
+    return None
 
 
 def remove_stale_private_dirs(root: str | None = None, *, legacy_age_s: float = LEGACY_PRIVATE_DIR_AGE_S) -> list[str]:
@@ -511,7 +832,7 @@ def remove_stale_private_dirs(root: str | None = None, *, legacy_age_s: float = 
                 continue
         except OSError:
             continue
-        shutil.rmtree(entry.path, ignore_errors=True)
+        remove_tree(entry.path)
         if not os.path.exists(entry.path):
             removed.append(entry.path)
     return removed
@@ -607,17 +928,18 @@ def _parse(line: bytes) -> dict:
 
 
 def _start(launch: "Launch", private_dir: str, limits: dict, stderr_fh) -> subprocess.Popen:
+    kwargs = launch.popen_kwargs(limits)
+    if launch.mode == "none":
+        kwargs["cwd"] = private_dir  # no sandbox to change into it
     return subprocess.Popen(
         launch.argv,
-        pass_fds=launch.pass_fds,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr_fh,
-        cwd=private_dir,
         env=child_env(private_dir, limit_arenas=bool(limits.get("memory_bytes"))),
         start_new_session=True,
         close_fds=True,
-        preexec_fn=_preexec(limits, os.getpid()),  # noqa: PLW1509 - see module docstring
+        **kwargs,
     )
 
 
@@ -687,7 +1009,7 @@ def run_engine(
             if proc.stdout:
                 proc.stdout.close()
         stderr_fh.close()
-        shutil.rmtree(private_dir, ignore_errors=True)
+        remove_tree(private_dir)
 
 
 def _pump(proc, *, timeout_s, tick_s, on_event, on_tick):
