@@ -130,6 +130,7 @@ def test_budgets_page_for_leads_and_members(client, lead, member, team):
     assert Audit.objects.get(pk=audit.pk).budget_verdict == "fail"
     page = client.get(reverse("budget-list")).content.decode()
     assert "edge" in page and "New budget" in page and "1 mJ" in page
+    assert "judged on the figure's 95% interval" in page  # the rule, stated where limits are set
     budget = EnergyBudget.objects.get()
     client.post(reverse("budget-toggle", args=[budget.pk]))
     assert EnergyBudget.objects.get().active is False and Audit.objects.get(pk=audit.pk).budget_verdict == ""

@@ -230,3 +230,21 @@ def test_approving_with_an_inconclusive_budget_names_the_limit_inside_the_interv
     with pytest.raises(ValidationError) as info:
         review_create(user=lead, audit=audit, decision="approved")
     assert "its budget verdict is inconclusive (edge, baseline: 2 mJ [1.82, 2.2] vs 2.1 mJ: inconclusive" in str(info.value)
+
+
+def test_panel_and_report_show_each_limits_interval_grade_and_reason(client, lead, team):
+    from .factories import measurement_doc, result_doc
+
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [measurement_doc(
+        1, energy_j_per_inference=0.385, energy_uncertainty_rel=0.84, quality_grade="D",
+        quality_reasons=["D: 95% interval of the mean latency is ±40.0%"])]
+    EnergyBudget.objects.create(team=team, name="edge", max_j_per_inference=0.01)
+    audit = finished_audit(team, result=doc)
+    html = render_panel(audit, lead)
+    assert "[117 mJ, 1.27 J]" in html and "grade D" in html
+    assert "385 mJ [117, 1270] &gt; 10 mJ: fail (the whole 95% interval lies above the limit" in html
+    client.force_login(lead)
+    page = client.get(audit.get_absolute_url()).content.decode()
+    summary = page[page.index('id="budget-summary"'):]
+    assert "edge, baseline batch 1: 385 mJ [117, 1270] &gt; 10 mJ: fail" in summary[:2000]
