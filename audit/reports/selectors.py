@@ -11,9 +11,9 @@ from django.db.models import Exists, OuterRef, Prefetch
 from ..models import Audit, Evaluation, Measurement, ModelAsset, Variant
 from . import figures, formatting as units
 from .quantities import AXIS_CHOICES, QUANTITIES, Quantity
+from .decision import Verdict, paired_verdict
 from .ratings import hardware_class, rating_for_version
 from workers.engine import tradeoff as engine_tradeoff
-from workers.engine.quality import at_least
 
 from .tradeoff import Point, Recommendation, finite, pareto_frontier, pick_accuracy, recommend, relative_change, yearly_footprint
 
@@ -295,64 +295,6 @@ def _rows_section(audit: Audit, batch: int | None) -> dict:
     }
 
 
-@dataclass
-class Verdict:
-    """The report's first line: what to do, and how sure the evidence is."""
-
-    kind: str  # "recommended", "no measurable difference", "inconclusive", "none"
-    headline: str
-    reason: str
-    key: str | None = None  # the recommended variant
-    paired: bool = False
-    slo: str = ""  # generation: the cheapest configuration meeting the latency SLO
-
-    @property
-    def css(self) -> str:
-        return {"recommended": "yes", "inconclusive": "inconclusive"}.get(self.kind, "none")
-
-
-def _tradeoff_entry(audit: Audit, batch: int | None) -> dict | None:
-    for entry in (audit.tradeoff or {}).get("per_batch_size", []):
-        if entry.get("batch_size") == batch:
-            return entry
-    return None
-
-
-def _paired_verdict(audit: Audit, rows: list[VariantRow], ref_batch: int | None, max_drop_pts) -> Verdict:
-    """Schema 2: the engine's own answer from the paired ratios (workers/engine/tradeoff.py,
-    `recommend_paired`); a looser or tighter accuracy limit asked on the page is applied to the
-    same paired points. An audit graded below C makes any answer inconclusive."""
-    entry = _tradeoff_entry(audit, ref_batch)
-    slo = ((audit.tradeoff or {}).get("slo") or {}).get("reason", "")
-    if entry is None:
-        return Verdict("none", "No recommendation", f"The engine's trade-off has no entry at batch size {ref_batch}.",
-                       paired=True, slo=slo)
-    verdict, key, reason = entry.get("verdict") or "none", entry.get("recommended"), entry.get("recommended_reason", "")
-    if max_drop_pts is not None and entry.get("judged_by") == "labelled" and entry.get("points"):
-        higher = entry.get("higher_is_better", True)
-        rec = engine_tradeoff.recommend_paired(
-            entry["points"], higher_is_better=higher,
-            fits=lambda value, base: engine_tradeoff.within_constraint(
-                value, base, higher_is_better=higher, max_accuracy_drop=max_drop_pts / 100.0))
-        verdict, key, reason = rec["verdict"], rec["recipe"], rec["reason"] + f" (accuracy drop limit {max_drop_pts:g} points)"
-    grade = audit.quality_grade
-    if grade and not at_least(grade, "C"):
-        engine_said = {"recommended": f"recommended {key}", "none": "no recommendation"}.get(verdict, verdict)
-        return Verdict("inconclusive", f"Inconclusive: quality grade {grade}",
-                       f"The evidence is graded {grade} (reasons below), too weak for a verdict; on it the engine "
-                       f"would have said: {engine_said} ({reason}).", paired=True, slo=slo)
-    if verdict == "recommended" and key:
-        row = next((r for r in rows if r.key == key), None)
-        c = (row.comparison if row else None) or {}
-        headline = f"Recommended: {key} — energy {units.ratio(c.get('energy_ratio'), c.get('energy_ratio_ci95'))}"
-        return Verdict("recommended", headline, reason, key=key, paired=True, slo=slo)
-    if verdict == "no measurable difference":
-        return Verdict(verdict, "No measurable difference", reason, paired=True, slo=slo)
-    if verdict == "inconclusive":
-        return Verdict(verdict, "Inconclusive", reason, paired=True, slo=slo)
-    return Verdict("none", "No recommendation", reason or "No variant was compared.", paired=True, slo=slo)
-
-
 def _v1_verdict(audit: Audit, rows: list[VariantRow], max_drop_pts) -> tuple[Verdict, Recommendation]:
     """A v1 result (no paired rounds): the absolute figures, with the baseline's drift as the noise floor."""
     points = [r.point for r in rows if r.ref]
@@ -366,10 +308,9 @@ def _v1_verdict(audit: Audit, rows: list[VariantRow], max_drop_pts) -> tuple[Ver
 def _verdict_section(audit: Audit, ctx: dict, max_drop_pts) -> dict:
     rows = ctx["rows"]
     if ctx["paired"] or (audit.schema_version >= 2 and audit.tradeoff):
-        verdict = _paired_verdict(audit, rows, ctx["ref_batch"], max_drop_pts)
-        entry = _tradeoff_entry(audit, ctx["ref_batch"]) or {}
-        frontier_keys = list(entry.get("frontier") or [])
-        accuracy_known = entry.get("judged_by") in ("labelled", "fidelity")
+        verdict = paired_verdict(audit, rows, ctx["ref_batch"], max_drop_pts)
+        frontier_keys = list(verdict.frontier)
+        accuracy_known = verdict.judged_by in ("labelled", "fidelity")
         rec = Recommendation(verdict.key, verdict.reason, accuracy_known=accuracy_known)
     else:
         verdict, rec = _v1_verdict(audit, rows, max_drop_pts)

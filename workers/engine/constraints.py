@@ -93,7 +93,7 @@ _LABELS = {"embedding_cosine": "embedding cosine", "top1_agreement": "top-1 agre
            "relative_error": "relative error", "kl_divergence": "KL divergence",
            "perplexity_increase_rel": "perplexity increase", "accuracy_drop": "accuracy drop",
            "metric_increase_rel": "increase"}
-_SEQUENCE_TASKS = ("text-generation", "text2text-generation", "fill-mask", "token-classification")
+_SEQUENCE_TASKS = ("text-generation", "text2text-generation", "fill-mask", "token-classification", "language-modeling")
 _WHY = {
     "embedding": "default for embedding models: keeps each embedding within ~0.2 of its length, so neighbours hold",
     "classifier": "default for classifiers: at most 2% of predictions change, about 1 point of accuracy",
