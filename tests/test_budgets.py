@@ -261,3 +261,21 @@ def test_token_limits_apply_to_generation_measurements_and_fidelity_to_variants(
                    ("fidelity", "int8-dynamic"): False}
     forward = finished_audit(team)  # a forward audit has no token figures: those limits are not listed
     assert check(forward, EnergyBudget(team=team, name="t", max_tpot_ms_p95=2.0)).results == []
+
+
+def test_recheck_budgets_command_brings_verdicts_stored_under_the_old_rule_up_to_date(team, other_team):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    EnergyBudget.objects.create(team=team, name="edge", max_j_per_inference=0.0001)
+    audit = finished_audit(team)
+    stale = [{**r, "passed": None, "inconclusive": True} for r in audit.budget_results]
+    for r in stale:
+        del r["low"], r["high"], r["reason"]
+    Audit.objects.filter(pk=audit.pk).update(budget_verdict="inconclusive", budget_results=stale)
+    out = StringIO()
+    call_command("recheck_budgets", stdout=out)
+    audit.refresh_from_db()
+    assert audit.budget_verdict == "fail" and all(r["reason"] for r in audit.budget_results)
+    assert f"{team.slug}: 1 audit checked" in out.getvalue() and f"{other_team.slug}: 0 audits checked" in out.getvalue()
