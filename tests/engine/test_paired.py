@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.engine import models as m
-from workers.engine import quality, rounds
+from workers.engine import quality, rounds, sequential
 from workers.engine.loaders import LoadedModel
 from workers.engine.profile import profile_model
 from workers.engine.recipes import RECIPES, Recipe
@@ -36,13 +36,13 @@ def test_paired_ratio_cancels_drift_that_ruins_absolute_figures():
     assert entry["verdict"] == "lower" and entry["latency_verdict"] == "lower"
 
 
-def test_a_ratio_whose_interval_holds_one_is_no_measurable_difference():
+def test_a_ratio_whose_interval_straddles_the_thresholds_is_inconclusive():
     base = [(10.0, 1.0), (12.0, 1.2), (9.0, 0.9), (11.0, 1.1)]
     var = [(9.0, 0.9), (13.5, 1.35), (8.0, 0.8), (12.5, 1.25)]
     entry = rounds.compare(base, None, var)
     lo, hi = entry["energy_ratio_ci95"]
-    assert lo < 1.0 < hi
-    assert entry["verdict"] == "no measurable difference"
+    assert lo < 0.95 and hi > 1.05  # neither a saving nor within the equivalence margin
+    assert entry["verdict"] == "inconclusive"
 
 
 def _doc(ratio, ci, grade="A", value=0.95, base_value=0.95):
@@ -53,15 +53,15 @@ def _doc(ratio, ci, grade="A", value=0.95, base_value=0.95):
                 "comparison": comparison, "evaluation": {"metric": "accuracy", "value": v, "higher_is_better": True}}
 
     comparison = [{"batch_size": 1, "energy_ratio": ratio, "energy_ratio_ci95": ci, "latency_ratio": ratio,
-                   "latency_ratio_ci95": ci, "verdict": rounds._verdict(ci), "quality_grade": grade}]
+                   "latency_ratio_ci95": ci, "verdict": sequential.verdict(ci), "quality_grade": grade}]
     return {"variants": [variant("baseline", [], base_value), variant("int8-dynamic", comparison, value)]}
 
 
 @pytest.mark.parametrize("ratio, ci, grade, value, expected", [
     (0.6, [0.55, 0.66], "A", 0.95, "recommended"),
-    (0.8, [0.62, 1.04], "A", 0.95, "no measurable difference"),  # the interval holds 1
+    (0.8, [0.62, 1.04], "A", 0.95, "inconclusive"),  # the interval straddles the minimum saving
     (0.97, [0.96, 0.98], "A", 0.95, "no measurable difference"),  # measurable, but 3% is not worth a change
-    (0.6, [0.55, 0.66], "D", 0.95, "inconclusive"),  # evidence graded too low
+    (0.6, [0.55, 0.66], "D", 0.95, "recommended"),  # the grade qualifies a decisive interval, no veto
     (0.6, [0.55, 0.66], "A", 0.80, "none"),  # cheaper, but loses 15 points of accuracy
 ])
 def test_the_recommendation_rests_on_the_paired_interval(ratio, ci, grade, value, expected):

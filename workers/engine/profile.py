@@ -55,6 +55,12 @@ DEFAULT_OPTIONS = {
     "electricity_price_per_kwh": 0.15,
     "currency": "USD",
     "rounds": None,  # paired rounds at least; None: rounds.DEFAULT_MIN_ROUNDS
+    # the paired verdict (sequential.py): a saving or a cost is claimed beyond min_saving, "no
+    # measurable difference" within the equivalence margin; between_run_rel None: the device
+    # class's calibrated component (data/between_run.csv)
+    "min_saving": 0.05,
+    "equivalence_margin": 0.05,
+    "between_run_rel": None,
     # the generation scenario (generation.py)
     "scenario": "auto",  # auto: generation for text-generation and seq2seq models
     "prompt_tokens": 64,
@@ -62,7 +68,7 @@ DEFAULT_OPTIONS = {
     "generation_backend": "transformers",  # or "vllm" where it is installed (vllm_backend.py)
     "slo_ttft_ms_p95": None,
     "slo_tpot_ms_p95": None,
-    "min_fidelity": 0.98,  # trade-off without labels: agreement / cosine kept at least this
+    "min_fidelity": None,  # trade-off without labels: None = the default per kind of fidelity (constraints.py)
 }
 
 # Share of the progress bar each stage takes; measuring gets the rest.

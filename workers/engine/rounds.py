@@ -5,15 +5,21 @@ tenants): five runs of the same model on a shared host gave batch-1 means ten ti
 with a tight interval. What a comparison needs is robust to that: in every round each variant
 gets one window right after the baseline's, so both see the same state of the machine, and the
 ratio variant / baseline of that round cancels what they share. The interval of the ratio comes
-from the spread of the per-round ratios (a t-interval on their logarithms), so it covers the
-run-to-run variation, not only the noise of a few seconds.
+from the spread of the per-round ratios (a t-interval on their logarithms), widened for the
+repeated looks and the spread between runs (``sequential.py``).
 
 Each variant's ratio in round r divides by the geometric mean of the baseline's windows in
-rounds r and r + 1 (one closing baseline window after the last round): a linear drift during
+rounds r and r + 1 (the baseline's window after the last round closes it): a linear drift during
 the round then cancels as well.
 
-Rounds continue until every variant's interval of the mean is within the target (after
-``min_rounds``) or the time cap of one measurement is spent on each.
+When to stop. After ``rounds`` rounds (the minimum), the baseline's window that opens each round
+also closes the previous one, and each comparison's energy interval is looked at: a comparison
+stops ("decisive") when its verdict is no longer inconclusive, ("precise") when the within-run
+part of its half-width is below ``target_rel_ci``, ("time cap") when its variant has spent
+``time_cap_s``, or ("max rounds") at the planned maximum. Stopped variants are no longer
+measured; the baseline goes on as long as one comparison is open, so the open ones stay paired.
+A quiet host decides in few rounds; a busy one spends its rounds where the answer is still open.
+Without a baseline (or with the baseline alone) every sampler runs to its own interval target.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from . import quality, timing
+from . import quality, sequential, timing
 
 DEFAULT_MIN_ROUNDS = 3
 WINDOWS_PER_ROUND = 1
@@ -82,25 +88,11 @@ class _Subject:
     rounds: list = field(default_factory=list)  # (latency ms, J per call) of the primary part
 
 
-def _log_ratio_ci(ratios: list[float]) -> tuple[float, list[float] | None]:
-    logs = [math.log(r) for r in ratios if r > 0]
-    if not logs:
-        return math.nan, None
-    centre = statistics.fmean(logs)
-    if len(logs) < 2:
-        return math.exp(centre), None
-    half = timing.ci95_half_width(logs)
-    return math.exp(centre), [math.exp(centre - half), math.exp(centre + half)]
-
-
-def _verdict(ci: list[float] | None) -> str:
-    if ci is None or ci[0] <= 1.0 <= ci[1]:
-        return "no measurable difference"
-    return "lower" if ci[1] < 1.0 else "higher"
-
-
-def compare(base_rounds: list, closing, var_rounds: list) -> dict:
-    """Per-round ratios of the variant to its bracketing baseline windows, and their intervals."""
+def compare(base_rounds: list, closing, var_rounds: list, plan: sequential.Plan | None = None,
+            veto_reasons: list | tuple = ()) -> dict:
+    """Per-round ratios of the variant to its bracketing baseline windows, their intervals under
+    ``plan`` (one look, no between-run component without one) and the verdicts."""
+    plan = plan or sequential.Plan()
     lat_ratios, en_ratios = [], []
     following = base_rounds[1:] + [closing]
     for r, (v_lat, v_en) in enumerate(var_rounds):
@@ -112,11 +104,26 @@ def compare(base_rounds: list, closing, var_rounds: list) -> dict:
             lat_ratios.append(v_lat / ref_lat)
         if ref_en > 0 and v_en > 0:
             en_ratios.append(v_en / ref_en)
-    lat, lat_ci = _log_ratio_ci(lat_ratios)
-    en, en_ci = _log_ratio_ci(en_ratios)
-    return {"rounds": len(var_rounds), "latency_ratio": lat, "latency_ratio_ci95": lat_ci,
-            "energy_ratio": en, "energy_ratio_ci95": en_ci,
-            "latency_verdict": _verdict(lat_ci), "verdict": _verdict(en_ci)}
+    lat, en = plan.interval(lat_ratios), plan.interval(en_ratios)
+    vetoed = bool(veto_reasons)
+    basis = plan.basis(len(var_rounds))
+    basis.update(energy_se_log=en.se_log, latency_se_log=lat.se_log)  # within-run standard errors
+    return {"rounds": len(var_rounds), "latency_ratio": lat.ratio, "latency_ratio_ci95": lat.ci,
+            "energy_ratio": en.ratio, "energy_ratio_ci95": en.ci,
+            "latency_verdict": plan.verdict(lat.ci, vetoed), "verdict": plan.verdict(en.ci, vetoed),
+            "veto_reasons": list(veto_reasons), "verdict_basis": basis, "stopped_because": None}
+
+
+def stop_reason(entry: dict, target_rel_ci: float) -> str | None:
+    """Why a comparison's rounds may stop now: its energy verdict is decided, or the part of its
+    interval that more rounds can shrink is within the precision target; None while it is open."""
+    if entry["verdict"] in sequential.DECISIVE:
+        return "decisive"
+    basis = entry["verdict_basis"]
+    se, q = basis["energy_se_log"], basis["quantile"]
+    if se is not None and q is not None and q * se <= target_rel_ci:
+        return "precise"
+    return None
 
 
 class _Progress:
@@ -141,28 +148,24 @@ def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_work
         subjects = _prepare(models, variants, bs, make_workload, device, meter, idle_w, options)
         if not subjects:
             continue
-        _run_rounds(subjects, variants, bs, i, base_k, options, progress)
+        schedule = _Schedule.of(subjects, options, device)
         base = next((s for s in subjects if s.k == base_k), None)
-        closing = _closing_window(base, variants) if base is not None and len(subjects) > 1 else None
-        for s in subjects:
+        stopped = _run_rounds(subjects, variants, bs, i, base, schedule, progress)
+        paired = base is not None and len(subjects) > 1 and variants[base_k]["status"] == "succeeded"
+        for s in sorted(subjects, key=lambda s: s is not base):  # the baseline's measurement first
             if variants[s.k]["status"] != "succeeded":
                 continue
             measured = s.workload.summarize({name: sm.summary() for name, sm in s.samplers.items()})
-            measured["rounds"] = len(s.rounds)
+            # the paired baseline's last window closes the last round; it opens none
+            measured["rounds"] = len(s.rounds) - 1 if paired and s is base else len(s.rounds)
             measured["quality_grade"], measured["quality_reasons"] = quality.grade_measurement(measured)
             variants[s.k]["measurements"].append(measured)
-            if base is not None and s is not base and variants[base_k]["status"] == "succeeded":
-                n = min(len(s.rounds), len(base.rounds))
-                entry = compare(base.rounds[:n], closing if n == len(base.rounds) else base.rounds[n]
-                                if n < len(base.rounds) else None, s.rounds[:n])
-                base_m = variants[base_k]["measurements"][-1]
-                entry["quality_grade"], entry["quality_reasons"] = quality.grade_ratio(
-                    entry["energy_ratio_ci95"], measured["quality_grade"], base_m["quality_grade"])
-                entry.update(batch_size=bs, latency_key=_latency_key(measured), energy_key=_energy_key(measured))
-                variants[s.k]["comparison"].append(entry)
-        if base is not None and variants[base_k]["status"] == "succeeded" and base.rounds:
-            last = closing if closing is not None else base.rounds[-1]
-            drift_rows.append(_drift_row(bs, base.rounds[0], last))
+            if paired and s is not base:
+                variants[s.k]["comparison"].append(
+                    _comparison(s, base, variants[base_k]["measurements"][-1], measured, variants[s.k]["recipe"],
+                                schedule, stopped.get(s.k), bs))
+        if paired and base.rounds:
+            drift_rows.append(_drift_row(bs, base.rounds[0], base.rounds[-1]))
     report("measuring", pct_end, "measurements finished", 0)
     if base_k is None or not drift_rows:
         return None
@@ -170,6 +173,21 @@ def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_work
                  if r[key] is not None), default=None)
     return {"recipe": "baseline", "per_batch_size": drift_rows, "max_abs_rel_change": worst,
             "method": "first vs last paired round"}
+
+
+def _comparison(s, base, base_m: dict, measured: dict, recipe: str, schedule, stopped_because, bs) -> dict:
+    """The comparison entry of variant ``s``: its rounds against the baseline windows that
+    bracket them, vetoed by what breaks either side's measurement."""
+    vetoes = ([f"baseline: {r}" for r in quality.veto_reasons(base_m)]
+              + [f"{recipe}: {r}" for r in quality.veto_reasons(measured)])
+    n = min(len(s.rounds), len(base.rounds))
+    closing = base.rounds[n] if n < len(base.rounds) else None
+    entry = compare(base.rounds[:n], closing, s.rounds[:n], schedule.plan, vetoes)
+    entry["stopped_because"] = stopped_because
+    entry["quality_grade"], entry["quality_reasons"] = quality.grade_ratio(
+        entry["energy_ratio_ci95"], measured["quality_grade"], base_m["quality_grade"])
+    entry.update(batch_size=bs, latency_key=_latency_key(measured), energy_key=_energy_key(measured))
+    return entry
 
 
 def _latency_key(measured: dict) -> str:
@@ -206,43 +224,95 @@ def _fail_variant(doc, bs, exc) -> None:
     doc["error"] = f"measuring at batch size {bs} failed: {message}"
 
 
-def _run_rounds(subjects, variants, bs, bs_index, base_k, options, progress) -> None:
-    min_rounds = max(1, int(options.get("rounds") or DEFAULT_MIN_ROUNDS))
-    first = next(iter(subjects[0].samplers.values()))
-    per_round_s = first.window_s * WINDOWS_PER_ROUND
-    max_rounds = max(min_rounds, math.ceil(first.time_cap_s / per_round_s)) if per_round_s > 0 else min_rounds
-    n = len(subjects)
-    for r in range(max_rounds):
+@dataclass(frozen=True)
+class _Schedule:
+    """The rounds one batch size may take, and how their intervals are judged."""
+
+    min_rounds: int
+    max_rounds: int
+    target: float  # precision target: the within-run half-width of the log ratio (target_rel_ci)
+    plan: sequential.Plan
+
+    @classmethod
+    def of(cls, subjects: list, options: dict, device: str) -> _Schedule:
+        min_rounds = max(1, int(options.get("rounds") or DEFAULT_MIN_ROUNDS))
+        first = next(iter(subjects[0].samplers.values()))
+        per_round_s = first.window_s * WINDOWS_PER_ROUND
+        max_rounds = max(min_rounds, math.ceil(first.time_cap_s / per_round_s)) if per_round_s > 0 else min_rounds
+        plan = sequential.Plan.for_run(device=device, options=options, min_rounds=min_rounds, max_rounds=max_rounds)
+        return cls(min_rounds, max_rounds, first.target, plan)
+
+
+def _run_rounds(subjects, variants, bs, bs_index, base, schedule: _Schedule, progress) -> dict:
+    """The rounds of one batch size; returns {variant k: why its comparison stopped}."""
+    others = [s for s in subjects if s is not base]
+    if base is None or not others:
+        _run_unpaired(subjects, variants, bs, bs_index, schedule, progress, start=0)
+        return {}
+    open_, stopped = list(others), {}
+    for r in range(schedule.max_rounds + 1):
+        # The baseline's window opens round r and closes round r - 1: every open variant's rounds
+        # are bracketed now, so their intervals can be looked at.
+        if not _measure(base, variants, bs, bs_index, r, 0, len(subjects), schedule, progress):
+            _run_unpaired(open_, variants, bs, bs_index, schedule, progress, start=r)
+            return stopped
+        open_ = [s for s in open_ if variants[s.k]["status"] == "succeeded"]
+        if r >= schedule.min_rounds:
+            for s in list(open_):
+                why = _why_stop(s, base, r, schedule)
+                if why:
+                    stopped[s.k] = why
+                    open_.remove(s)
+        if not open_:
+            break
+        for j, s in enumerate(open_, start=1):
+            _measure(s, variants, bs, bs_index, r, j, len(subjects), schedule, progress)
+    return stopped
+
+
+def _why_stop(s: _Subject, base: _Subject, r: int, schedule: _Schedule) -> str | None:
+    """After the baseline's window of round r: why variant ``s`` (r rounds) needs no more."""
+    entry = compare(base.rounds[:r], base.rounds[r], s.rounds[:r], schedule.plan)
+    why = stop_reason(entry, schedule.target)
+    if why:
+        return why
+    if any(sm.capped() for sm in s.samplers.values()):
+        return "time cap"
+    return "max rounds" if r >= schedule.max_rounds else None
+
+
+def _run_unpaired(subjects, variants, bs, bs_index, schedule: _Schedule, progress, *, start: int) -> None:
+    """Rounds without a comparison to decide: each sampler runs to its own interval target."""
+    for r in range(start, schedule.max_rounds):
         for j, s in enumerate(subjects):
-            doc = variants[s.k]
-            if doc["status"] != "succeeded":
-                continue
-            for name, sampler in s.samplers.items():
-                progress.report(
-                    "measuring", progress.at(bs_index, (r * n + j) / (max_rounds * n)),
-                    f"round {r + 1}: {doc['recipe']} at batch size {bs}"
-                    + ("" if s.workload.phases[name] == "forward" else f" ({s.workload.phases[name]})"),
-                    s.k, batch_size=bs, phase=s.workload.phases[name], round_no=r + 1, n_rounds=max_rounds)
-                try:
-                    window = [sampler.window() for _ in range(WINDOWS_PER_ROUND)]
-                except Exception as exc:
-                    _fail_variant(doc, bs, exc)
-                    break
-                if name == s.workload.primary:
-                    s.rounds.append((statistics.fmean(w[0] for w in window), statistics.fmean(w[1] for w in window)))
+            _measure(s, variants, bs, bs_index, r, j, len(subjects), schedule, progress)
         live = [s for s in subjects if variants[s.k]["status"] == "succeeded"]
-        if r + 1 >= min_rounds and all(all(sm.enough(min_rounds) or sm.capped() for sm in s.samplers.values())
-                                       for s in live):
+        if r + 1 >= schedule.min_rounds and all(
+                all(sm.enough(schedule.min_rounds) or sm.capped() for sm in s.samplers.values()) for s in live):
             break
 
 
-def _closing_window(base: _Subject, variants) -> tuple | None:
-    """One more baseline window after the last round, so the last round is bracketed too."""
-    sampler = base.samplers[base.workload.primary]  # a generation baseline repeats the request only
-    try:
-        return sampler.window()
-    except Exception:
-        return None
+def _measure(s: _Subject, variants, bs, bs_index, r, j, n, schedule: _Schedule, progress) -> bool:
+    """One round's window(s) of subject ``s`` (the j-th of n); False when it fails or had failed."""
+    doc = variants[s.k]
+    if doc["status"] != "succeeded":
+        return False
+    passes = schedule.max_rounds + 1
+    for name, sampler in s.samplers.items():
+        progress.report(
+            "measuring", progress.at(bs_index, (r * n + j) / (passes * n)),
+            (f"round {r + 1}" if r < schedule.max_rounds else "closing window") + f": {doc['recipe']} at batch size {bs}"
+            + ("" if s.workload.phases[name] == "forward" else f" ({s.workload.phases[name]})"),
+            s.k, batch_size=bs, phase=s.workload.phases[name], round_no=min(r + 1, schedule.max_rounds),
+            n_rounds=schedule.max_rounds)
+        try:
+            window = [sampler.window() for _ in range(WINDOWS_PER_ROUND)]
+        except Exception as exc:
+            _fail_variant(doc, bs, exc)
+            return False
+        if name == s.workload.primary:
+            s.rounds.append((statistics.fmean(w[0] for w in window), statistics.fmean(w[1] for w in window)))
+    return True
 
 
 def _drift_row(bs: int, first: tuple, last: tuple) -> dict:
