@@ -1,10 +1,18 @@
 """Between a claimed audit and the engine's sandboxed child: builds the engine
-request from the stored audit and relays progress and heartbeats back."""
+request from the stored audit, relays progress and heartbeats back (rate-limited), and
+accepts the child's result only through workers/result_schema.py and the worker's own facts."""
+import time
+
 from django.conf import settings
 
 from audit.models import Audit
 from audit.services import audits as audit_services
+from workers import result_schema
+from workers.engine import carbon as carbon_table
+from workers.engine.fingerprint import host_fingerprint
+from workers.engine.frontier import build_frontier
 from workers.engine.sandbox import run_engine
+from workers.engine.tradeoff import audit_quality, build_tradeoff
 from workers.power import sweep_or_run
 
 ENGINE_OPTION_KEYS = (
@@ -72,38 +80,157 @@ def stage_text(event: dict) -> str:
     return text[:60]
 
 
+# Progress reaches the database through a token bucket: a child (or a model that took it over)
+# may send thousands of events a second, and each would be an UPDATE of the audit's row.
+PROGRESS_WRITES_PER_S = 2.0
+PROGRESS_BURST = 10  # a few quick stage changes at the start still show at once
+PROGRESS_FLUSH_S = 0.5  # how often a held-back event is looked at again while the child is silent
+
+
+class ProgressGate:
+    """Which progress updates are written now. Updates that arrive with no write left are
+    merged (latest stage and message, highest percentage) and written by the next event or
+    tick that finds a write available, so the last state always lands."""
+
+    def __init__(self, *, rate_per_s: float = PROGRESS_WRITES_PER_S, burst: int = PROGRESS_BURST, clock=time.monotonic):
+        self.rate, self.burst, self.clock = rate_per_s, float(burst), clock
+        self.tokens = self.burst
+        self.refilled_at = clock()
+        self.pending: dict | None = None
+
+    def offer(self, fields: dict) -> dict | None:
+        """Hold ``fields``; the fields to write now, or None."""
+        merged = dict(self.pending or {})
+        for key, value in fields.items():
+            if value is None:
+                continue
+            merged[key] = max(value, merged.get(key, value)) if key == "percent" else value
+        self.pending = merged
+        return self.take()
+
+    def take(self) -> dict | None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled_at) * self.rate)
+        self.refilled_at = now
+        if self.pending is None or self.tokens < 1:
+            return None
+        self.tokens -= 1
+        due, self.pending = self.pending, None
+        return due
+
+    def drain(self) -> dict | None:
+        """Whatever is held, regardless of the rate: the run is over."""
+        due, self.pending = self.pending, None
+        return due
+
+
+def _progress_fields(event: dict, step: list) -> dict:
+    percent = event.get("percent")
+    if percent is not None:
+        percent = (step[0] + percent / 100.0) / step[1] * 100.0
+    return {"stage": stage_text(event), "percent": percent, "message": event.get("message") or None}
+
+
 def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:
-    """Run the engine; every event and tick is a heartbeat, and a lost claim stops the child."""
+    """Run the engine; progress and ticks are heartbeats, and a lost claim stops the child.
+    Each child's result is checked against the schema before anything else reads it."""
 
     step = [0, 1]  # this engine run's place in a power-limit sweep (one run: 0 of 1)
+    gate = ProgressGate()
+    last_write = [time.monotonic()]
+
+    def write(fields: dict) -> bool:
+        last_write[0] = time.monotonic()
+        return audit_services.audit_progress(audit_id=audit_id, attempt=attempt, **fields)
 
     def on_event(event: dict) -> None:
         if event.get("event") != "progress":
             return
-        stage = stage_text(event)
-        percent = event.get("percent")
-        if percent is not None:
-            percent = (step[0] + float(percent) / 100.0) / step[1] * 100.0
-        if not audit_services.audit_progress(
-            audit_id=audit_id, attempt=attempt, stage=stage, percent=percent,
-            message=str(event.get("message") or "") or None,
-        ):
+        checked = result_schema.check_progress(event)
+        if checked is None:  # a malformed event only feeds the progress bar: skip it
+            return
+        due = gate.offer(_progress_fields(checked, step))
+        if due is not None and not write(due):
             raise AuditLost()
 
     def on_tick() -> None:
-        if not audit_services.audit_progress(audit_id=audit_id, attempt=attempt):
+        due = gate.take()
+        if due is None and time.monotonic() - last_write[0] < settings.AUDIT_HEARTBEAT_S:
+            return
+        if not write(due or {}):
             raise AuditLost()
 
     def run_once(one_request: dict) -> dict:
         step[:] = one_request.get("sweep_step") or [0, 1]
-        return run_engine(
-            one_request,
-            timeout_s=settings.ENGINE_TIMEOUT_S,
-            on_event=on_event,
-            tick_s=settings.AUDIT_HEARTBEAT_S,
-            on_tick=on_tick,
-        )
+        lost = False
+        try:
+            raw = run_engine(
+                one_request,
+                timeout_s=settings.ENGINE_TIMEOUT_S,
+                on_event=on_event,
+                tick_s=min(settings.AUDIT_HEARTBEAT_S, PROGRESS_FLUSH_S),
+                on_tick=on_tick,
+            )
+        except AuditLost:
+            lost = True
+            raise
+        finally:
+            held = None if lost else gate.drain()
+            if held is not None:
+                lost = not write(held)
+        if lost:
+            raise AuditLost()
+        return result_schema.check_result(raw)
 
     # One run, or (asked for, on a GPU worker that allows it) one run per power-limit step,
     # with the card's limit restored afterwards whatever happens (workers/power.py).
     return sweep_or_run(request, run_once)
+
+
+def carbon_basis(options: dict) -> dict:
+    """The result's carbon section from the audit's own options (audit.services.audits
+    carbon_settings put them there), never from the child."""
+    if options.get("grid_intensity_g_per_kwh") is None:
+        options = {**carbon_table.lookup("WORLD"), **{k: v for k, v in options.items() if v is not None}}
+    basis = {
+        "intensity_g_per_kwh": float(options["grid_intensity_g_per_kwh"]),
+        "pue": float(options.get("pue") or 1.0),
+        "source": str(options.get("carbon_source") or "request"),
+    }
+    for key in ("region", "year", "kind", "licence", "source_url"):
+        if options.get(f"carbon_{key}") is not None:
+            basis[key] = options[f"carbon_{key}"]
+    return basis
+
+
+def _summaries(doc: dict, options: dict) -> None:
+    """The trade-off, frontier and grade, derived again from the checked variants with the
+    audit's options: pure functions of what was measured, so the child's copies are not read."""
+    for key, build in (("tradeoff", build_tradeoff), ("frontier", build_frontier)):
+        try:
+            doc[key] = build(doc, options)
+        except Exception as exc:  # noqa: BLE001 - the measurements stand on their own
+            doc[key] = None
+            doc["warnings"].append(f"the {key} section could not be built: {type(exc).__name__}: {exc}")
+    doc["quality"] = audit_quality(doc)
+
+
+def accept_result(result: dict, request: dict) -> dict:
+    """The document to store: the checked result (run_once), with what the worker knows better
+    than the child set by the worker (module docstring of workers/result_schema.py), and
+    refused (ResultRefused) when it would be over the size limit."""
+    options = request.get("options") or {}
+    device = str(request.get("device") or "cpu")
+    doc = dict(result)
+    doc["warnings"] = list(doc.get("warnings") or [])
+    child_fp = {k: v for k, v in (doc.get("fingerprint") or {}).items() if v is not None}
+    doc["fingerprint"] = {**host_fingerprint(device), **child_fp}
+    doc["carbon"] = carbon_basis(options)
+    for variant in doc.get("variants") or []:
+        for m in (variant.get("measurements") or []) + (variant.get("sweep_measurements") or []):
+            if isinstance(m.get("energy_j_per_inference"), float | int):
+                m["co2e_g_per_inference"] = carbon_table.co2e_g(
+                    m["energy_j_per_inference"], doc["carbon"]["intensity_g_per_kwh"], doc["carbon"]["pue"])
+    _summaries(doc, options)
+    result_schema.check_size(doc)
+    return doc

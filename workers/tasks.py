@@ -9,7 +9,8 @@ from audit.services import audits as audit_services
 from workers.celery import app  # tasks bind to our configured app, in the web process too
 from workers.engine.errors import EngineFailure
 from workers.engine.sandbox import remove_stale_private_dirs
-from workers.runner import AuditLost, build_engine_request, run_engine_for_audit
+from workers.result_schema import ResultRefused
+from workers.runner import AuditLost, accept_result, build_engine_request, run_engine_for_audit
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,16 @@ def run_audit(self, audit_id: int) -> str:
     try:
         request = build_engine_request(claim.audit)
         result = run_engine_for_audit(audit_id=audit_id, attempt=attempt, request=request)
+        result = accept_result(result, request)
     except AuditLost:
         log.info("audit %s attempt %s lost its claim (cancelled or taken over)", audit_id, attempt)
         return "lost"
     except EngineFailure as exc:
         audit_services.audit_fail(audit_id=audit_id, attempt=attempt, error=_failure_message(exc))
+        return "failed"
+    except ResultRefused as exc:  # the child's result is untrusted input, and this one is not acceptable
+        audit_services.audit_fail(audit_id=audit_id, attempt=attempt,
+                                  error=f"The measurement's result was refused: {exc}")
         return "failed"
     except SoftTimeLimitExceeded:
         audit_services.audit_fail(
@@ -61,7 +67,8 @@ def _failure_message(exc: EngineFailure) -> str:
         "oom": "The measurement process ran out of memory",
         "bad-output": "The measurement process sent output we could not read",
     }.get(exc.kind, "The measurement failed")
-    return f"{prefix}: {exc.message}"
+    # the message comes from the child (or the model inside it): a line, not a novel
+    return f"{prefix}: {str(exc.message)[:2000]}"
 
 
 @app.task(name="workers.tasks.reap_stale_audits")

@@ -1,0 +1,371 @@
+"""The engine child's result document, checked before a byte of it is stored.
+
+The child runs an uploaded model; code in the model may have taken it over and can print any
+JSON it likes (Python's json.loads even accepts NaN and Infinity). So its result is untrusted
+input, like an upload: every part the worker stores is parsed here against a schema
+(pydantic v2, strict types, finite numbers in physical ranges, bounded strings and lists).
+Keys the schema does not name are dropped, so nothing unexpected reaches a JSON column.
+
+- A variant with an invalid figure becomes a failed variant whose error names the figure
+  ("the engine reported an invalid figure: variants[2].measurements[0].energy_j_per_inference
+  = nan"); the other variants are kept.
+- An invalid audit-level part (drift, scenario, warnings, the child's fingerprint details ...)
+  refuses the whole result: ``ResultRefused`` with the same kind of reason.
+- What the worker knows better is not taken from here at all (the carbon basis, the hardware
+  fingerprint, the trade-off, frontier and grade derived from the variants, the power sweep):
+  workers/runner.py ``accept_result`` sets those. ``sandbox`` is run_engine's own record.
+
+No Django here: the worker imports it between the sandbox and the database.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+# Sizes: far above what an honest engine writes (its power trace is downsampled to 500 points,
+# its layer profile to 50 entries, a result is ~100 KB), far below what hurts a page or a row.
+MAX_RESULT_BYTES = 8 * 1024 * 1024  # the whole accepted document, re-serialized
+MAX_TEXT = 4096  # one note, warning, reason or error line
+MAX_NAME = 200  # names, labels, sources
+MAX_KEY = 100  # keys of the small maps (fidelity, recipe parameters, assumptions ...)
+MAX_TEXTS = 256  # notes, warnings, flags, reasons per list
+MAX_VARIANTS = 64
+MAX_MEASUREMENTS = 1024  # per variant: batch sizes x power-limit steps
+MAX_SERIES = 4096  # window means / energies per measurement
+MAX_TRACE_POINTS = 10_000
+MAX_LAYERS = 10_000
+MAX_MAP = 64
+
+# Physical bounds: a figure outside them is a bug or a lie, never a measurement.
+MAX_POWER_W = 100_000.0  # 100 kW: above any one host, eight GPUs included
+MAX_ENERGY_J = 1e9  # one inference or request: 100 kW for almost three hours
+MAX_MS = 1e8  # ~28 hours, past any audit's time limit
+MAX_SECONDS = 1e6
+MAX_RATE = 1e15  # samples, tokens per second or per joule
+MAX_REL = 1e3  # relative uncertainties, coefficients of variation
+MAX_RATIO = 1e6
+MAX_SIGNED = 1e6  # relative changes
+MAX_METRIC = 1e15  # a metric's or fidelity figure's value (perplexity can be large)
+BIGINT = 2**63 - 1  # the database's bigint: parameters, FLOPs, bytes
+INT32 = 2**31 - 1  # the database's integer: batch sizes, iterations, samples, tokens
+
+
+def _float(lo: float, hi: float, *, gt: bool = False):
+    bounds = {"gt": lo} if gt else {"ge": lo}
+    return Annotated[float, Field(le=hi, allow_inf_nan=False, **bounds)]
+
+
+def _list(item, n: int):
+    return Annotated[list[item], Field(max_length=n)]
+
+
+Energy = _float(0.0, MAX_ENERGY_J)
+Power = _float(0.0, MAX_POWER_W)
+Ms = _float(0.0, MAX_MS)
+Seconds = _float(0.0, MAX_SECONDS)
+Rate = _float(0.0, MAX_RATE)
+Rel = _float(0.0, MAX_REL)
+Share = _float(0.0, 1.0)
+Ratio = _float(0.0, MAX_RATIO, gt=True)
+Signed = _float(-MAX_SIGNED, MAX_SIGNED)
+MetricValue = _float(-MAX_METRIC, MAX_METRIC)
+Count = Annotated[int, Field(ge=0, le=BIGINT)]
+Count32 = Annotated[int, Field(ge=0, le=INT32)]
+Positive32 = Annotated[int, Field(ge=1, le=INT32)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+Key = Annotated[str, Field(max_length=MAX_KEY)]
+Token = Annotated[str, Field(max_length=60, pattern=r"^[^\x00-\x1f\x7f]*$")]  # identifiers, one line
+Texts = _list(Text, MAX_TEXTS)
+Grade = Literal["A", "B", "C", "D"]
+Interval = Annotated[list[Ratio], Field(min_length=2, max_length=2)]
+# one parameter or assumption: a flag, a number, a short text
+Scalar = Union[StrictBool, Annotated[int, Field(ge=-BIGINT, le=BIGINT)], MetricValue, Text, None]
+ScalarMap = Annotated[dict[Key, Scalar], Field(max_length=MAX_MAP)]
+FigureMap = Annotated[dict[Key, Optional[MetricValue]], Field(max_length=MAX_MAP)]
+
+
+class Part(BaseModel):
+    """Strict types (no "1.5" for 1.5), finite numbers, unknown keys dropped."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, str_max_length=MAX_TEXT)
+
+
+class Measurement(Part):
+    batch_size: Positive32
+    input_shape: Annotated[dict[Key, _list(Count32, 16)], Field(max_length=MAX_MAP)] = {}
+    # required in every schema (audit/services/results.py MEASUREMENT_FIELDS)
+    latency_ms_mean: Ms
+    throughput_samples_per_s: Rate
+    energy_j_per_inference: Energy
+    energy_j_per_inference_active: Energy
+    energy_j_per_sample: Energy
+    wh_per_1000_inferences: Energy
+    samples_per_joule: Rate
+    avg_power_w: Power
+    idle_power_w: Power
+    energy_method: Annotated[Token, Field(max_length=30)]
+    energy_estimated: bool
+    energy_uncertainty_rel: Rel
+    co2e_g_per_inference: _float(0.0, MAX_ENERGY_J)  # recomputed by the worker from its own carbon basis
+    iterations: Count32
+    windows: Count32
+    window_s: Seconds
+    # optional: throughput timing mode, schema 1, forward measurements
+    latency_ms_std: Optional[Ms] = None
+    latency_ms_p50: Optional[Ms] = None
+    latency_ms_p95: Optional[Ms] = None
+    latency_ms_p99: Optional[Ms] = None
+    latency_ci95_ms: Optional[Ms] = None
+    peak_memory_bytes: Optional[Count] = None
+    cv: Optional[Rel] = None
+    latency_ci95_rel: Optional[Rel] = None
+    window_cv: Optional[Rel] = None
+    energy_uncertainty_method_rel: Optional[Rel] = None
+    energy_uncertainty_stat_rel: Optional[Rel] = None
+    energy_assumptions: Optional[ScalarMap] = None
+    meter_resolution_s: Optional[Seconds] = None
+    meter_overhead_s: Optional[Seconds] = None
+    prompt_tokens: Optional[Count32] = None
+    new_tokens: Optional[Count32] = None
+    ttft_ms_p50: Optional[Ms] = None
+    ttft_ms_p95: Optional[Ms] = None
+    tpot_ms_p50: Optional[Ms] = None
+    tpot_ms_p95: Optional[Ms] = None
+    output_tokens_per_s: Optional[Rate] = None
+    energy_j_per_prompt_token: Optional[Energy] = None
+    energy_j_per_output_token: Optional[Energy] = None
+    energy_j_per_request: Optional[Energy] = None
+    prefill_energy_share: Optional[Share] = None
+    power_limit_w: Optional[Power] = None
+    power_trace: _list(Annotated[list[_float(0.0, MAX_POWER_W)], Field(min_length=2, max_length=2)],
+                       MAX_TRACE_POINTS) = []  # [seconds, watts]
+    flags: _list(Token, MAX_TEXTS) = []
+    quality_reasons: Texts = []
+    energy_domains: Annotated[dict[Key, Energy], Field(max_length=16)] = {}
+    window_means_ms: _list(Ms, MAX_SERIES) = []
+    window_energy_j: _list(Energy, MAX_SERIES) = []
+    scenario: Literal["forward", "generation"] = "forward"
+    timing_mode: Literal["latency", "throughput"] = "latency"
+    quality_grade: Optional[Grade] = None
+    backend: Optional[Annotated[Token, Field(max_length=20)]] = None
+    # the GPU's state over the windows (NVML meters)
+    sm_clock_mhz: Optional[_float(0.0, 1e5)] = None
+    sm_clock_mhz_min: Optional[_float(0.0, 1e5)] = None
+    mem_clock_mhz: Optional[_float(0.0, 1e5)] = None
+    temperature_c: Optional[_float(-100.0, 300.0)] = None
+    temperature_c_max: Optional[_float(-100.0, 300.0)] = None
+    power_limits_seen_w: Optional[_list(Power, 64)] = None
+    throttle_reasons: Optional[_list(Token, 32)] = None
+    slowdown: Optional[bool] = None
+
+
+class Comparison(Part):
+    batch_size: Positive32
+    rounds: Optional[Count32] = None
+    energy_key: Optional[Token] = None
+    latency_key: Optional[Token] = None
+    energy_ratio: Optional[Ratio] = None
+    energy_ratio_ci95: Optional[Interval] = None
+    latency_ratio: Optional[Ratio] = None
+    latency_ratio_ci95: Optional[Interval] = None
+    verdict: Optional[Token] = None
+    latency_verdict: Optional[Token] = None
+    quality_grade: Optional[Grade] = None
+    quality_reasons: Texts = []
+
+
+class Layer(Part):
+    name: Text
+    type: Name
+    flops: Optional[Count] = None
+    macs: Optional[Count] = None
+    params: Optional[Count] = None
+    share: Optional[Share] = None
+
+
+class Evaluation(Part):
+    metric: Optional[Annotated[Token, Field(max_length=40)]] = None
+    value: Optional[MetricValue] = None
+    labelled: Optional[bool] = None
+    n_samples: Count32 = 0
+    fidelity: FigureMap = {}
+    fidelity_metric: Optional[Annotated[Token, Field(max_length=40)]] = None
+    fidelity_value: Optional[MetricValue] = None
+    fidelity_higher_is_better: Optional[bool] = None
+    higher_is_better: Optional[bool] = None
+    metrics: FigureMap = {}
+    task: Optional[Name] = None
+    dataset: Optional[Name] = None
+    notes: Texts = []
+
+
+class Variant(Part):
+    recipe: Annotated[Token, Field(min_length=1)]  # what was asked for, even an unknown recipe
+    recipe_params: ScalarMap = {}
+    status: Literal["succeeded", "failed", "skipped"]
+    error: Optional[Annotated[str, Field(max_length=8 * MAX_TEXT)]] = None
+    params: Optional[Count] = None
+    nonzero_params: Optional[Count] = None
+    size_bytes: Optional[Count] = None
+    flops: Optional[Count] = None
+    macs: Optional[Count] = None
+    layer_profile: Optional[_list(Layer, MAX_LAYERS)] = None
+    measurements: _list(Measurement, MAX_MEASUREMENTS) = []
+    sweep_measurements: Optional[_list(Measurement, MAX_MEASUREMENTS)] = None
+    notes: Texts = []
+    evaluation: Optional[Evaluation] = None
+    comparison: Optional[_list(Comparison, MAX_MEASUREMENTS)] = None
+    dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
+    stored_dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
+    baseline_dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
+
+
+class Scenario(Part):
+    kind: Literal["forward", "generation"] = "forward"
+    prompt_tokens: Optional[Count32] = None
+    new_tokens: Optional[Count32] = None
+    backend: Optional[Literal["transformers", "vllm"]] = None
+    prompt_source: Optional[Text] = None
+
+
+class DriftRow(Part):
+    batch_size: Positive32
+    latency_ms_mean_first: Optional[Ms] = None
+    latency_ms_mean_last: Optional[Ms] = None
+    latency_ms_p50_first: Optional[Ms] = None
+    latency_ms_p50_last: Optional[Ms] = None
+    latency_rel_change: Optional[Signed] = None
+    energy_j_per_inference_first: Optional[Energy] = None
+    energy_j_per_inference_last: Optional[Energy] = None
+    energy_rel_change: Optional[Signed] = None
+
+
+class Drift(Part):
+    recipe: Optional[Token] = None
+    method: Optional[Name] = None
+    max_abs_rel_change: Optional[_float(0.0, MAX_SIGNED)] = None
+    per_batch_size: _list(DriftRow, MAX_MEASUREMENTS) = []
+
+
+class ChildFingerprint(Part):
+    """What only the child can know of the process that measured: its thread settings and the
+    CUDA build of the torch it imported. The rest of the fingerprint is the worker's own."""
+
+    threads: Optional[Count32] = None
+    torch_threads: Optional[Count32] = None
+    torch_threads_source: Optional[Name] = None
+    onnxruntime_intra_op_threads: Optional[Count32] = None
+    cuda_torch_version: Optional[Annotated[Token, Field(max_length=20)]] = None
+
+
+class Sandbox(Part):
+    mode: Literal["bwrap", "none"]
+    detail: Text = ""
+
+
+class Result(Part):
+    """The audit-level parts; variants are checked one by one (one bad variant fails alone)."""
+
+    schema_version: Annotated[int, Field(ge=1, le=100)] = 1
+    engine_version: Annotated[Token, Field(max_length=20)] = ""
+    scenario: Optional[Scenario] = None
+    fingerprint: ChildFingerprint = ChildFingerprint()
+    variants: Annotated[list[Any], Field(max_length=MAX_VARIANTS)] = []
+    drift: Optional[Drift] = None
+    warnings: Texts = []
+    sandbox: Optional[Sandbox] = None
+
+
+class ResultRefused(Exception):
+    """The result as a whole cannot be stored; the message says why, for the audit's error."""
+
+
+def _where(loc: tuple, prefix: str = "") -> str:
+    text = prefix
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _shown(value: Any) -> str:
+    """The offending input, short: never a 20 MB string or a 100,000-entry list in a message."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)} entries"
+    return repr(value)[:80]
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """The first problem, as a person reads it."""
+    first = error.errors(include_url=False)[0]
+    value = first.get("input")
+    kind = "figure" if isinstance(value, (int, float)) and not isinstance(value, bool) else "value"
+    return (f"the engine reported an invalid {kind}: {_where(tuple(first['loc']), prefix)} = {_shown(value)} "
+            f"({first['msg']})")
+
+
+def _failed_variant(raw: Any, reason: str) -> dict:
+    recipe = raw.get("recipe") if isinstance(raw, dict) else None
+    if not (isinstance(recipe, str) and 0 < len(recipe) <= 60):
+        recipe = "unknown"
+    return Variant(recipe="unknown", status="failed").model_dump() | {"recipe": recipe[:60], "error": reason}
+
+
+def check_variant(raw: Any, position: int) -> dict:
+    """One variant as stored, or a failed variant that says which figure was refused."""
+    try:
+        return Variant.model_validate(raw).model_dump()
+    except ValidationError as exc:
+        return _failed_variant(raw, describe(exc, f"variants[{position}]"))
+
+
+def check_result(raw: Any) -> dict:
+    """The child's document reduced to what the schema allows (see the module docstring)."""
+    if not isinstance(raw, dict):
+        raise ResultRefused("the engine's result is not an object")
+    try:
+        top = Result.model_validate(raw)
+    except ValidationError as exc:
+        raise ResultRefused(describe(exc)) from None
+    doc = top.model_dump(exclude={"variants"})
+    doc["variants"] = [check_variant(v, i) for i, v in enumerate(top.variants)]
+    return doc
+
+
+def check_size(doc: dict) -> None:
+    """Refuse a document whose stored form would be over MAX_RESULT_BYTES."""
+    size = len(json.dumps(doc, allow_nan=False, default=str))
+    if size > MAX_RESULT_BYTES:
+        raise ResultRefused(f"the engine's result is {size} bytes, over the limit of {MAX_RESULT_BYTES} bytes")
+
+
+class Progress(Part):
+    """A progress event; one that does not fit is ignored (it only feeds the progress bar)."""
+
+    stage: Annotated[str, Field(max_length=40)] = ""
+    percent: Optional[_float(0.0, 100.0)] = None
+    message: Optional[Annotated[str, Field(max_length=MAX_PROGRESS_MESSAGE)]] = None
+    variant: Optional[Count32] = None
+    n_variants: Optional[Annotated[int, Field(ge=0, le=MAX_VARIANTS)]] = None
+    batch_size: Optional[Count32] = None
+    phase: Optional[Literal["forward", "prefill", "decode"]] = None
+    round: Optional[Count32] = None
+    n_rounds: Optional[Count32] = None
+
+
+MAX_PROGRESS_MESSAGE = 300  # the audit's progress_message column
+
+
+def check_progress(event: Any) -> dict | None:
+    """The event's fields the progress bar reads, its message cut to the column's length; None
+    for an event that does not fit."""
+    if isinstance(event, dict) and isinstance(event.get("message"), str):
+        event = {**event, "message": event["message"][:MAX_PROGRESS_MESSAGE]}
+    try:
+        return Progress.model_validate(event).model_dump()
+    except ValidationError:
+        return None
