@@ -53,6 +53,24 @@ def hide_worker_environment(**kwargs):
 
 
 @worker_init.connect
+def warn_if_root(**kwargs):
+    """A root worker still runs the engine child as an unprivileged host user (the sandbox
+    starts it as AUDIT_SANDBOX_HOST_UID, 65534 by default), but everything around the child (the
+    worker's own code, the libraries it loads, the broker and database credentials it holds) runs
+    with every privilege, and the sandbox's staging needs root's mount rights. Say so at start."""
+    if os.geteuid() != 0:
+        return
+    from workers.engine.sandbox import DEFAULT_HOST_ID, HOST_UID_ENV
+
+    uid = os.environ.get(HOST_UID_ENV) or DEFAULT_HOST_ID
+    log.warning(
+        "THIS WORKER RUNS AS ROOT. The engine child is started as host uid %s, never as root, but a "
+        "worker process compromised through any other path holds the whole host. Run workers as an "
+        "unprivileged user (the Docker image does: user audit); see docs/ARCHITECTURE.md, "
+        "'What the sandbox isolates and what it does not'.", uid)
+
+
+@worker_init.connect
 def require_engine_sandbox(**kwargs):
     """Refuse to start a worker that cannot build the engine's sandbox (bubblewrap missing, or
     user namespaces not allowed here), unless the deployment opted out with AUDIT_SANDBOX=none.

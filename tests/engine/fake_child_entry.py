@@ -40,6 +40,15 @@ def run_request(request, progress):
     if behaviour == "allocate":
         block = bytearray(request["bytes"])
         return {"allocated": len(block)}
+    if behaviour == "deep-tree":  # a chain of folders past the recursion limit and PATH_MAX
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        for _ in range(request["depth"]):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(fd)
+        return {"depth": request["depth"]}
     if behaviour == "spin":
         while True:
             pass
