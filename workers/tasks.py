@@ -6,6 +6,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from audit.services import audits as audit_services
+from audit.uploadhandlers import remove_stale_upload_temp_files
 from workers.celery import app  # tasks bind to our configured app, in the web process too
 from workers.engine.errors import EngineFailure
 from workers.engine.sandbox import remove_stale_private_dirs
@@ -77,5 +78,6 @@ def reap_stale_audits() -> dict:
     counts = audit_services.audits_reap_stale()
     # engine private folders left on this host by a worker killed mid-audit
     counts["engine_temp_dirs_removed"] = len(remove_stale_private_dirs())
+    counts["upload_temp_files_removed"] = len(remove_stale_upload_temp_files())  # left by killed web processes
     log.info("reaper: %s in %.2fs", counts, time.monotonic() - started)
     return counts

@@ -19,6 +19,7 @@ from workers.engine.formats import check_allowed, detect_format, safetensors_met
 from workers.engine.registry import architecture_names
 
 from ..models import Dataset, ModelAsset, ModelVersion, Team
+from ..uploadhandlers import UPLOAD_TEMP_PREFIX
 
 CHUNK = 1024 * 1024
 
@@ -49,7 +50,7 @@ def _stage(uploaded) -> StagedFile:
         raise ValidationError(
             f"The file is {uploaded.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.", code="too_large"
         )
-    folder = Path(tempfile.mkdtemp(prefix="upload-"))
+    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_TEMP_PREFIX))  # reaped if left behind
     name = Path(uploaded.name or "upload").name
     path = folder / name
     digest = hashlib.sha256()
