@@ -27,3 +27,16 @@ def test_the_audit_form_offers_every_constraint(team):
     form = AuditRequestForm(team=team, recipes=["baseline"])
     for name in CONSTRAINTS:
         assert name in form.fields and form.fields[name].help_text
+
+
+def test_constraints_set_on_the_audit_form_are_stored(member_client, team):
+    from django.urls import reverse
+
+    version = make_audit(team).model_version
+    page = member_client.get(version.asset.get_absolute_url()).content.decode()
+    assert 'name="min_fidelity"' in page and 'name="equivalence_margin"' in page
+    response = member_client.post(reverse("audit-create", args=[version.pk]),
+                                  {"target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], **CONSTRAINTS})
+    assert response.status_code == 302
+    options = Audit.objects.latest("pk").options
+    assert {k: options[k] for k in CONSTRAINTS} == CONSTRAINTS
