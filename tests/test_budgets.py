@@ -279,3 +279,14 @@ def test_recheck_budgets_command_brings_verdicts_stored_under_the_old_rule_up_to
     audit.refresh_from_db()
     assert audit.budget_verdict == "fail" and all(r["reason"] for r in audit.budget_results)
     assert f"{team.slug}: 1 audit checked" in out.getvalue() and f"{other_team.slug}: 0 audits checked" in out.getvalue()
+
+
+def test_an_energy_figure_without_a_finite_uncertainty_decides_nothing(team):
+    """A row stored before results were validated may hold NaN: no interval, so no verdict."""
+    from audit.models import Measurement
+
+    audit = finished_audit(team)
+    Measurement.objects.filter(variant__audit=audit, batch_size=1).update(energy_uncertainty_rel=float("nan"))
+    result = check(audit, EnergyBudget(team=team, name="edge", max_j_per_inference=0.0001))
+    assert [(r["batch_size"], r["passed"], r["inconclusive"]) for r in result.results] == [(1, None, True), (8, False, False)]
+    assert "not a number" in result.results[0]["reason"] and result.verdict == "fail"

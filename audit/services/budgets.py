@@ -34,6 +34,7 @@ Rules (docs/ARCHITECTURE.md, "Review, budgets and the API"):
   could not be decided, "pass" when budgets apply and every checked limit passed, "" when no
   budget applies.
 """
+import math
 from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -123,7 +124,7 @@ def energy_interval(value: float, uncertainty_rel: float | None) -> tuple[float,
 def latency_interval(value: float, ci95_rel: float | None) -> tuple[float, float, str]:
     """The measurement's 95% latency interval (of the mean, relative) applied to the figure
     multiplicatively, [x/(1+r), x*(1+r)]; the figure itself when none was stored."""
-    if not ci95_rel or ci95_rel <= 0:
+    if not ci95_rel or ci95_rel <= 0 or not math.isfinite(ci95_rel):
         return value, value, "no latency interval stored: judged on the figure"
     return value / (1.0 + ci95_rel), value * (1.0 + ci95_rel), f"latency interval of the mean ±{ci95_rel:.1%}"
 
@@ -167,9 +168,12 @@ def judge_minimum(value: float, threshold: float, unit: str) -> Judgement:
 
 def _judge_measurement(m, attribute: str, unit: str, threshold: float) -> Judgement:
     value = getattr(m, attribute)
-    if value is None:
+    if value is None or not math.isfinite(value):
         return Judgement(None, reason="not measured: this measurement has no such figure")
     if unit in ("J", "Wh"):
+        if not math.isfinite(m.energy_uncertainty_rel):  # a row stored before results were validated
+            return Judgement(None, True, reason=f"{_figure(value, unit)} vs {_figure(threshold, unit)}: "
+                                                "inconclusive (its energy uncertainty is not a number)")
         low, high, basis = energy_interval(value, m.energy_uncertainty_rel)
         return judge_maximum(value, threshold, unit, low, high, basis, _measurement_vetoes(m))
     low, high, basis = latency_interval(value, _latency_ci95_rel(m))
