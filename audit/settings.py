@@ -36,6 +36,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # outside everything that answers (WhiteNoise, the refusals below): every response carries it
+    "audit.csp.ContentSecurityPolicyMiddleware",
     # before anything reads the body (CSRF reads POST): an over-limit upload is refused unread
     "audit.uploadhandlers.UploadSizeLimitMiddleware",
     # NUL and unpaired surrogates anywhere in a request: 400, never a 500 from the database
@@ -83,6 +85,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # |http_url in every template: a stored URL becomes a link only when it is http(s)
+            "builtins": ["audit.templatetags.safeurl"],
         },
     },
 ]

@@ -1,7 +1,8 @@
 """The report pages in headless Chromium (Debian's package, driven by Playwright) against a
 live server: the full flow with a real worker (upload, request, progress, report with every
 chart drawn), then comparing two audits, the model history, the overview and the badge.
-Screenshots go to var/screenshots/."""
+Screenshots go to var/screenshots/. Predicates for wait_for_function are written as functions
+("() => ..."): Playwright evaluates a bare expression with eval, which the pages' CSP refuses."""
 import pytest
 
 from audit.models import Audit
@@ -61,7 +62,7 @@ def test_full_report_flow_in_the_browser(browser_page, live_server, member, star
     # The savings calculator answers as one types.
     before = page.inner_text("[data-out=kwh]")
     page.fill("#savings-form [name=queries_per_day]", "100000000")
-    page.wait_for_function("document.querySelector('[data-out=kwh]').textContent !== %r" % before)
+    page.wait_for_function("() => document.querySelector('[data-out=kwh]').textContent !== %r" % before)
     # Sorting the variant table by a heading marks it.
     page.click("#variant-table thead th:nth-child(3)")
     assert page.get_attribute("#variant-table thead th:nth-child(3)", "aria-sort") == "ascending"
@@ -81,7 +82,7 @@ def test_full_report_flow_in_the_browser(browser_page, live_server, member, star
     assert page.console_errors == [], missing
     # The badge, embedded as a README would embed it.
     page.set_content(f'<p>digits <img id="badge" src="{live_server.url}/badges/{audit.model_version_id}.svg"></p>')
-    page.wait_for_function("document.getElementById('badge').complete && document.getElementById('badge').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('badge').complete && document.getElementById('badge').naturalWidth > 0")
     page.screenshot(path=str(SCREENSHOTS / "badge.png"))
 
 
@@ -112,7 +113,7 @@ def test_compare_two_audits_in_the_browser(browser_page, live_server, member, te
     assert "measurement noise" in page.inner_text("#recommendation")
     # the folded evidence opens, and its charts take the width they are given
     page.click("#details-power summary")
-    page.wait_for_function("document.querySelector('#chart-power .main-svg').getBoundingClientRect().width > 300")
+    page.wait_for_function("() => document.querySelector('#chart-power .main-svg').getBoundingClientRect().width > 300")
     page.screenshot(path=str(SCREENSHOTS / "report-with-accuracy.png"), full_page=True)
     page.locator("#kpis").screenshot(path=str(SCREENSHOTS / "report-with-accuracy-summary.png"))
     page.locator("#variant-table").screenshot(path=str(SCREENSHOTS / "report-with-accuracy-variants.png"))
@@ -217,7 +218,7 @@ def test_progress_counts_up_and_names_variant_batch_phase_and_hardware(browser_p
         event = {"stage": stage, "variant": variant or 0, "n_variants": 3 if variant is not None else None,
                  "batch_size": batch, "phase": phase, "round": None, "n_rounds": None}
         services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, stage=stage_text(event), percent=percent)
-        page.wait_for_function("document.querySelector('#progress-percent') && "
+        page.wait_for_function("() => document.querySelector('#progress-percent') && "
                                f"document.querySelector('#progress-percent').textContent.trim() === '{percent:.0f}%'",
                                timeout=10_000)
         seen.append((page.inner_text("#progress-percent"), page.inner_text("#audit-progress")))
