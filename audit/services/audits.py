@@ -26,7 +26,7 @@ from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
 from .options import clean_engine_options
-from .results import apply_result_fields, store_variants
+from .results import apply_result_fields, check_storable, store_variants
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +307,7 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
 
     An audit succeeds when at least one variant succeeded; failed and skipped
     variants are kept with their reasons."""
+    check_storable(result)
     with transaction.atomic():
         audit = _running(audit_id, attempt).select_for_update().first()
         if audit is None:

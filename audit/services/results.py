@@ -3,6 +3,8 @@ evaluations, and the audit's own fields. Schema 1 documents (stored before paire
 grades and generation) still store: every schema-2 field is optional here."""
 from __future__ import annotations
 
+import json
+
 from ..models import Audit, Evaluation, Measurement, Variant
 
 # "source key in the result: model field" (same name where there is no colon). Required in
@@ -116,6 +118,16 @@ def evaluation_from_result(variant: Variant, doc: dict) -> Evaluation:
 
 # What the engine says of a variant beyond the columns (loaders.precision_keys).
 VARIANT_DETAIL_KEYS = ("dtype", "stored_dtype", "baseline_dtype")
+
+
+def check_storable(result: dict) -> None:
+    """The last line before the rows: a NaN or an infinity stored in a float column breaks every
+    page, export and budget check that reads it. The worker's schema (workers/result_schema.py)
+    refuses them first; this holds for any other caller too. Raises ValueError."""
+    try:
+        json.dumps(result, allow_nan=False, default=str)
+    except ValueError:
+        raise ValueError("the result holds a number that is not finite (NaN or infinity); it cannot be stored") from None
 
 
 def store_variants(audit: Audit, result: dict) -> None:

@@ -101,16 +101,16 @@ def test_infinite_negative_or_impossible_figures_fail_their_variant(audit, hosti
     assert audit.status == Audit.Status.SUCCEEDED and audit.variants.filter(status="succeeded").count() == 3
 
 
-def test_a_20_mb_string_or_a_100k_entry_list_fails_its_variant_and_is_not_stored(audit, hostile):
+def test_a_long_string_or_a_100k_entry_list_fails_its_variant_and_is_not_stored(audit, hostile):
     doc = real_result()
-    doc["variants"][0]["notes"] = ["x" * 20_000_000]
+    doc["variants"][0]["notes"] = ["x" * 1_000_000]
     doc["variants"][3]["measurements"][0]["power_trace"] = [[0.1 * i, 10.0] for i in range(100_000)]
     hostile(doc)
     audit = run(audit)
     variants = {v.recipe: v for v in audit.variants.all()}
     assert variants["baseline"].status == "failed"
     assert variants["baseline"].error.startswith("the engine reported an invalid value: variants[0].notes[0] = 'xxx")
-    assert "(20000000 characters)" in variants["baseline"].error and len(variants["baseline"].error) < 300
+    assert "(1000000 characters)" in variants["baseline"].error and len(variants["baseline"].error) < 300
     assert variants["prune-unstructured:0.5"].error == (
         "the engine reported an invalid value: variants[3].measurements[0].power_trace = a list of 100000 entries "
         "(List should have at most 10000 items after validation, not 100000)")
@@ -118,6 +118,29 @@ def test_a_20_mb_string_or_a_100k_entry_list_fails_its_variant_and_is_not_stored
     with connection.cursor() as cursor:  # nothing that large reached a row
         cursor.execute("SELECT max(length(notes::text)), max(length(error)) FROM audit_variant")
         assert max(cursor.fetchone()) < 10_000
+
+
+def test_a_20_mb_string_fails_the_audit_and_reaches_no_row(audit, hostile):
+    doc = real_result()
+    doc["warnings"] = ["x" * 20_000_000]
+    hostile(doc)
+    audit = run(audit)
+    assert audit.status == Audit.Status.FAILED and len(audit.error) < 1000
+    assert not audit.variants.exists() and len(json.dumps(audit.warnings)) < 1000
+
+
+def test_a_result_over_the_size_limit_is_refused_whole(audit, hostile):
+    """Each part within its bounds, the whole over 8 MiB (a result is ~60 KB)."""
+    doc = real_result()
+    for v in doc["variants"]:
+        v["notes"] = ["n" * 4000] * 256
+        for m in v["measurements"]:
+            m["power_trace"] = [[0.123456789012345 * i, 10.123456789012345] for i in range(10_000)]
+    hostile(doc)
+    audit = run(audit)
+    assert audit.status == Audit.Status.FAILED and not audit.variants.exists()
+    assert audit.error.startswith("The measurement's result was refused: the engine's result is ")
+    assert audit.error.endswith(" bytes, over the limit of 8388608 bytes")
 
 
 def test_a_malformed_audit_level_part_fails_the_audit_with_the_reason(audit, hostile):
@@ -190,3 +213,12 @@ def test_a_flood_of_progress_events_makes_a_bounded_number_of_updates_and_a_lost
     services.audit_cancel(audit=audit)  # held-back events must not hide that the audit is gone
     with pytest.raises(runner.AuditLost):
         runner.run_engine_for_audit(audit_id=audit.pk, attempt=claim.attempt, request=request)
+
+
+def test_the_store_itself_refuses_a_non_finite_number_from_any_caller(audit):
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    doc = real_result()
+    doc["variants"][0]["measurements"][0]["latency_ms_mean"] = math.inf
+    with pytest.raises(ValueError, match="not finite"):
+        services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
+    assert not Measurement.objects.exists()
