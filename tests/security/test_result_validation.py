@@ -222,3 +222,18 @@ def test_the_store_itself_refuses_a_non_finite_number_from_any_caller(audit):
     with pytest.raises(ValueError, match="not finite"):
         services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=doc)
     assert not Measurement.objects.exists()
+
+
+def test_held_back_progress_lands_once_a_write_is_due_with_the_latest_stage_and_highest_percent():
+    now = [0.0]
+    gate = runner.ProgressGate(rate_per_s=2.0, burst=2, clock=lambda: now[0])
+    assert gate.offer({"stage": "loading", "percent": 1.0}) == {"stage": "loading", "percent": 1.0}
+    assert gate.offer({"stage": "loading", "percent": 2.0}) is not None
+    assert gate.offer({"stage": "measuring", "percent": 40.0, "message": "m"}) is None  # burst spent
+    assert gate.offer({"stage": "measuring", "percent": 30.0}) is None
+    assert gate.take() is None
+    now[0] = 0.5  # one write a half second
+    assert gate.take() == {"stage": "measuring", "percent": 40.0, "message": "m"}
+    assert gate.take() is None
+    assert gate.offer({"stage": "evaluating", "percent": 90.0}) is None
+    assert gate.drain() == {"stage": "evaluating", "percent": 90.0}  # the run ended: the last state is written
