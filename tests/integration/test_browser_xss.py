@@ -79,3 +79,22 @@ def test_hostile_results_run_nothing_in_the_browser(browser_page, live_server, l
     page.wait_for_timeout(2_500)  # two polls
     assert_nothing_ran(page, dialogs, "progress polls")
     assert page.evaluate("window.__violations") == []
+
+
+def test_api_docs_admin_and_browsable_api_work_under_the_policy(browser_page, live_server, lead, transactional_db):
+    """The pages the project does not template itself still run under the policy: Swagger UI (its
+    start-up script served as a file), the admin's login and DRF's browsable API."""
+    page = browser_page
+    page.add_init_script(RECORD_VIOLATIONS)
+    response = page.goto(f"{live_server.url}/api/v1/docs/")
+    assert "script-src 'self'" in response.headers.get("content-security-policy", "")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "Energy Audit API" in page.inner_text(".swagger-ui .info .title")
+    assert page.evaluate("window.__violations") == []
+    page.goto(f"{live_server.url}/admin/login/")
+    assert page.locator("#id_username").count() == 1
+    assert page.evaluate("window.__violations") == []
+    login(page, live_server, lead)
+    page.goto(f"{live_server.url}/api/v1/audits/?format=api")
+    page.wait_for_selector(".response-info", timeout=10_000)
+    assert page.evaluate("window.__violations") == []
