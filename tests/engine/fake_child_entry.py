@@ -58,6 +58,12 @@ def run_request(request, progress):
 def main():
     request = json.loads(sys.stdin.read())
     behaviour = request["behaviour"]
+    if behaviour == "huge-line":  # one line of output past any sensible result's size
+        block = b"x" * (1 << 20)
+        for _ in range(request["bytes"] >> 20):
+            sys.stdout.buffer.write(block)
+        sys.stdout.buffer.flush()
+        return 0
     if behaviour == "print-garbage":
         sys.stdout.write("this is not json\n")
         sys.stdout.flush()
