@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from workers.engine import SCHEMA_VERSION
+
 # Sizes: far above what an honest engine writes (its power trace is downsampled to 500 points,
 # its layer profile to 50 entries, a result is ~100 KB), far below what hurts a page or a row.
 MAX_RESULT_BYTES = 8 * 1024 * 1024  # the whole accepted document, re-serialized
@@ -269,7 +271,7 @@ class Sandbox(Part):
 class Result(Part):
     """The audit-level parts; variants are checked one by one (one bad variant fails alone)."""
 
-    schema_version: Annotated[int, Field(ge=1, le=100)] = 1
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = 1
     engine_version: Annotated[Token, Field(max_length=20)] = ""
     scenario: Optional[Scenario] = None
     fingerprint: ChildFingerprint = ChildFingerprint()

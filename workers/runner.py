@@ -8,6 +8,7 @@ from django.conf import settings
 from audit.models import Audit
 from audit.services import audits as audit_services
 from workers import result_schema
+from workers.engine import ENGINE_VERSION
 from workers.engine import carbon as carbon_table
 from workers.engine.fingerprint import host_fingerprint
 from workers.engine.frontier import build_frontier
@@ -226,6 +227,7 @@ def accept_result(result: dict, request: dict) -> dict:
     child_fp = {k: v for k, v in (doc.get("fingerprint") or {}).items() if v is not None}
     doc["fingerprint"] = {**host_fingerprint(device), **child_fp}
     doc["carbon"] = carbon_basis(options)
+    doc["engine_version"] = ENGINE_VERSION  # the child runs this worker's engine code
     for variant in doc.get("variants") or []:
         for m in (variant.get("measurements") or []) + (variant.get("sweep_measurements") or []):
             if isinstance(m.get("energy_j_per_inference"), float | int):

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from audit.models import Audit, Measurement, Variant
 from audit.services import audits as services
 from workers import runner, tasks
+from workers.engine import ENGINE_VERSION
 from workers.engine.sandbox import run_engine, sandbox_mode
 
 from ..factories import make_version
@@ -172,6 +173,7 @@ def test_what_the_worker_knows_is_the_worker_s_word_not_the_child_s(audit, hosti
     doc["power_sweep"] = {"steps_w": [1.0], "restored": True}
     doc["tradeoff"]["per_batch_size"][0]["recommended"] = "fp16"
     doc["quality"] = {"grade": "A", "reasons": []}
+    doc["engine_version"] = "9.9-forged"
     for v in doc["variants"]:
         v["layer_profile"][0]["onclick"] = "alert(1)"  # a key the schema does not know
         for m in v["measurements"]:
@@ -188,7 +190,7 @@ def test_what_the_worker_knows_is_the_worker_s_word_not_the_child_s(audit, hosti
                             "source": options["carbon_source"], "region": options["carbon_region"],
                             "year": options["carbon_year"], "kind": options["carbon_kind"],
                             "licence": options["carbon_licence"], "source_url": options["carbon_source_url"]}
-    assert audit.power_sweep is None
+    assert audit.power_sweep is None and audit.engine_version == ENGINE_VERSION
     assert audit.quality_grade == "D"  # derived again from the measurements' own grades
     assert all(e["recommended"] != "fp16" for e in audit.tradeoff["per_batch_size"])
     m = Measurement.objects.filter(variant__audit=audit).first()
