@@ -59,13 +59,32 @@ def test_uploaded_model_is_audited_by_a_real_worker(client, member, start_worker
     assert "report-table" in page and rows[0].energy_method in page
 
 
-def engine_children() -> list[psutil.Process]:
+def engine_children(worker_pid: int) -> list[psutil.Process]:
+    """The engine child processes (bwrap and the sandboxed interpreter) this worker started:
+    its descendants only, never another run's children on the same machine (counting every
+    "workers.engine child" on the host made this test fail under load while a parallel run
+    audited)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
+    for proc in psutil.Process(worker_pid).children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if "workers.engine" in cmd and "child" in cmd:
             found.append(proc)
     return found
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie has died: only its exit status is left to collect)."""
+    running = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                running.append(proc)
+        except psutil.Error:
+            continue
+    return running
 
 
 def test_killed_worker_mid_audit_is_redelivered_and_finishes(client, member, start_worker, settings):
@@ -79,8 +98,12 @@ def test_killed_worker_mid_audit_is_redelivered_and_finishes(client, member, sta
         lambda: (a := audit_state(audit.pk)).status == "running" and "measuring" in a.stage,
         timeout=120, what="the audit to start measuring", logs=first.log,
     )
+    children = engine_children(first.proc.pid)
+    assert children, "no engine child found under the worker"
     first.kill()
-    wait_for(lambda: not engine_children(), timeout=15, what="the engine child to die with its worker")
+    # SIGKILL reaches bwrap through its parent-death signal and the sandbox through bwrap's
+    # --die-with-parent at once; the time allowed is for a loaded 2-core host to schedule exits
+    wait_for(lambda: not alive(children), timeout=30, what="the engine child to die with its worker")
     assert audit_state(audit.pk).status == "running"  # nobody has noticed yet
 
     second = start_worker()
