@@ -191,9 +191,8 @@ WORKER_STALE_AFTER_S = env.int("WORKER_STALE_AFTER_S", default=120)
 # unset, it is the broker's Redis when the broker is Redis (keys under their own prefix),
 # else each process's own memory (the zero-setup demo: one process). Nothing here clears the
 # cache: cache.clear() would empty the broker's database too.
-CACHE_URL = env.str(
-    "CACHE_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "locmemcache://"
-)
+_BROKER_IS_REDIS = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+CACHE_URL = env.str("CACHE_URL", default=CELERY_BROKER_URL if _BROKER_IS_REDIS else "locmemcache://")
 CACHES = {"default": {**env.cache_url_config(CACHE_URL), "KEY_PREFIX": "energy-audit"}}
 
 # --- email, security -------------------------------------------------------------

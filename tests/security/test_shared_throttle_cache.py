@@ -69,9 +69,11 @@ def record_failures_in_another_process(ip: str, n: int, broker: str) -> dict:
 
 
 def test_the_cache_is_the_brokers_redis_unless_named():
-    assert web_process_settings({"CELERY_BROKER_URL": "redis://10.1.2.3:6379/4"})["LOCATION"] == "redis://10.1.2.3:6379/4"
-    named = web_process_settings({"CELERY_BROKER_URL": "redis://10.1.2.3:6379/4", "CACHE_URL": "redis://cache:6379/1"})
-    assert named["BACKEND"] == "django.core.cache.backends.redis.RedisCache" and named["LOCATION"] == "redis://cache:6379/1"
+    broker = "redis://10.1.2.3:6379/4"
+    assert web_process_settings({"CELERY_BROKER_URL": broker})["LOCATION"] == broker
+    named = web_process_settings({"CELERY_BROKER_URL": broker, "CACHE_URL": "redis://cache:6379/1"})
+    assert named["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert named["LOCATION"] == "redis://cache:6379/1"
     demo = web_process_settings({"CELERY_BROKER_URL": "filesystem://"})
     assert demo["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
 
