@@ -120,7 +120,7 @@ def test_torch_uuid_is_preferred(nvml, monkeypatch):
     b = fake.FakeGPU("GPU-bbbb-2222")
     nvml([a, b])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # would say a; torch knows better
-    monkeypatch.setattr(meters, "_torch_uuid", lambda index: "bbbb-2222")
+    monkeypatch.setattr(meters.nvml_common, "_torch_uuid", lambda index: "bbbb-2222")
     assert select_meter("cuda", {}).uuid == "GPU-bbbb-2222"
 
 
@@ -331,7 +331,7 @@ def test_estimate_idle_is_the_table_share_not_a_sleeping_process(tmp_path, monke
 
 
 def test_estimate_records_memory_beside_the_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(meters, "_resident_gb", lambda: 4.0)
+    monkeypatch.setattr(meters.cpu_estimate, "_resident_gb", lambda: 4.0)
     meter = _estimate(tmp_path, monkeypatch, cpu_tdp_w=64)
     meter.begin()
     time.sleep(0.05)
@@ -372,7 +372,7 @@ def test_estimate_flags_spin_threads_and_other_processes(tmp_path, monkeypatch):
     assert reading.energy_j < meter.idle_w * reading.duration_s + meter.w_per_cpu * 0.5  # others not counted
     assert a["threads"] == 1 and a["cpu_time_over_wall_x_threads"] == pytest.approx(a["cores_used"])
     cpu_clock = itertools.count(0.0, 1.0)  # 1 CPU-s between begin and end, over ~0.05 s of wall
-    monkeypatch.setattr(meters.time, "process_time", lambda: next(cpu_clock))
+    monkeypatch.setattr(meters.cpu_estimate.time, "process_time", lambda: next(cpu_clock))
     meter.begin()
     time.sleep(0.05)
     assert "cpu-time-above-threads" in meter.end().flags
