@@ -767,7 +767,11 @@ def remove_tree(path: str) -> bool:
         while True:
             sub = _clear_files(fd)
             if sub is not None:
-                child = os.open(sub, flags, dir_fd=fd)
+                try:
+                    child = os.open(sub, flags, dir_fd=fd)
+                except PermissionError:  # a folder the child made unreadable (mode 000)
+                    os.chmod(sub, 0o700, dir_fd=fd)
+                    child = os.open(sub, flags, dir_fd=fd)
                 st = os.fstat(child)
                 os.close(fd)
                 fd = child
