@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from tests.engine import models as m
-from workers.engine.evaluation import Evaluator, generated_eval_data, model_pooling, nearest_neighbours, pool
+from workers.engine.evaluation import Evaluator, generated_eval_data
+from workers.engine.fidelity import model_pooling, nearest_neighbours, pool
 from workers.engine.fidelity_texts import SENTENCES
 from workers.engine.loaders import load_model
 from workers.engine.profile import profile_model
