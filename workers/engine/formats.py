@@ -8,7 +8,6 @@ file that already looks like an ONNX protobuf).
 from __future__ import annotations
 
 import json
-import pickletools
 import posixpath
 import struct
 import zipfile
@@ -17,55 +16,28 @@ from pathlib import Path, PurePosixPath
 
 from .archive import check_archive
 from .errors import FormatError
+from .safetensors_check import (  # noqa: F401 - also imported from workers.engine.formats
+    MAX_SAFETENSORS_HEADER,
+    SAFETENSORS_DTYPE_BITS,
+    _check_safetensors_member,
+    _describe_safetensors,
+    _safetensors_header,
+    read_safetensors_header,
+    safetensors_metadata,
+    safetensors_problem,
+)
+from .torchzip import (  # noqa: F401
+    MAX_PICKLE_BYTES,
+    PICKLED_MODULE_MESSAGE,
+    _allowed_global,
+    _is_torch_save_member,
+    _looks_like_pickle,
+    pickle_globals,
+)
 
 FORMATS = ("hf", "onnx", "safetensors", "state-dict", "torchscript", "torch-export")
 
-# A safetensors header bigger than this is not a header: refuse rather than read it all.
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
-# A state dict's data.pkl only indexes the tensors (their bytes are separate members).
-MAX_PICKLE_BYTES = 256 * 1024 * 1024
-
-PICKLED_MODULE_MESSAGE = (
-    "pickled nn.Module is refused; export with "
-    "`safetensors.torch.save_file(model.state_dict(), ...)` + a registered architecture, "
-    "`save_pretrained(safe_serialization=True)`, or `torch.onnx.export`"
-)
-
-# What a torch.save(state_dict) pickle may reference: tensor rebuilders, storages, dtypes.
-_ALLOWED_TORCH_UTILS = {
-    "_rebuild_tensor",
-    "_rebuild_tensor_v2",
-    "_rebuild_tensor_v3",
-    "_rebuild_parameter",
-    "_rebuild_parameter_with_state",
-    "_rebuild_qtensor",
-    "_rebuild_sparse_tensor",
-    "_rebuild_nested_tensor",
-    "_rebuild_wrapper_subclass",
-    "_rebuild_device_tensor_from_numpy",
-    "_rebuild_meta_tensor_no_storage",
-}
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch", "Size"),
-    ("torch", "device"),
-    ("torch._tensor", "_rebuild_from_type_v2"),
-    ("torch.nn.parameter", "Parameter"),
-    ("torch", "Tensor"),
-    ("torch.serialization", "_get_layout"),
-    ("builtins", "set"),
-    ("__builtin__", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-}
-_TORCH_DTYPE_NAMES = {
-    "float16", "float32", "float64", "bfloat16", "half", "float", "double",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
-    "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "qint8", "quint8", "qint32",
-    "strided", "sparse_coo", "sparse_csr", "per_tensor_affine", "per_channel_affine",
-}
 
 
 @dataclass(frozen=True)
@@ -266,27 +238,6 @@ def _detect_zip(path: Path) -> FormatInfo:
     )
 
 
-# What torch.save writes under its one top-level folder (torch/serialization.py and
-# caffe2/serialize/inline_container.cc, torch 2.13): the pickle, its storages data/<key>
-# (torch.save numbers them), and small records. "version" moved to ".data/version" in newer
-# archive formats; older torch versions leave some records out.
-_TORCH_SAVE_RECORDS = frozenset({
-    "data.pkl", "version", ".data/version", ".data/serialization_id", "byteorder", ".format_version",
-    ".storage_alignment",
-})
-_TORCH_SAVE_FOLDERS = frozenset({"", "data", ".data"})
-
-
-def _is_torch_save_member(rel: str) -> bool:
-    """``rel``: a member's name below the top folder ('' for the folder itself)."""
-    if rel.endswith("/") or rel == "":
-        return rel.rstrip("/") in _TORCH_SAVE_FOLDERS
-    if rel in _TORCH_SAVE_RECORDS:
-        return True
-    folder, _, key = rel.partition("/")
-    return folder == "data" and key.isascii() and key.isdigit()
-
-
 def _check_torch_save_members(zf: zipfile.ZipFile, top: str) -> None:
     """Refuse what torch.save never writes: a member nothing reads (a second data.pkl in a
     subfolder, say) is a place for a payload that some other reader may pick up."""
@@ -332,233 +283,6 @@ def _classify_torch_zip(zf: zipfile.ZipFile, names: list[str]) -> FormatInfo | N
         n_storages = sum(1 for r in rel if r.startswith("data/"))
         return FormatInfo("state-dict", f"torch.save state dict ({n_storages} storage(s))")
     return None
-
-
-# --- pickles (inspected, never loaded) -----------------------------------------------------
-
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-               "SHORT_BINSTRING"}
-_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
-
-
-def pickle_globals(data: bytes) -> list[tuple[str, str]]:
-    """Every (module, name) a pickle would import, read with pickletools.genops (nothing runs).
-
-    STACK_GLOBAL takes its two strings from the stack; they are tracked through the memo,
-    which is how protocol 4 pickles usually supply them.
-    """
-    found: list[tuple[str, str]] = []
-    recent: list[object] = []
-    memo: dict[object, object] = {}
-    try:
-        for opcode, arg, _pos in pickletools.genops(data):
-            name = opcode.name
-            if name == "GLOBAL" or name == "INST":
-                module, _, attr = str(arg).partition(" ")
-                found.append((module, attr))
-                recent.append(None)
-            elif name == "STACK_GLOBAL":
-                if len(recent) >= 2 and isinstance(recent[-1], str) and isinstance(recent[-2], str):
-                    found.append((recent[-2], recent[-1]))
-                else:
-                    found.append(("?", "?"))
-                recent.append(None)
-            elif name in _STRING_OPS:
-                recent.append(arg if isinstance(arg, str) else arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
-            elif name in _PUT_OPS:
-                memo[arg] = recent[-1] if recent else None
-            elif name == "MEMOIZE":
-                # the unpickler stores at len(memo), whatever PUTs came before: mirror it exactly,
-                # or a crafted pickle makes this reader see other strings than the unpickler does
-                memo[len(memo)] = recent[-1] if recent else None
-            elif name in _GET_OPS:
-                recent.append(memo.get(arg))
-            else:
-                recent.append(None)
-            if len(recent) > 64:
-                del recent[:32]
-    except Exception as exc:  # genops raises ValueError and friends on garbage
-        raise FormatError(f"the pickle inside the archive is malformed ({exc})") from None
-    return found
-
-
-def _allowed_global(module: str, name: str) -> bool:
-    if (module, name) in _ALLOWED_GLOBALS:
-        return True
-    if module == "torch._utils" and name in _ALLOWED_TORCH_UTILS:
-        return True
-    if module == "torch" and (name.endswith("Storage") or name in _TORCH_DTYPE_NAMES):
-        return True
-    return module == "torch.storage" and name in {"UntypedStorage", "TypedStorage"}
-
-
-def _looks_like_pickle(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        data = fh.read(1024 * 1024)
-    try:
-        ops = 0
-        for _ in pickletools.genops(data):
-            ops += 1
-            if ops >= 4:
-                return True
-        return ops > 0
-    except Exception:
-        return ops >= 4
-
-
-# --- safetensors ---------------------------------------------------------------------------
-
-
-def _safetensors_header(path: Path, size: int) -> dict | None:
-    if size < 10:
-        return None
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if n < 2 or n > MAX_SAFETENSORS_HEADER or n > size - 8:
-            return None
-        first = fh.read(1)
-        if first != b"{":
-            return None
-        raw = first + fh.read(n - 1)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(header, dict):
-        return None
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        if not (isinstance(entry, dict) and {"dtype", "shape", "data_offsets"} <= entry.keys()):
-            return None
-    return header
-
-
-def read_safetensors_header(path) -> dict:
-    """The JSON header of a safetensors file; FormatError if it is not one."""
-    path = Path(path)
-    header = _safetensors_header(path, path.stat().st_size)
-    if header is None:
-        raise FormatError(f"{path.name} is not a safetensors file")
-    return header
-
-
-def safetensors_metadata(path) -> dict:
-    """The ``__metadata__`` string map of a safetensors file ({} when absent)."""
-    meta = read_safetensors_header(path).get("__metadata__") or {}
-    return dict(meta) if isinstance(meta, dict) else {}
-
-
-def _describe_safetensors(header: dict) -> str:
-    n = sum(1 for k in header if k != "__metadata__")
-    meta = header.get("__metadata__") or {}
-    arch = meta.get("architecture") if isinstance(meta, dict) else None
-    suffix = f", architecture={arch}" if arch else ", no architecture in metadata"
-    return f"safetensors weights: {n} tensor(s){suffix}"
-
-
-# Every dtype the safetensors format defines, in bits per element (sub-byte ones pack
-# several elements per byte). The same list as the installed safetensors library's Dtype
-# enum (tests/engine/test_formats.py checks the two agree); any other name is refused.
-SAFETENSORS_DTYPE_BITS = {
-    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8,
-    "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
-    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
-}
-
-
-def _shown(value) -> str:
-    """A header value for a message: short, whatever the uploader wrote."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# Far beyond any file's size: multiplying a shape's dimensions stops here, so a shape of
-# a hundred thousand huge dimensions costs nothing to refuse.
-_MAX_TENSOR_BITS = 2**80
-
-
-def _tensor_bits(shape: list[int], bits: int) -> int | None:
-    """Bits the tensor's elements take, or None when that is past any real file's size."""
-    if 0 in shape:
-        return 0
-    total = bits
-    for dim in shape:
-        total *= dim
-        if total > _MAX_TENSOR_BITS:
-            return None
-    return total
-
-
-def safetensors_problem(header: dict, data_bytes: int) -> str | None:
-    """What is wrong with a parsed safetensors header against its data buffer of
-    ``data_bytes``, or None. The format's own rules (the safetensors library enforces them when
-    it loads): every tensor's dtype one the format defines, its offsets inside the buffer, its
-    byte length equal to its shape times its dtype's size, and the tensors covering the buffer
-    exactly, without holes or overlaps (a file that is also something else, a polyglot, has
-    holes)."""
-    meta = header.get("__metadata__")
-    if meta is not None and not (isinstance(meta, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
-        return "__metadata__ must map strings to strings"
-    spans = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if not isinstance(dtype, str):
-            return f"tensor {_shown(name)} has no dtype"
-        if dtype not in SAFETENSORS_DTYPE_BITS:
-            return (f"tensor {_shown(name)} has dtype {dtype[:40]!r}, which is not a safetensors dtype "
-                    f"(one of {', '.join(SAFETENSORS_DTYPE_BITS)})")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                for d in shape)):
-            return f"tensor {_shown(name)} has an invalid shape {_shown(shape)}"
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            return f"tensor {_shown(name)} has invalid data offsets {_shown(offsets)}"
-        begin, end = offsets
-        if not 0 <= begin <= end <= data_bytes:
-            return (f"tensor {_shown(name)} points at bytes {_shown(begin)}-{_shown(end)}, "
-                    f"outside the {data_bytes}-byte buffer")
-        bits = _tensor_bits(shape, SAFETENSORS_DTYPE_BITS[dtype])
-        if bits is None or bits != 8 * (end - begin):
-            needs = "more bytes than any file holds" if bits is None else (
-                f"{bits // 8} bytes" if bits % 8 == 0 else f"{bits} bits, not a whole number of bytes")
-            return (f"tensor {_shown(name)} ({dtype}, shape {_shown(shape)}) needs {needs} "
-                    f"but its offsets span {end - begin}")
-        spans.append((begin, end, name))
-    position = 0
-    for begin, end, name in sorted(spans):
-        if begin != position:
-            return (f"tensor {_shown(name)} starts at byte {_shown(begin)} where {position} was expected "
-                    "(the tensors must cover the buffer without holes or overlaps)")
-        position = end
-    if position != data_bytes:
-        return f"the data buffer has {data_bytes - position} byte(s) no tensor uses"
-    return None
-
-
-def _check_safetensors_member(name: str, head, size: int) -> None:
-    """A safetensors file inside a folder or zip: the same checks, reading its header only."""
-    raw = head(name, 8)
-    if len(raw) < 8:
-        raise FormatError(f"{name} is not a safetensors file (too short)")
-    (n,) = struct.unpack("<Q", raw)
-    if n < 2 or n > MAX_SAFETENSORS_HEADER or n > size - 8:
-        raise FormatError(f"{name} is not a safetensors file (header length {n})")
-    try:
-        header = json.loads(head(name, 8 + n)[8:].decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise FormatError(f"{name} is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict) or not all(
-            isinstance(e, dict) for k, e in header.items() if k != "__metadata__"):
-        raise FormatError(f"{name} is not a safetensors file (its header is not a tensor table)")
-    problem = safetensors_problem(header, size - 8 - n)
-    if problem:
-        raise FormatError(f"{name} is a malformed safetensors file: {problem}")
 
 
 # --- ONNX ----------------------------------------------------------------------------------
