@@ -139,6 +139,7 @@ class Measurement(Part):
     output_tokens_per_s: Optional[Rate] = None
     energy_j_per_prompt_token: Optional[Energy] = None
     energy_j_per_output_token: Optional[Energy] = None
+    energy_j_per_output_token_uncertainty_rel: Optional[Rel] = None
     energy_j_per_request: Optional[Energy] = None
     prefill_energy_share: Optional[Share] = None
     power_limit_w: Optional[Power] = None
@@ -177,6 +178,10 @@ class Comparison(Part):
     latency_verdict: Optional[Token] = None
     quality_grade: Optional[Grade] = None
     quality_reasons: Texts = []
+    veto_reasons: Texts = []
+    # how the verdict was reached (margins, alpha, the interval's method and figures)
+    verdict_basis: Optional[ScalarMap] = None
+    stopped_because: Optional[Token] = None
 
 
 class Layer(Part):
@@ -197,6 +202,7 @@ class Evaluation(Part):
     fidelity_metric: Optional[Annotated[Token, Field(max_length=40)]] = None
     fidelity_value: Optional[MetricValue] = None
     fidelity_higher_is_better: Optional[bool] = None
+    fidelity_kind: Optional[Annotated[Token, Field(max_length=20)]] = None
     higher_is_better: Optional[bool] = None
     metrics: FigureMap = {}
     task: Optional[Name] = None
@@ -268,11 +274,21 @@ class Sandbox(Part):
     detail: Text = ""
 
 
+class Model(Part):
+    """What the child loaded (the trade-off reads the task of older results)."""
+
+    format: Optional[Annotated[Token, Field(max_length=30)]] = None
+    architecture: Optional[Name] = None
+    task: Optional[Annotated[Token, Field(max_length=40)]] = None
+    detail: Optional[Text] = None
+
+
 class Result(Part):
     """The audit-level parts; variants are checked one by one (one bad variant fails alone)."""
 
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = 1
     engine_version: Annotated[Token, Field(max_length=20)] = ""
+    model: Optional[Model] = None
     scenario: Optional[Scenario] = None
     fingerprint: ChildFingerprint = ChildFingerprint()
     variants: Annotated[list[Any], Field(max_length=MAX_VARIANTS)] = []

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from audit.models import Audit, Measurement, Variant
 from audit.services import audits as services
-from workers import runner, tasks
+from workers import result_schema, runner, tasks
 from workers.engine import ENGINE_VERSION
 from workers.engine.sandbox import run_engine, sandbox_mode
 
@@ -239,3 +239,35 @@ def test_held_back_progress_lands_once_a_write_is_due_with_the_latest_stage_and_
     assert gate.take() is None
     assert gate.offer({"stage": "evaluating", "percent": 90.0}) is None
     assert gate.drain() == {"stage": "evaluating", "percent": 90.0}  # the run ended: the last state is written
+
+
+@pytest.mark.parametrize("kind", ["generation", "forward"])
+def test_the_schema_keeps_all_that_the_worker_s_summaries_read_from_a_fresh_engine_run(kind, tmp_path):
+    """The worker re-derives the trade-off, frontier and grade from the checked variants: on an
+    honest engine's fresh result they come out as the engine's own (a field the schema dropped
+    would change them), and every variant stays as it was."""
+    from tests.engine import models as m
+    from workers.engine import carbon
+    from workers.engine.profile import profile_model
+
+    options = dict(m.FAST_OPTIONS, time_cap_s=0.25, pue=1.2, **carbon.lookup("DE"))
+    if kind == "generation":
+        path, recipes = m.tiny_gpt2(tmp_path / "gpt2"), ["baseline", "int8-dynamic", "prune-unstructured:0.5"]
+        options.update(scenario="generation", prompt_tokens=8, new_tokens=8, slo_tpot_ms_p95=1000.0)
+    else:
+        path = m.save_safetensors(tmp_path / "mlp.safetensors", "mlp", m.MLP_CONFIG)
+        recipes = ["baseline", "int8-dynamic", "fp16"]
+        options.update(architecture="mlp", architecture_config=m.MLP_CONFIG, latency_target_ms_p95=1000.0)
+    doc = profile_model(path, batch_sizes=(1, 2), recipes=recipes, options=options)
+    assert all(v["status"] == "succeeded" for v in doc["variants"]), [v["error"] for v in doc["variants"]]
+
+    accepted = runner.accept_result(result_schema.check_result(json.loads(json.dumps(doc))),
+                                    {"device": "cpu", "options": options})
+    assert [v["status"] for v in accepted["variants"]] == ["succeeded"] * 3
+    for before, after in zip(doc["variants"], accepted["variants"]):
+        kept = [k for k in before if k in after and k != "measurements"]
+        assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+        for m0, m1 in zip(before["measurements"], after["measurements"], strict=True):
+            assert {k: m1[k] for k in m0 if k in m1} == {k: m0[k] for k in m0 if k in m1}
+    for key in ("tradeoff", "frontier", "quality", "carbon"):
+        assert json.dumps(accepted[key], sort_keys=True) == json.dumps(doc[key], sort_keys=True), key
