@@ -33,7 +33,7 @@ MAX_TEXT = 4096  # one note, warning, reason or error line
 MAX_NAME = 200  # names, labels, sources
 MAX_KEY = 100  # keys of the small maps (fidelity, recipe parameters, assumptions ...)
 MAX_TEXTS = 256  # notes, warnings, flags, reasons per list
-MAX_VARIANTS = 64
+MAX_VARIANTS = 256  # recipes asked for, parameterised specs included
 MAX_MEASUREMENTS = 1024  # per variant: batch sizes x power-limit steps
 MAX_SERIES = 4096  # window means / energies per measurement
 MAX_TRACE_POINTS = 10_000
@@ -364,7 +364,7 @@ def check_size(doc: dict) -> None:
 class Progress(Part):
     """A progress event; one that does not fit is ignored (it only feeds the progress bar)."""
 
-    stage: Annotated[str, Field(max_length=40)] = ""
+    stage: Annotated[str, Field(max_length=60)] = ""
     percent: Optional[_float(0.0, 100.0)] = None
     message: Optional[Annotated[str, Field(max_length=MAX_PROGRESS_MESSAGE)]] = None
     variant: Optional[Count32] = None
