@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
 
 from workers.engine import SCHEMA_VERSION
 
@@ -81,6 +81,7 @@ Name = Annotated[str, Field(max_length=MAX_NAME)]
 Key = Annotated[str, Field(max_length=MAX_KEY)]
 Token = Annotated[str, Field(max_length=60, pattern=r"^[^\x00-\x1f\x7f]*$")]  # identifiers, one line
 Texts = _list(Text, MAX_TEXTS)
+Recipe = Annotated[Token, Field(min_length=1)]  # what was asked for, even an unknown recipe
 Grade = Literal["A", "B", "C", "D"]
 Interval = Annotated[list[Ratio], Field(min_length=2, max_length=2)]
 # one parameter or assumption: a flag, a number, a short text
@@ -211,7 +212,7 @@ class Evaluation(Part):
 
 
 class Variant(Part):
-    recipe: Annotated[Token, Field(min_length=1)]  # what was asked for, even an unknown recipe
+    recipe: Recipe
     recipe_params: ScalarMap = {}
     status: Literal["succeeded", "failed", "skipped"]
     error: Optional[Annotated[str, Field(max_length=8 * MAX_TEXT)]] = None
@@ -304,6 +305,7 @@ class ResultRefused(Exception):
 def _where(loc: tuple, prefix: str = "") -> str:
     text = prefix
     for part in loc:
+        part = part if isinstance(part, int) or len(part) <= 60 else f"{part[:40]}...({len(part)} characters)"
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
@@ -326,11 +328,18 @@ def describe(error: ValidationError, prefix: str = "") -> str:
             f"({first['msg']})")
 
 
+_RECIPE = TypeAdapter(Recipe, config=ConfigDict(strict=True))
+
+
 def _failed_variant(raw: Any, reason: str) -> dict:
+    """A failed variant in the stored shape, under the recipe the child named when that is a
+    plausible name."""
     recipe = raw.get("recipe") if isinstance(raw, dict) else None
-    if not (isinstance(recipe, str) and 0 < len(recipe) <= 60):
+    try:
+        recipe = _RECIPE.validate_python(recipe)
+    except ValidationError:
         recipe = "unknown"
-    return Variant(recipe="unknown", status="failed").model_dump() | {"recipe": recipe[:60], "error": reason}
+    return Variant.model_construct(recipe=recipe, status="failed", error=reason).model_dump()
 
 
 def check_variant(raw: Any, position: int) -> dict:
