@@ -206,14 +206,16 @@ def carbon_basis(options: dict) -> dict:
 
 def _summaries(doc: dict, options: dict) -> None:
     """The trade-off, frontier and grade, derived again from the checked variants with the
-    audit's options: pure functions of what was measured, so the child's copies are not read."""
-    for key, build in (("tradeoff", build_tradeoff), ("frontier", build_frontier)):
+    audit's options: pure functions of what was measured, so the child's copies are not read.
+    In this order: the grade reads the trade-off's recommendation."""
+    builders = (("tradeoff", lambda: build_tradeoff(doc, options)), ("frontier", lambda: build_frontier(doc, options)),
+                ("quality", lambda: audit_quality(doc)))
+    for key, build in builders:
         try:
-            doc[key] = build(doc, options)
+            doc[key] = build()
         except Exception as exc:  # noqa: BLE001 - the measurements stand on their own
             doc[key] = None
             doc["warnings"].append(f"the {key} section could not be built: {type(exc).__name__}: {exc}")
-    doc["quality"] = audit_quality(doc)
 
 
 def accept_result(result: dict, request: dict) -> dict:
