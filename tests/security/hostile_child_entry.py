@@ -5,7 +5,8 @@ lines itself, with whatever it likes in them (NaN and Infinity tokens included, 
 The request carries ``behaviour`` and ``doc`` (the result document to send):
 - ``result``: send ``doc`` as the result;
 - ``progress-flood``: first ``n_events`` progress events as fast as the pipe takes them
-  (stage changing every ``stage_every`` events), then ``doc``.
+  (stage changing every ``stage_every`` events), then ``doc``;
+- any behaviour: the request's ``events`` (a list) are sent first, as they are.
 """
 import json
 import sys
@@ -18,6 +19,8 @@ def send(out, event: dict) -> None:
 def main() -> int:
     request = json.loads(sys.stdin.read())
     out = sys.stdout
+    for event in request.get("events") or []:
+        send(out, event)
     if request["behaviour"] == "progress-flood":
         n, every = int(request["n_events"]), int(request.get("stage_every") or 1000)
         stages = ("loading", "counting-flops", "measuring", "evaluating")

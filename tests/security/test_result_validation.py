@@ -226,6 +226,21 @@ def test_the_store_itself_refuses_a_non_finite_number_from_any_caller(audit):
     assert not Measurement.objects.exists()
 
 
+def test_malformed_progress_events_are_skipped_and_long_messages_cut(audit, hostile):
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    hostile(real_result(), events=[
+        {"event": "progress", "stage": "loading", "percent": 10.0, "message": "m" * 1_000_000},
+        {"event": "progress", "stage": "measuring", "percent": "abc", "n_variants": "x"},
+        {"event": "progress", "stage": "measuring", "percent": math.nan},
+        {"event": "progress", "stage": {"nested": 1}, "percent": 50.0},
+    ])
+    result = runner.run_engine_for_audit(audit_id=audit.pk, attempt=claim.attempt,
+                                         request=runner.build_engine_request(claim.audit))
+    assert len(result["variants"]) == 4
+    audit.refresh_from_db()
+    assert (audit.stage, audit.progress, audit.progress_message) == ("loading", 10.0, "m" * 300)
+
+
 def test_held_back_progress_lands_once_a_write_is_due_with_the_latest_stage_and_highest_percent():
     now = [0.0]
     gate = runner.ProgressGate(rate_per_s=2.0, burst=2, clock=lambda: now[0])
