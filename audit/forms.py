@@ -6,9 +6,10 @@ from workers.engine import carbon
 from workers.engine.registry import architecture_names
 
 from .inputsafety import UnsafeJSON, loads_checked
-from .models import Dataset, Task
+from .models import Dataset, ModelVersion, Task
 from .selectors import live_queues
 from .services.options import OPTIONS
+from .services.release import APPROVED
 
 
 class TeamChoiceMixin:
@@ -143,6 +144,8 @@ class RecipeSpecsField(forms.MultipleChoiceField):
             raise forms.ValidationError(str(exc), code="invalid_recipe") from exc
 
 
+NO_REFERENCE = "none"
+
 # The measurement options the audit form offers (the API takes all of OPTIONS).
 FORM_OPTIONS = ("scenario", "prompt_tokens", "new_tokens", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
                 "latency_target_ms_p95", "timing_mode",
@@ -173,6 +176,12 @@ class AuditRequestForm(forms.Form):
         help_text="Tick plain recipes; parameterised ones as text, e.g. prune-unstructured:0.5, distill:200.",
     )
 
+    reference_version = forms.ChoiceField(
+        required=False, label="Compare with",
+        help_text="Another version measured in the same rounds (paired ratios: did this release cost more?). "
+                  "Default: the model's approved version, when it has one.",
+    )
+
     grid_region = forms.ChoiceField(
         required=False, label="Grid region",
         help_text="Yearly average grid carbon intensity (Ember via Our World in Data, CC-BY-4.0). "
@@ -191,6 +200,10 @@ class AuditRequestForm(forms.Form):
             choices = [("cpu", "cpu: no worker online now; the audit waits in the queue")]
         self.fields["target"].choices = choices
         self.fields["dataset"].queryset = Dataset.objects.filter(team=team).order_by("name")
+        self._reference_versions = ModelVersion.objects.filter(asset__team=team).select_related("asset")
+        self.fields["reference_version"].choices = [
+            (APPROVED, "— the approved version (default) —"), (NO_REFERENCE, "— none —"),
+        ] + [(str(v.pk), str(v)) for v in self._reference_versions.order_by("asset__name", "-created_at", "-id")]
         self.fields["recipes"].choices = [(r, r) for r in recipes]
 
     def clean_batch_sizes(self):
@@ -200,6 +213,18 @@ class AuditRequestForm(forms.Form):
         if len(values) > 8:
             raise forms.ValidationError("At most 8 batch sizes per audit.")
         return values
+
+    def clean_reference_version(self):
+        """APPROVED, None, or a version of the team (audit_request checks it is not the audited one)."""
+        value = self.cleaned_data.get("reference_version") or APPROVED
+        if value == NO_REFERENCE:
+            return None
+        if value == APPROVED:
+            return APPROVED
+        version = self._reference_versions.filter(pk=value).first()
+        if version is None:
+            raise forms.ValidationError("That version was not found among your team's model versions.")
+        return version
 
     @property
     def measurement_fields(self):

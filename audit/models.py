@@ -200,6 +200,13 @@ class Audit(models.Model):
     # energy against latency per variant over batch sizes (and power limits when swept), with the
     # cheapest setting within the latency target (workers/engine/frontier.py)
     frontier = models.JSONField(null=True, blank=True)
+    # Issue 21: the version this one is measured against in the same audit (paired, interleaved
+    # rounds of both baselines), and the engine's validated "reference" section of the result
+    # (None until stored, or when the section was malformed; see audit/services/results.py).
+    reference_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="referenced_by_audits",
+    )
+    reference = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -404,6 +411,17 @@ class EnergyBudget(models.Model):
         null=True, blank=True,
         help_text="Lowest accepted fidelity to the baseline (e.g. 0.98 cosine or agreement); "
                   "used where there is no labelled accuracy.",
+    )
+    # Release regressions against the audit's reference version (issue 21), as a fraction:
+    # 0.05 fails when the new / reference ratio's whole 95% interval lies above 1.05.
+    max_energy_regression = models.FloatField(
+        null=True, blank=True, verbose_name="Max energy regression against the reference (e.g. 0.05 = 5%)",
+        help_text="Checked on audits with a reference version: fail when the energy ratio's whole 95% interval "
+                  "lies above 1 + this.",
+    )
+    max_latency_regression = models.FloatField(
+        null=True, blank=True, verbose_name="Max latency regression against the reference (e.g. 0.05 = 5%)",
+        help_text="As the energy regression, on the latency ratio.",
     )
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)

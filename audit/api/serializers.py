@@ -239,7 +239,7 @@ class AuditSerializer(serializers.ModelSerializer):
         fields = [
             "id", "url", "team", "model", "model_name", "model_version", "version_label", "dataset", "status", "stage",
             "progress", "target_queue", "device", "hardware", "error", "review_status", "budget_verdict",
-            "quality_grade", "requested_by", "created_at", "started_at", "finished_at",
+            "quality_grade", "requested_by", "created_at", "started_at", "finished_at", "reference_version",
         ]
         read_only_fields = fields
 
@@ -271,7 +271,7 @@ class AuditDetailSerializer(AuditSerializer):
         fields = AuditSerializer.Meta.fields + [
             "options", "fingerprint", "engine_version", "schema_version", "scenario", "quality_reasons", "tradeoff",
             "carbon", "sandbox", "power_sweep", "frontier", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
-            "variants", "reviews",
+            "variants", "reviews", "reference",
         ]
         read_only_fields = fields
 
@@ -302,6 +302,13 @@ def _option_field(name: str) -> serializers.Field:
 class AuditRequestSerializer(serializers.Serializer):
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.none())
     dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.none(), required=False, allow_null=True)
+    reference_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.none(), required=False, allow_null=True,
+        error_messages={"does_not_exist": "Reference version {pk_value} not found among your team's model versions."},
+        help_text="A version of the same team measured against in the same audit (paired rounds; the result's "
+                  "`reference`). Left out: the model's approved version (the latest version whose latest audit "
+                  "was approved), if any. null: no reference. Never the audited version itself.",
+    )
     target_queue = serializers.CharField(max_length=60, default="cpu", help_text="Hardware queue: cpu, gpu, gpu-h100...")
     device = serializers.ChoiceField(choices=["cpu", "cuda"], required=False,
                                      help_text="Default: cuda for gpu* queues, else cpu.")
@@ -321,6 +328,7 @@ class AuditRequestSerializer(serializers.Serializer):
         request = self.context.get("request")
         if request is not None:  # None while the schema is generated
             self.fields["model_version"].queryset = model_versions_for_user(request.user)
+            self.fields["reference_version"].queryset = model_versions_for_user(request.user)
             self.fields["dataset"].queryset = datasets_for_user(request.user)
 
     scenario = _option_field("scenario")
@@ -358,6 +366,13 @@ class AuditRequestSerializer(serializers.Serializer):
             offered = ", ".join(f"{q['queue']} ({q['hardware']})" for q in live) or "none: no worker is online"
             raise serializers.ValidationError(f"No live worker serves the queue “{value}”. Live queues: {offered}.")
         return value
+
+    def requested_reference(self):
+        """What audit_request takes: the approved version when the key is left out, else the
+        named version or None."""
+        from ..services.release import APPROVED
+
+        return self.validated_data.get("reference_version") if "reference_version" in self.validated_data else APPROVED
 
     def measurement_options(self) -> dict:
         from ..services.options import OPTION_NAMES

@@ -146,6 +146,7 @@ class AuditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             recipes=data.get("recipes"),
             grid_region=data.get("grid_region") or None,
             measurement=serializer.measurement_options(),
+            reference_version=serializer.requested_reference(),
         )
         audit = self.get_queryset().get(pk=audit.pk)
         body = s.AuditSerializer(audit, context={"request": request}).data

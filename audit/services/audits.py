@@ -26,6 +26,7 @@ from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
 from .options import clean_engine_options
+from .release import APPROVED, resolve_reference
 from .results import apply_result_fields, check_storable, store_variants
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,16 @@ def audit_request(
     engine_options: dict | None = None,
     grid_region: str | None = None,
     measurement: dict | None = None,
+    reference_version=APPROVED,
 ) -> Audit:
     """Create an audit and dispatch it to its hardware queue once the row is committed.
 
     ``measurement``: the user's measurement options (scenario, token lengths, latency targets,
-    timing mode, rounds, power-limit sweep; services/options.py), checked here."""
+    timing mode, rounds, power-limit sweep; services/options.py), checked here.
+    ``reference_version``: the version measured against in the same rounds (services/release.py):
+    APPROVED (default: the model's approved version, if any), None, or a version of the team."""
     check_target_queue(target_queue)
+    reference, label = resolve_reference(model_version, reference_version)
     measurement = clean_engine_options(measurement or {})
     batch_sizes = sorted(set(batch_sizes or DEFAULT_BATCH_SIZES))
     if any(b < 1 or b > MAX_BATCH_SIZE for b in batch_sizes):
@@ -165,6 +170,8 @@ def audit_request(
         **(engine_options or {}),
         **measurement,
     }
+    if reference is not None:
+        options["reference_label"] = label  # the report's "v7 vs v6 (approved)", as it was when asked
     audit = Audit.objects.create(
         model_version=model_version,
         dataset=dataset,
@@ -173,6 +180,7 @@ def audit_request(
         options=options,
         requested_by=user,
         stage="waiting for a worker",
+        reference_version=reference,
     )
     _dispatch_on_commit(audit.pk, target_queue)
     return audit

@@ -47,9 +47,10 @@ def audit_create(request, version_pk: int):
                 recipes=data["recipes"],
                 grid_region=data.get("grid_region") or None,
                 measurement=form.measurement_options(),
+                reference_version=data["reference_version"],
             )
         except ValidationError as exc:
-            form.add_error(None, exc)
+            form.add_error("reference_version" if exc.code in ("reference_same", "reference_not_found") else None, exc)
         else:
             messages.success(request, f"Audit #{audit.pk} queued on {audit.target_queue}.")
             return redirect(audit)
