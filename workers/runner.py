@@ -12,7 +12,7 @@ from workers.engine import ENGINE_VERSION
 from workers.engine import carbon as carbon_table
 from workers.engine.fingerprint import host_fingerprint
 from workers.engine.frontier import build_frontier
-from workers.engine.sandbox import run_engine
+from workers.engine.supervise import run_engine
 from workers.engine.tradeoff import audit_quality, build_tradeoff
 from workers.power import sweep_or_run
 
@@ -38,15 +38,36 @@ class AuditLost(Exception):
     """This attempt no longer owns the audit (cancelled, requeued, or taken over)."""
 
 
+def _version_options(spec: dict) -> dict:
+    """How the engine builds a version's module and inputs (bare weights, input overrides)."""
+    return {
+        "architecture": spec.get("architecture"),
+        "architecture_config": spec.get("architecture_config") or {},
+        "input_overrides": spec.get("input_overrides") or {},
+    }
+
+
+def reference_request(audit: Audit) -> dict | None:
+    """The request's "reference" (docs/ENGINE_INTERFACE.md): the version measured against in the
+    same rounds, loaded the way its own audits load it; None without one."""
+    reference = audit.reference_version
+    if reference is None:
+        return None
+    spec = reference.input_spec or {}
+    return {
+        "path": reference.file.path,
+        "format": reference.format or "auto",
+        "label": audit.options.get("reference_label") or reference.label,
+        "seq_len": spec.get("seq_len"),
+        "options": _version_options(spec),
+    }
+
+
 def build_engine_request(audit: Audit) -> dict:
     version = audit.model_version
     spec = version.input_spec or {}
     options = {key: audit.options[key] for key in ENGINE_OPTION_KEYS if key in audit.options}
-    options.update(
-        architecture=spec.get("architecture"),
-        architecture_config=spec.get("architecture_config") or {},
-        input_overrides=spec.get("input_overrides") or {},
-    )
+    options.update(_version_options(spec))
     return {
         "command": "profile",
         "path": version.file.path,
@@ -57,6 +78,7 @@ def build_engine_request(audit: Audit) -> dict:
         "recipes": audit.options.get("recipes", ["baseline"]),
         "dataset": audit.dataset.file.path if audit.dataset else None,
         "options": options,
+        "reference": reference_request(audit),
     }
 
 

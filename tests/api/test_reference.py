@@ -85,3 +85,23 @@ def test_the_model_page_form_offers_the_reference_and_refuses_the_same_version(m
     assert Audit.objects.latest("id").reference_version == v6
     member_client.post(url, {"target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], "reference_version": "none"})
     assert Audit.objects.latest("id").reference_version is None
+
+
+def test_the_engine_request_carries_the_reference_as_its_own_audits_load_it(api, team):
+    from workers.runner import build_engine_request
+
+    v6, v7 = make_version(team, label="v6"), make_version(team, label="v7")
+    v6.input_spec = {"architecture": "mlp", "architecture_config": {"in_features": 64}, "seq_len": 32,
+                     "input_overrides": {"image_size": 64}}
+    v6.save()
+    approve(v6)
+    audit = Audit.objects.get(pk=request_audit(api, v7).json()["id"])
+    request = build_engine_request(audit)
+    assert request["reference"] == {
+        "path": v6.file.path, "format": "safetensors", "label": "v6 (approved)", "seq_len": 32,
+        "options": {"architecture": "mlp", "architecture_config": {"in_features": 64},
+                    "input_overrides": {"image_size": 64}},
+    }
+    assert request["path"] == v7.file.path  # the audited version stays the subject
+    alone = Audit.objects.get(pk=request_audit(api, v7, reference_version=None).json()["id"])
+    assert build_engine_request(alone)["reference"] is None
