@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from workers.engine.cli import summary_table  # noqa: E402
 from workers.engine.errors import EngineFailure  # noqa: E402
 from workers.engine.frontier import build_frontier  # noqa: E402
-from workers.engine.sandbox import run_engine  # noqa: E402
+from workers.engine.supervise import run_engine  # noqa: E402
 
 RECIPES = ["baseline", "fp16", "bf16", "int8-dynamic", "int8-weight-only", "prune-unstructured:0.5",
            "sparse-2:4", "compile"]

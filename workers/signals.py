@@ -90,7 +90,7 @@ def require_engine_sandbox(**kwargs):
 def remove_dead_workers_engine_folders(**kwargs):
     """A pool process killed mid-audit (hard time limit, OOM killer) leaves the engine's private
     folder behind; its replacement, or the next worker on this host, removes it."""
-    from workers.engine.sandbox import remove_stale_private_dirs
+    from workers.engine.private_dirs import remove_stale_private_dirs
 
     for path in remove_stale_private_dirs():
         log.info("removed a dead worker's engine folder %s", path)

@@ -9,7 +9,7 @@ from audit.services import audits as audit_services
 from audit.uploadhandlers import remove_stale_upload_temp_files
 from workers.celery import app  # tasks bind to our configured app, in the web process too
 from workers.engine.errors import EngineFailure
-from workers.engine.sandbox import remove_stale_private_dirs
+from workers.engine.private_dirs import remove_stale_private_dirs
 from workers.result_schema import ResultRefused
 from workers.runner import AuditLost, accept_result, build_engine_request, run_engine_for_audit
 

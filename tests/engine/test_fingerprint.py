@@ -13,7 +13,7 @@ spec.loader.exec_module(fake)
 
 
 def test_importing_does_not_import_torch():
-    code = ("import sys, workers.engine.fingerprint as f, workers.engine.meters, workers.engine.sandbox; "
+    code = ("import sys, workers.engine.fingerprint as f, workers.engine.meters, workers.engine.sandbox, workers.engine.supervise; "
             "fp = f.host_fingerprint('cpu'); "
             "assert 'torch' not in sys.modules and 'pynvml' not in sys.modules, sorted(sys.modules); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -151,7 +151,7 @@ def test_run_request_maps_the_contract_request(mlp_safetensors):
 
 
 def test_through_the_real_sandboxed_child(mlp_safetensors, tmp_path):
-    from workers.engine.sandbox import run_engine
+    from workers.engine.supervise import run_engine
 
     request = {"command": "profile", "path": str(mlp_safetensors), "batch_sizes": [1], "options": m.FAST_OPTIONS}
     events = []

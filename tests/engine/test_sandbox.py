@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from workers.engine.errors import EngineFailure
-from workers.engine.sandbox import child_env, run_engine
+from workers.engine.launch import child_env
+from workers.engine.supervise import run_engine
 
 FAKE = [str(Path(__file__).with_name("fake_child_entry.py"))]
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def test_child_dies_with_its_parent():
     import subprocess
 
     code = (
-        "import sys; from workers.engine.sandbox import run_engine\n"
+        "import sys; from workers.engine.supervise import run_engine\n"
         "run_engine({'behaviour': 'sleep', 'seconds': 30, 'report_pid': True}, timeout_s=60, _entry=[sys.argv[1]],\n"
         "           on_event=lambda e: print(e['message'], flush=True))\n"
     )
@@ -177,9 +178,9 @@ def test_on_tick_called_while_child_is_silent():
 
 
 def test_result_kept_when_child_hangs_at_exit(monkeypatch):
-    from workers.engine import sandbox
+    from workers.engine import supervise
 
-    monkeypatch.setattr(sandbox, "EXIT_GRACE_S", 0.3)
+    monkeypatch.setattr(supervise, "EXIT_GRACE_S", 0.3)
     started = time.monotonic()
     result = run({"behaviour": "result-then-hang"}, timeout_s=20)
     assert result.pop("sandbox")["mode"] == "bwrap"

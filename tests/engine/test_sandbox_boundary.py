@@ -19,18 +19,10 @@ from pathlib import Path
 import pytest
 
 from workers.engine.errors import EngineFailure
-from workers.engine.sandbox import (
-    SANDBOX_UID,
-    bwrap_argv,
-    check_sandbox,
-    child_env,
-    gpu_binds,
-    private_dir_prefix,
-    remove_tree,
-    run_engine,
-    sandboxed,
-    seccomp_program,
-)
+from workers.engine.launch import child_env
+from workers.engine.private_dirs import private_dir_prefix, remove_tree
+from workers.engine.sandbox import SANDBOX_UID, bwrap_argv, check_sandbox, gpu_binds, sandboxed, seccomp_program
+from workers.engine.supervise import run_engine
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_NVML = Path(__file__).with_name("fake_pynvml.py")

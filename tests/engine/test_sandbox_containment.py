@@ -18,16 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from workers.engine.sandbox import (
-    DEFAULT_HOST_ID,
-    SANDBOX_UID,
-    child_env,
-    private_dir_prefix,
-    remove_tree,
-    resolve_limits,
-    run_engine,
-    sandboxed,
-)
+from workers.engine.launch import child_env
+from workers.engine.private_dirs import private_dir_prefix, remove_tree
+from workers.engine.sandbox import DEFAULT_HOST_ID, SANDBOX_UID, sandboxed
+from workers.engine.supervise import resolve_limits, run_engine
 
 FAKE_ENTRY = Path(__file__).with_name("fake_child_entry.py")
 AS_ROOT = os.geteuid() == 0
@@ -274,7 +268,7 @@ def test_the_worker_says_loudly_when_it_runs_as_root(caplog, monkeypatch):
 
 def test_a_runaway_line_is_refused_and_reading_stays_linear():
     from workers.engine.errors import EngineFailure
-    from workers.engine.sandbox import MAX_LINE_BYTES, _Lines
+    from workers.engine.supervise import MAX_LINE_BYTES, _Lines
 
     with pytest.raises(EngineFailure) as err:
         run_engine({"behaviour": "huge-line", "bytes": MAX_LINE_BYTES + (4 << 20)}, timeout_s=60,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.engine.sandbox import _start_ticks, remove_stale_private_dirs
+from workers.engine.private_dirs import _start_ticks, remove_stale_private_dirs
 from workers.tasks import reap_stale_audits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ def killed_worker_leaves_a_folder(tmp_root: Path) -> Path:
     """Run the engine from a process that is SIGKILLed mid-audit, as the OOM killer or Celery's
     hard time limit would; return the private folder it left."""
     code = (
-        "import sys; from workers.engine.sandbox import run_engine\n"
+        "import sys; from workers.engine.supervise import run_engine\n"
         "run_engine({'behaviour': 'sleep', 'seconds': 30, 'report_pid': True}, timeout_s=60, _entry=[sys.argv[1]],\n"
         "           on_event=lambda e: print(e['message'], flush=True))\n"
     )

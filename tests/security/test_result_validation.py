@@ -16,7 +16,8 @@ from audit.models import Audit, Measurement, Variant
 from audit.services import audits as services
 from workers import result_schema, runner, tasks
 from workers.engine import ENGINE_VERSION
-from workers.engine.sandbox import run_engine, sandbox_mode
+from workers.engine.sandbox import sandbox_mode
+from workers.engine.supervise import run_engine
 
 from ..factories import make_version
 
