@@ -298,6 +298,49 @@ class Result(Part):
     sandbox: Optional[Sandbox] = None
 
 
+PairedVerdict = Literal["costs more", "costs less", "no measurable difference", "inconclusive"]
+
+
+class ReferenceRow(Part):
+    """One batch size of the paired comparison with the reference version: ratios new / reference."""
+
+    batch_size: Positive32
+    rounds: Optional[Count32] = None
+    stopped_because: Optional[Name] = None
+    energy_ratio: Optional[Ratio] = None
+    energy_ratio_ci95: Optional[Interval] = None
+    latency_ratio: Optional[Ratio] = None
+    latency_ratio_ci95: Optional[Interval] = None
+    verdict: Optional[PairedVerdict] = None
+    latency_verdict: Optional[PairedVerdict] = None
+    veto_reasons: Texts = []
+    verdict_basis: Optional[ScalarMap] = None
+    quality_grade: Optional[Grade] = None
+    quality_reasons: Texts = []
+    # the reference's own baseline in these rounds (latency_ms_mean, energy_j_per_inference ...)
+    reference_measurement: Optional[ScalarMap] = None
+
+
+class ReferenceFidelity(Part):
+    metric: Annotated[Token, Field(max_length=40)]
+    value: MetricValue
+    higher_is_better: bool = True
+
+
+class Reference(Part):
+    """The result's "reference" section (issue 21): the audited version against the reference
+    version, measured in the same interleaved rounds. Checked on its own: a malformed section is
+    dropped with a warning and the audit's own measurements are stored (``check_reference``)."""
+
+    label: Name
+    status: Literal["compared", "refused", "failed"]
+    reason: Optional[Text] = None
+    basis: Optional[Literal["per inference", "per sample", "per output token"]] = None
+    inputs: Optional[Text] = None
+    per_batch_size: _list(ReferenceRow, MAX_MEASUREMENTS) = []
+    fidelity: Optional[ReferenceFidelity] = None
+
+
 class ResultRefused(Exception):
     """The result as a whole cannot be stored; the message says why, for the audit's error."""
 
@@ -350,6 +393,16 @@ def check_variant(raw: Any, position: int) -> dict:
         return _failed_variant(raw, describe(exc, f"variants[{position}]"))
 
 
+def check_reference(raw: Any) -> tuple[dict | None, str | None]:
+    """The reference section as stored, or (None, the reason it was dropped). Absent: (None, None)."""
+    if raw is None:
+        return None, None
+    try:
+        return Reference.model_validate(raw).model_dump(), None
+    except ValidationError as exc:
+        return None, f"the comparison with the reference version was dropped: {describe(exc, 'reference')}"
+
+
 def check_result(raw: Any) -> dict:
     """The child's document reduced to what the schema allows (see the module docstring)."""
     if not isinstance(raw, dict):
@@ -360,6 +413,9 @@ def check_result(raw: Any) -> dict:
         raise ResultRefused(describe(exc)) from None
     doc = top.model_dump(exclude={"variants"})
     doc["variants"] = [check_variant(v, i) for i, v in enumerate(top.variants)]
+    doc["reference"], dropped = check_reference(raw.get("reference"))
+    if dropped:
+        doc["warnings"].append(dropped[:MAX_TEXT])
     return doc
 
 

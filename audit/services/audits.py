@@ -27,7 +27,7 @@ from ..models import Audit, Dataset, ModelVersion, Variant
 from .budgets import audit_budgets_check
 from .options import clean_engine_options
 from .release import APPROVED, resolve_reference
-from .results import apply_result_fields, check_storable, store_variants
+from .results import apply_result_fields, check_storable, store_variants, with_checked_reference
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,7 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
 
     An audit succeeds when at least one variant succeeded; failed and skipped
     variants are kept with their reasons."""
+    result = with_checked_reference(result)
     check_storable(result)
     with transaction.atomic():
         audit = _running(audit_id, attempt).select_for_update().first()

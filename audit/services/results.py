@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from workers.result_schema import check_reference
+
 from ..models import Audit, Evaluation, Measurement, Variant
 
 # "source key in the result: model field" (same name where there is no colon). Required in
@@ -120,6 +122,17 @@ def evaluation_from_result(variant: Variant, doc: dict) -> Evaluation:
 VARIANT_DETAIL_KEYS = ("dtype", "stored_dtype", "baseline_dtype")
 
 
+def with_checked_reference(result: dict) -> dict:
+    """The result with its "reference" section checked against the worker's schema, whoever
+    stores it: a malformed section (a NaN ratio, an unknown verdict) is dropped with a warning
+    that says why, and the audit's own measurements are stored all the same."""
+    if not isinstance(result, dict) or result.get("reference") is None:
+        return result
+    reference, dropped = check_reference(result["reference"])
+    warnings = list(result.get("warnings") or []) + ([dropped] if dropped else [])
+    return {**result, "reference": reference, "warnings": warnings}
+
+
 def check_storable(result: dict) -> None:
     """The last line before the rows: a NaN or an infinity stored in a float column breaks every
     page, export and budget check that reads it. The worker's schema (workers/result_schema.py)
@@ -178,3 +191,4 @@ def apply_result_fields(audit: Audit, result: dict) -> None:
     audit.sandbox = result.get("sandbox") or {}
     audit.power_sweep = result.get("power_sweep")
     audit.frontier = result.get("frontier")
+    audit.reference = result.get("reference")
