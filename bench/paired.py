@@ -113,7 +113,8 @@ def _burn(stop_at: float) -> None:
 def run_audits(args, model: Path) -> tuple[dict, dict, float]:
     recipes = ["baseline", *([SAME] if args.aa else []), "prune-unstructured:0.5", "int8-dynamic"]
     options = {"window_s": args.window, "time_cap_s": args.cap, "idle_s": 0.5, "threads": args.threads,
-               "rounds": args.rounds, "fidelity_samples": 4}
+               "rounds": args.rounds, "fidelity_samples": 4, "prompt_tokens": args.prompt_tokens,
+               "new_tokens": args.new_tokens}
     if args.calibrate:
         options["between_run_rel"] = 0.0
     per_variant: dict[str, list] = {r: [] for r in recipes[1:]}
@@ -164,6 +165,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prompt-tokens", type=int, default=64, help="generation models: prompt length")
+    parser.add_argument("--new-tokens", type=int, default=32, help="generation models: tokens generated")
     parser.add_argument("--burners", type=int, default=0, help="CPU burner processes during the runs")
     args = parser.parse_args()
 
