@@ -36,6 +36,20 @@ def test_paired_ratio_cancels_drift_that_ruins_absolute_figures():
     assert entry["verdict"] == "lower" and entry["latency_verdict"] == "lower"
 
 
+def test_a_comparator_in_the_rounds_is_read_the_other_way_round():
+    # A reference version measured in a variant's place, at half the baseline's cost: the baseline
+    # (the new version) costs twice the reference, with the interval inverted exactly.
+    base = [(10.0, 2.0), (11.0, 2.2), (9.5, 1.9), (10.5, 2.1)]
+    half = [(5.1, 1.0), (5.4, 1.1), (4.8, 0.96), (5.2, 1.04)]
+    forward = rounds.compare(base, (10.0, 2.0), half)
+    inverse = rounds.compare(base, (10.0, 2.0), half, inverse=True)
+    assert inverse["energy_ratio"] == pytest.approx(1 / forward["energy_ratio"])
+    lo, hi = inverse["energy_ratio_ci95"]
+    assert (lo, hi) == pytest.approx((1 / forward["energy_ratio_ci95"][1], 1 / forward["energy_ratio_ci95"][0]))
+    assert 1.8 < lo < 2.0 < hi < 2.2
+    assert (forward["verdict"], inverse["verdict"], inverse["latency_verdict"]) == ("lower", "higher", "higher")
+
+
 def test_a_ratio_whose_interval_straddles_the_thresholds_is_inconclusive():
     base = [(10.0, 1.0), (12.0, 1.2), (9.0, 0.9), (11.0, 1.1)]
     var = [(9.0, 0.9), (13.5, 1.35), (8.0, 0.8), (12.5, 1.25)]

@@ -20,6 +20,12 @@ part of its half-width is below ``target_rel_ci``, ("time cap") when its variant
 measured; the baseline goes on as long as one comparison is open, so the open ones stay paired.
 A quiet host decides in few rounds; a busy one spends its rounds where the answer is still open.
 Without a baseline (or with the baseline alone) every sampler runs to its own interval target.
+
+Comparators. A subject may be measured in the rounds as a comparator rather than a variant (a
+reference version of the model, ``reference.py``): it takes a variant's place in every round,
+bracketed by the baseline's windows, but its comparison is read the other way round, baseline /
+comparator, because there the baseline is what is judged. Inverting each round's ratio inverts
+the interval exactly (it is symmetric on the log scale), so the rule and the stop are the same.
 """
 
 from __future__ import annotations
@@ -86,12 +92,14 @@ class _Subject:
     workload: object
     samplers: dict
     rounds: list = field(default_factory=list)  # (latency ms, J per call) of the primary part
+    inverse: bool = False  # a comparator: its comparison is baseline / it (see the module doc)
 
 
 def compare(base_rounds: list, closing, var_rounds: list, plan: sequential.Plan | None = None,
-            veto_reasons: list | tuple = ()) -> dict:
+            veto_reasons: list | tuple = (), *, inverse: bool = False) -> dict:
     """Per-round ratios of the variant to its bracketing baseline windows, their intervals under
-    ``plan`` (one look, no between-run component without one) and the verdicts."""
+    ``plan`` (one look, no between-run component without one) and the verdicts. ``inverse``: the
+    rounds are a comparator's, and each round's ratio is baseline / comparator instead."""
     plan = plan or sequential.Plan()
     lat_ratios, en_ratios = [], []
     following = base_rounds[1:] + [closing]
@@ -104,6 +112,9 @@ def compare(base_rounds: list, closing, var_rounds: list, plan: sequential.Plan 
             lat_ratios.append(v_lat / ref_lat)
         if ref_en > 0 and v_en > 0:
             en_ratios.append(v_en / ref_en)
+    if inverse:
+        lat_ratios = [1.0 / x for x in lat_ratios if x > 0]
+        en_ratios = [1.0 / x for x in en_ratios]
     lat, en = plan.interval(lat_ratios), plan.interval(en_ratios)
     vetoed = bool(veto_reasons)
     basis = plan.basis(len(var_rounds))
@@ -138,14 +149,17 @@ class _Progress:
 
 
 def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_workload, device, meter, idle_w,
-                   options: dict, report, pct_start: float, pct_end: float) -> dict | None:
+                   options: dict, report, pct_start: float, pct_end: float, comparators=()) -> dict | None:
     """Measure every model at every batch size in paired rounds; fill each variant's
-    ``measurements`` and ``comparison``; return the baseline's drift entry (None without one)."""
+    ``measurements`` and ``comparison``; return the baseline's drift entry (None without one).
+    ``comparators``: keys of ``models`` measured like variants whose comparison is baseline / it."""
     base_k = next((k for k in sorted(models) if variants[k]["recipe"] == "baseline"), None)
     progress = _Progress(report, pct_start, pct_end, len(batch_sizes))
     drift_rows = []
     for i, bs in enumerate(batch_sizes):
         subjects = _prepare(models, variants, bs, make_workload, device, meter, idle_w, options)
+        for s in subjects:
+            s.inverse = s.k in comparators
         if not subjects:
             continue
         schedule = _Schedule.of(subjects, options, device)
@@ -182,7 +196,7 @@ def _comparison(s, base, base_m: dict, measured: dict, recipe: str, schedule, st
               + [f"{recipe}: {r}" for r in quality.veto_reasons(measured)])
     n = min(len(s.rounds), len(base.rounds))
     closing = base.rounds[n] if n < len(base.rounds) else None
-    entry = compare(base.rounds[:n], closing, s.rounds[:n], schedule.plan, vetoes)
+    entry = compare(base.rounds[:n], closing, s.rounds[:n], schedule.plan, vetoes, inverse=s.inverse)
     entry["stopped_because"] = stopped_because
     entry["quality_grade"], entry["quality_reasons"] = quality.grade_ratio(
         entry["energy_ratio_ci95"], measured["quality_grade"], base_m["quality_grade"])
@@ -272,7 +286,7 @@ def _run_rounds(subjects, variants, bs, bs_index, base, schedule: _Schedule, pro
 
 def _why_stop(s: _Subject, base: _Subject, r: int, schedule: _Schedule) -> str | None:
     """After the baseline's window of round r: why variant ``s`` (r rounds) needs no more."""
-    entry = compare(base.rounds[:r], base.rounds[r], s.rounds[:r], schedule.plan)
+    entry = compare(base.rounds[:r], base.rounds[r], s.rounds[:r], schedule.plan, inverse=s.inverse)
     why = stop_reason(entry, schedule.target)
     if why:
         return why
