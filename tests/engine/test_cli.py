@@ -103,3 +103,21 @@ def test_every_audit_option_is_a_cli_flag_of_the_same_name():
     options = _options(build_parser().parse_args(argv))
     assert set(options) >= {o.name for o in OPTIONS}, {o.name for o in OPTIONS} - set(options)
     assert options["rounds"] == 4 and options["slo_ttft_ms_p95"] == 0.5 and options["min_fidelity"] == 0.5
+
+
+def test_profile_against_a_reference_prints_one_verdict_line_per_batch_size(mlp_safetensors, tmp_path, capsys):
+    import re  # noqa: PLC0415
+
+    out_json = tmp_path / "result.json"
+    code = main(["profile", str(mlp_safetensors), "--reference", str(mlp_safetensors), "--reference-label", "v6",
+                 "--batch-sizes", "1,4", "--threads", "1", "--quiet", "--json", str(out_json), *FAST])
+    assert code == 0
+    out = capsys.readouterr().out
+    number, interval = r"\d+\.\d\d", r"\[\d+\.\d\d, \d+\.\d\d\]"
+    verdicts = [re.match(rf"vs v6: energy x{number} {interval}, latency x{number} {interval}: "
+                         r"(costs more|costs less|no measurable difference|inconclusive) \(batch (\d+)", line)
+                for line in out.splitlines()]
+    assert [int(v.group(2)) for v in verdicts if v] == [1, 4], out
+    assert "vs v6: inputs: the same inputs for both" in out
+    doc = json.loads(out_json.read_text())
+    assert doc["reference"]["label"] == "v6" and doc["reference"]["status"] == "compared"

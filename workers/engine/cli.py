@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="NAME=DIMS[:DTYPE]",
                    help="one input's per-sample shape (no batch dim) and optional dtype, repeatable: "
                         "--input pixel_values=3x224x224 --input x=3x48x320:float32")
+    p.add_argument("--reference", type=Path, default=None, metavar="REF_PATH",
+                   help="another version of the model (e.g. the approved one): the baseline is measured against "
+                        "it in the same interleaved rounds, and the summary says whether this one costs more")
+    p.add_argument("--reference-label", default=None, metavar="LABEL",
+                   help="what the reference is called in the summary (default: its file name)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result document here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -207,6 +212,11 @@ def summary_table(result: dict) -> str:
                  f"energy {_pct(r['energy_rel_change'])}"
                  for r in drift["per_batch_size"]]
         lines.append("baseline drift (first vs last measurement): " + "; ".join(parts))
+    if result.get("reference"):
+        from .reference import summary_lines
+
+        lines.append("")
+        lines.extend(summary_lines(result["reference"]))
     if result.get("tradeoff"):
         from .tradeoff import format_tradeoff
 
@@ -269,6 +279,14 @@ def _options(args) -> dict:
     return options
 
 
+def _reference(args) -> dict | None:
+    """The request's ``reference`` entry for ``--reference``; its loading options are the run's."""
+    if args.reference is None:
+        return None
+    return {"path": str(args.reference), "format": "auto", "seq_len": None, "options": {},
+            "label": args.reference_label or args.reference.name}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .profile import profile_model
@@ -278,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     def run_once(request: dict) -> dict:
         return profile_model(args.path, format=args.format, device=args.device, batch_sizes=args.batch_sizes,
                              seq_len=args.seq_len, recipes=args.recipes, dataset=args.dataset or None,
-                             options=request["options"], progress=bar)
+                             options=request["options"], progress=bar, reference=_reference(args))
 
     try:
         request = {"device": args.device, "options": _options(args)}

@@ -224,14 +224,18 @@ def profile_model(
     dataset=None,
     options: dict | None = None,
     progress: Callable[[dict], None] | None = None,
+    reference: dict | None = None,
 ) -> dict:
     """Profile the model at ``path`` and return the contract's result document.
 
     ``recipes`` are specs (``"int8-dynamic"``, ``"prune-unstructured:0.5"``); ``dataset`` a file
-    or a ``builtin:`` name. Raises FormatError / LoadError when the model cannot be detected or
-    loaded or the dataset does not fit it; a variant that fails later is reported in the
-    document instead.
+    or a ``builtin:`` name; ``reference`` another version to compare the baseline with
+    (``reference.py``). Raises FormatError / LoadError when the model cannot be detected or
+    loaded or the dataset does not fit it; a variant or reference that fails later is reported
+    in the document instead.
     """
+    from .reference import Reference
+
     options = _merge_options(options)
     batch_sizes = [int(b) for b in batch_sizes] or [1]
     if any(b < 1 for b in batch_sizes):
@@ -240,6 +244,7 @@ def profile_model(
     run = _Run(options=options, device=device, seq_len=seq_len, batch_sizes=batch_sizes,
                report=_Progress(progress, len(recipes)),
                pct_measured=_PCT_MEASURED_WITH_EVAL if dataset else _PCT_MEASURED_WITHOUT_LABELS)
+    run.reference = Reference.from_request(reference, options, seq_len)
 
     if options.get("carbon_warning"):  # e.g. a live intensity provider failed and the table stood in
         run.warnings.append(str(options["carbon_warning"]))
@@ -252,13 +257,19 @@ def profile_model(
     models: dict[int, LoadedModel] = {}
     try:
         run.scenario = _resolve_scenario(loaded, options)
+        if run.reference is not None:
+            _stage_reference(run, loaded)
         specs = [_resolve_spec(str(spec), options) for spec in recipes]
         eval_data, train_data, data_notes = _prepare_dataset(dataset, loaded, seq_len, options, specs)
         models = _stage_variants(run, loaded, specs, train_data)
         _stage_count(run, loaded, models)
         if models:
             _stage_measure(run, models)
-        _stage_evaluate(run, loaded, models, eval_data)
+        if run.reference is not None:
+            run.reference.settle(_baseline_doc(run))
+        eval_data = _stage_evaluate(run, loaded, models, eval_data)
+        if run.reference is not None:
+            _reference_fidelity(run, loaded, eval_data)
         if eval_data is not None:
             run.warnings.extend(data_notes)
     finally:
@@ -268,6 +279,8 @@ def profile_model(
             if model is not loaded:
                 model.close()
         loaded.close()
+        if run.reference is not None:
+            run.reference.close()
     return _stage_result(run, loaded)
 
 
@@ -287,6 +300,7 @@ class _Run:
         self.meter = None
         self.drift = None
         self.threads = None
+        self.reference = None  # reference.Reference when the request names one
         self.scenario = {"kind": "forward", "prompt_tokens": None, "new_tokens": None, "backend": None}
 
 
@@ -306,6 +320,34 @@ def _resolve_scenario(loaded: LoadedModel, options: dict) -> dict:
                             f"{loaded.architecture} ({loaded.task})")
         return forward
     return generation.scenario(loaded, options)  # lengths checked, backend and prompt source resolved
+
+
+def _stage_reference(run: _Run, loaded: LoadedModel) -> None:
+    """Load the reference version and check that both can be fed inputs that compare."""
+    ref = run.reference
+    run.report("loading", _PCT_LOADED, f"loading the reference {ref.label}")
+    ref.load(run.device)
+    if not ref.measurable:
+        return
+    run.warnings.extend(f"reference {ref.label}: {w}" for w in ref.loaded.warnings)
+    try:
+        ref_scenario = _resolve_scenario(ref.loaded, run.options)
+    except EngineError as exc:
+        ref.fail("refused", f"the reference cannot be measured in this audit's scenario: {exc}")
+        return
+    ref.check_inputs(loaded, run.scenario, ref_scenario, run.seq_len, run.overrides)
+
+
+def _baseline_doc(run: _Run) -> dict | None:
+    return next((v for v in run.variants if v["recipe"] == "baseline"), None)
+
+
+def _reference_fidelity(run: _Run, loaded: LoadedModel, eval_data) -> None:
+    from .reference import measure_fidelity
+
+    warning = measure_fidelity(run.reference, loaded, eval_data, int(run.options["eval_batch_size"]))
+    if warning:
+        run.warnings.append(warning)
 
 
 def _variant_label(name: str, params: dict, rec) -> str:
@@ -393,6 +435,7 @@ def _stage_measure(run: _Run, models: dict) -> None:
         run.warnings.append(
             f"energy figures are estimates ({run.meter.method}); no hardware energy counter was readable"
         )
+    ref = run.reference
     if run.scenario["kind"] == "generation":
         from .generation import prompt_warning
 
@@ -403,10 +446,19 @@ def _stage_measure(run: _Run, models: dict) -> None:
             return rounds.GenerationWorkload(model, bs, run.options)
     else:
         def make_workload(model, bs):
+            if ref is not None and model is ref.loaded:  # the reference with its own lengths and shapes
+                return rounds.ForwardWorkload(model, bs, ref.seq_len, ref.overrides)
             return rounds.ForwardWorkload(model, bs, run.seq_len, run.overrides)
+    measured, variants, comparators = models, run.variants, ()
+    if ref is not None:  # refused or failed already when the new version's baseline is not measured
+        ref.settle(_baseline_doc(run), after_rounds=False)
+    if ref is not None and ref.measurable:  # one more subject in the rounds, read baseline / it
+        k = len(run.variants)
+        measured, variants, comparators = {**models, k: ref.loaded}, run.variants + [ref.doc], (k,)
     run.drift = rounds.measure_paired(
-        models, run.variants, run.batch_sizes, make_workload=make_workload, device=run.device, meter=run.meter,
-        idle_w=idle_w, options=run.options, report=run.report, pct_start=_PCT_IDLE, pct_end=run.pct_measured)
+        measured, variants, run.batch_sizes, make_workload=make_workload, device=run.device, meter=run.meter,
+        idle_w=idle_w, options=run.options, report=run.report, pct_start=_PCT_IDLE, pct_end=run.pct_measured,
+        comparators=comparators)
     _note_masked_pruning(run.variants)
     worst = (run.drift or {}).get("max_abs_rel_change")
     if worst is not None and worst > _DRIFT_WARNING:
@@ -416,9 +468,10 @@ def _stage_measure(run: _Run, models: dict) -> None:
         )
 
 
-def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data) -> None:
+def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data):
     """Each variant's precision (``stored_dtype``, ``baseline_dtype``, ``dtype``) and its fidelity to
-    the baseline, on the dataset or, without one, on generated inputs (``evaluation.py``)."""
+    the baseline, on the dataset or, without one, on generated inputs (``evaluation.py``); returns
+    the inputs evaluated on (None when none could be built)."""
     from .loaders import precision_keys
 
     for k, doc in enumerate(run.variants):
@@ -431,8 +484,9 @@ def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data) -> 
                                             n_samples=int(run.options.get("fidelity_samples") or DEFAULT_FIDELITY_SAMPLES))
         except Exception as exc:  # the measurements stand; fidelity is unknown
             run.warnings.append(f"no inputs could be generated to measure fidelity: {type(exc).__name__}: {exc}")
-            return
+            return None
     _evaluate_all(loaded, models, run.variants, eval_data, run.options, run.report, run.pct_measured)
+    return eval_data
 
 
 def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
@@ -463,6 +517,8 @@ def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
         "drift": run.drift,
         "warnings": run.warnings,
     }
+    if run.reference is not None:
+        result["reference"] = run.reference.section()
     try:
         result["tradeoff"] = build_tradeoff(result, run.options)
     except Exception as exc:  # the measurements stand on their own; a summary bug must not lose them
@@ -543,4 +599,5 @@ def run_request(request: dict, progress: Callable[[dict], None]) -> dict:
         dataset=request.get("dataset"),
         options=request.get("options") or {},
         progress=progress,
+        reference=request.get("reference") or None,
     )
