@@ -290,3 +290,114 @@ def test_an_energy_figure_without_a_finite_uncertainty_decides_nothing(team):
     result = check(audit, EnergyBudget(team=team, name="edge", max_j_per_inference=0.0001))
     assert [(r["batch_size"], r["passed"], r["inconclusive"]) for r in result.results] == [(1, None, True), (8, False, False)]
     assert "not a number" in result.results[0]["reason"] and result.verdict == "fail"
+
+
+# --- release limits against the reference version (issue 21) -------------------------------
+
+
+def referenced_audit(team, reference=None, **fields):
+    from .api.helpers import reference_section, result_with_reference
+
+    v6 = make_version(team, label="v6")
+    doc = result_with_reference(reference_section() if reference is None else reference)
+    return finished_audit(team, result=doc, reference_version=v6, **fields)
+
+
+def regression_rows(result, limit="energy_regression"):
+    return [(r["batch_size"], r["passed"], r["inconclusive"]) for r in by(result.results, limit=limit)]
+
+
+def test_a_regression_limit_fails_passes_or_straddles_on_the_paired_interval(team):
+    from .api.helpers import reference_row, reference_section
+
+    rows = [reference_row(1, energy=(1.12, 1.06, 1.19)), reference_row(8, energy=(1.02, 0.99, 1.04)),
+            reference_row(32, energy=(1.05, 1.01, 1.09))]
+    audit = referenced_audit(team, reference_section(rows))
+    result = check_with_reference(audit, EnergyBudget(team=team, name="release", max_energy_regression=0.05))
+    assert regression_rows(result) == [(1, False, False), (8, True, False), (32, None, True)]
+    failed = by(result.results, limit="energy_regression", batch_size=1)[0]
+    assert (failed["value"], failed["low"], failed["high"], failed["threshold"], failed["unit"]) == (
+        1.12, 1.06, 1.19, 1.05, "ratio")
+    assert failed["reason"] == ("energy ×1.12 [1.06, 1.19] against v6 (approved) > ×1.05: fail "
+                                "(the whole 95% interval lies above the limit)")
+    assert result.verdict == "fail"
+
+
+def test_a_latency_regression_limit_reads_the_latency_ratio_and_a_batch_budget_one_batch(team):
+    from .api.helpers import reference_row, reference_section
+
+    rows = [reference_row(1, latency=(1.30, 1.2, 1.4)), reference_row(8, latency=(1.0, 0.97, 1.02))]
+    audit = referenced_audit(team, reference_section(rows))
+    at8 = EnergyBudget(team=team, name="latency at 8", batch_size=8, max_latency_regression=0.05)
+    result = check_with_reference(audit, at8)
+    assert regression_rows(result, "latency_regression") == [(8, True, False)] and result.verdict == "pass"
+
+
+def test_without_a_reference_the_limit_is_not_applicable_and_never_a_pass(team):
+    audit = finished_audit(team)
+    result = check_with_reference(audit, EnergyBudget(team=team, name="release", max_energy_regression=0.05))
+    [entry] = result.results
+    assert entry["not_applicable"] is True and entry["passed"] is None
+    assert entry["reason"] == "not applicable: this audit has no reference version to compare with"
+    assert result.verdict == ""  # nothing was checked: not a pass
+    both = check_with_reference(audit, EnergyBudget(team=team, name="mixed", max_energy_regression=0.05,
+                                                    max_j_per_inference=0.0001))
+    assert both.verdict == "fail"  # the applicable limits still decide
+
+
+def test_a_refused_or_dropped_comparison_leaves_the_limit_inconclusive_with_the_reason(team):
+    from .api.helpers import reference_section
+
+    refused = referenced_audit(team, reference_section([], status="refused", reason="the inputs differ"))
+    result = check_with_reference(refused, EnergyBudget(team=team, name="r", max_energy_regression=0.05))
+    assert regression_rows(result) == [(None, None, True)] and result.verdict == "inconclusive"
+    assert "the inputs differ" in result.results[0]["reason"]
+
+
+def test_a_vetoed_energy_ratio_is_inconclusive_whatever_its_interval(team):
+    from .api.helpers import reference_row, reference_section
+
+    row = reference_row(1, energy=(1.5, 1.4, 1.6))
+    row["veto_reasons"] = ["no energy was read"]
+    audit = referenced_audit(team, reference_section([row]))
+    result = check_with_reference(audit, EnergyBudget(team=team, name="r", max_energy_regression=0.05))
+    assert regression_rows(result) == [(1, None, True)] and "no energy was read" in result.results[0]["reason"]
+
+
+def test_the_stored_verdict_and_the_api_and_page_take_the_regression_limits(team, lead, client):
+    from rest_framework.test import APIClient
+
+    from .api.helpers import reference_row, reference_section
+
+    audit = referenced_audit(team, reference_section([reference_row(1, energy=(1.12, 1.06, 1.19))]))
+    api = APIClient()
+    api.force_authenticate(user=lead)
+    created = api.post("/api/v1/budgets/", {"name": "release", "max_energy_regression": 0.05}, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["max_energy_regression"] == 0.05 and created.json()["max_latency_regression"] is None
+    audit.refresh_from_db()
+    assert audit.budget_verdict == "fail" and audit.budget_results[0]["limit"] == "energy_regression"
+    bad = api.post("/api/v1/budgets/", {"name": "pct", "max_latency_regression": 5.0 * 10}, format="json")
+    assert bad.status_code == 400 and "fraction" in str(bad.json())
+    client.force_login(lead)
+    response = client.post(reverse("budget-list"), {"team": team.pk, "name": "latency", "max_latency_regression": "0.1"})
+    assert response.status_code == 302
+    assert EnergyBudget.objects.get(name="latency").max_latency_regression == 0.1
+    page = client.get(reverse("budget-list")).content.decode()
+    assert "latency ≤ ×1.1 (+10%)" in page and "Max latency regression against the reference" in page
+    report = client.get(audit.get_absolute_url()).content.decode()
+    assert "energy vs the reference version" in report and "≤ ×1.05" in report
+
+
+def test_the_report_shows_a_not_applicable_limit_so(team, lead, client):
+    budget_create(user=lead, team=team, name="release", max_energy_regression=0.05)
+    audit = finished_audit(team)
+    client.force_login(lead)
+    assert "not applicable" in client.get(audit.get_absolute_url()).content.decode()
+    assert audit.budget_verdict == ""
+
+
+def check_with_reference(audit, *budgets):
+    return budget_check(budgets=budgets, variants=audit.variants.prefetch_related("measurements", "evaluations"),
+                        reference=audit.reference,
+                        reference_asked=audit.reference_version_id is not None or audit.reference is not None)

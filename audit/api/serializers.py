@@ -184,12 +184,14 @@ class BudgetResultSerializer(serializers.Serializer):
     budget = serializers.CharField()
     budget_id = serializers.IntegerField(allow_null=True)
     limit = serializers.CharField(help_text="j_per_inference, wh_per_1000_inferences, latency_p95_ms, accuracy_drop, "
-                                            "j_per_output_token, ttft_ms_p95, tpot_ms_p95 or fidelity")
+                                            "j_per_output_token, ttft_ms_p95, tpot_ms_p95, fidelity, "
+                                            "energy_regression or latency_regression (unit ratio: new / reference, "
+                                            "threshold 1 + the limit)")
     variant = serializers.CharField()
     batch_size = serializers.IntegerField(allow_null=True)
     value = serializers.FloatField(allow_null=True)
     threshold = serializers.FloatField()
-    unit = serializers.CharField(help_text="J, Wh, ms or pp (percentage points)")
+    unit = serializers.CharField(help_text="J, Wh, ms, pp (percentage points) or ratio")
     passed = serializers.BooleanField(allow_null=True, help_text="true: the whole 95% interval is within the limit; "
                                       "false: wholly beyond it; null: not measured, or inconclusive")
     inconclusive = serializers.BooleanField(required=False, default=False,
@@ -204,6 +206,9 @@ class BudgetResultSerializer(serializers.Serializer):
     quality_grade = serializers.CharField(required=False, allow_blank=True, default="",
                                           help_text="the measurement's grade, shown beside the result; it decides nothing")
     estimated = serializers.BooleanField()
+    not_applicable = serializers.BooleanField(required=False, default=False,
+                                              help_text="true: a regression limit on an audit without a reference "
+                                                        "version; shown, never a pass, no part in the verdict")
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -414,7 +419,7 @@ class BudgetSerializer(serializers.ModelSerializer):
         fields = [
             "id", "team", "model", "name", "batch_size", "max_j_per_inference", "max_wh_per_1000_inferences",
             "max_latency_p95_ms", "max_accuracy_drop", "max_j_per_output_token", "max_ttft_ms_p95", "max_tpot_ms_p95",
-            "min_fidelity", "active", "created_by", "created_at",
+            "min_fidelity", "max_energy_regression", "max_latency_regression", "active", "created_by", "created_at",
         ]
         read_only_fields = ["id", "created_by", "created_at"]
         extra_kwargs = {
@@ -427,6 +432,12 @@ class BudgetSerializer(serializers.ModelSerializer):
             "max_tpot_ms_p95": {"help_text": "Generative models: time per output token, p95 in ms."},
             "min_fidelity": {"help_text": "Lowest fidelity to the baseline (cosine or agreement, 0-1); for variants "
                                           "without a labelled accuracy."},
+            "max_energy_regression": {"help_text": "Release limit, a fraction (0.05 = 5%): fail when the paired energy "
+                                                   "ratio against the audit's reference version (new / reference) has "
+                                                   "its whole 95% interval above 1 + this; pass when wholly at or "
+                                                   "below; inconclusive when it straddles. Not applicable (never a "
+                                                   "pass) on an audit without a reference version."},
+            "max_latency_regression": {"help_text": "The same on the paired latency ratio."},
         }
 
     def __init__(self, *args, **kwargs):

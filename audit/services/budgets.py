@@ -30,6 +30,9 @@ Rules (docs/ARCHITECTURE.md, "Review, budgets and the API"):
 - Generative models: J per output token, TTFT p95 and TPOT p95 limits are checked on
   generation measurements (and left out for forward ones). `min_fidelity` checks the
   variants' fidelity to the baseline (higher-is-better fidelity figures only).
+- Release limits (``max_energy_regression``, ``max_latency_regression``) are judged on the
+  paired ratios against the audit's reference version (services/budget_regression.py); on an
+  audit without a reference they are "not applicable" and take no part in the verdict.
 - Verdict: "fail" when any limit failed decisively, "inconclusive" when none failed but some
   could not be decided, "pass" when budgets apply and every checked limit passed, "" when no
   budget applies.
@@ -44,6 +47,7 @@ from django.db.models import Prefetch, Q
 from workers.engine.quality import veto_reasons
 
 from ..models import Audit, EnergyBudget, Evaluation, Measurement, Membership, ModelAsset, Team, Variant
+from .budget_regression import REGRESSION_FIELDS, regression_entries
 
 PASS, FAIL, INCONCLUSIVE, UNCHECKED = "pass", "fail", "inconclusive", ""
 Z95 = 1.96
@@ -62,7 +66,8 @@ TOKEN_LIMITS = [
 ]
 FIDELITY_LIMIT = ("min_fidelity", "fidelity", "")
 ACCURACY_LIMIT = ("max_accuracy_drop", "accuracy_drop", "pp")
-LIMIT_FIELDS = [f for f, *_ in MEASUREMENT_LIMITS + TOKEN_LIMITS] + [ACCURACY_LIMIT[0], FIDELITY_LIMIT[0]]
+LIMIT_FIELDS = ([f for f, *_ in MEASUREMENT_LIMITS + TOKEN_LIMITS] + [ACCURACY_LIMIT[0], FIDELITY_LIMIT[0]]
+                + REGRESSION_FIELDS)
 # Metrics where higher is better: a drop from the baseline is a loss of accuracy.
 ACCURACY_METRICS = {"accuracy", "top1", "top1_accuracy", "top5_accuracy", "f1", "macro_f1", "exact_match"}
 BASELINE = "baseline"
@@ -245,9 +250,10 @@ def _measurement_entries(budget, limits, variant, *, generation_only=False) -> l
     return out
 
 
-def budget_check(*, budgets, variants) -> BudgetCheck:
+def budget_check(*, budgets, variants, reference: dict | None = None, reference_asked: bool = False) -> BudgetCheck:
     """Check measured variants against budgets. Pure: reads only what it is given
-    (variants with `measurements` and `evaluations` prefetched)."""
+    (variants with `measurements` and `evaluations` prefetched; the audit's stored reference
+    section, and whether the audit asked for one, for the regression limits)."""
     budgets = list(budgets)
     if not budgets:
         return BudgetCheck(UNCHECKED, [])
@@ -256,6 +262,7 @@ def budget_check(*, budgets, variants) -> BudgetCheck:
     baseline_accuracy = _accuracy(baseline) if baseline else None
     results: list[dict] = []
     for budget in budgets:
+        results += regression_entries(budget, reference, asked=reference_asked)
         for variant in measured:
             results += _measurement_entries(budget, MEASUREMENT_LIMITS, variant)
             results += _measurement_entries(budget, TOKEN_LIMITS, variant, generation_only=True)
@@ -284,11 +291,12 @@ def budget_check(*, budgets, variants) -> BudgetCheck:
                 judgement = (_on_figure(value, threshold, unit) if value is not None
                              else Judgement(None, reason="not measured: no accuracy evaluation of this variant"))
                 results.append(_entry(budget, limit, variant.recipe, None, value, threshold, unit, judgement))
-    if not results:
+    applicable = [r for r in results if not r.get("not_applicable")]  # shown, never a pass
+    if not applicable:
         verdict = UNCHECKED  # no limit of these budgets applies to what this audit measured
-    elif any(r["passed"] is False for r in results):
+    elif any(r["passed"] is False for r in applicable):
         verdict = FAIL
-    elif any(r["inconclusive"] for r in results):
+    elif any(r["inconclusive"] for r in applicable):
         verdict = INCONCLUSIVE
     else:
         verdict = PASS
@@ -313,10 +321,15 @@ def _variants_prefetch() -> Prefetch:
     )
 
 
+def _reference_of(audit: Audit) -> dict:
+    return {"reference": audit.reference,
+            "reference_asked": audit.reference_version_id is not None or audit.reference is not None}
+
+
 def audit_budgets_check(*, audit: Audit) -> BudgetCheck:
     """Check one audit against its team's budgets and store the verdict on it."""
     audit = Audit.objects.select_related("model_version__asset").prefetch_related(_variants_prefetch()).get(pk=audit.pk)
-    check = budget_check(budgets=budgets_for_audit(audit), variants=audit.variants.all())
+    check = budget_check(budgets=budgets_for_audit(audit), variants=audit.variants.all(), **_reference_of(audit))
     Audit.objects.filter(pk=audit.pk).update(budget_verdict=check.verdict, budget_results=check.results)
     return check
 
@@ -335,7 +348,7 @@ def team_budgets_recheck(*, team: Team) -> int:
     n = 0
     for audit in audits.iterator(chunk_size=200):
         applicable = [b for b in budgets if b.model_asset_id in (None, audit.model_version.asset_id)]
-        check = budget_check(budgets=applicable, variants=audit.variants.all())
+        check = budget_check(budgets=applicable, variants=audit.variants.all(), **_reference_of(audit))
         audit.budget_verdict, audit.budget_results = check.verdict, check.results
         batch.append(audit)
         n += 1
@@ -363,6 +376,9 @@ def _clean(*, team: Team, model_asset: ModelAsset | None, values: dict) -> None:
     fidelity = values.get(FIDELITY_LIMIT[0])
     if fidelity is not None and fidelity > 1:
         errors[FIDELITY_LIMIT[0]] = "Fidelity is between 0 and 1 (e.g. 0.98)."
+    for name in REGRESSION_FIELDS:
+        if values.get(name) is not None and values[name] > 10:
+            errors[name] = "A regression limit is a fraction of the reference: 0.05 allows 5% more."
     if errors:
         raise ValidationError(errors)
     if all(values.get(name) is None for name in LIMIT_FIELDS):

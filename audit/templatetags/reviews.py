@@ -16,6 +16,8 @@ LIMIT_LABELS = {
     "ttft_ms_p95": "time to first token p95",
     "tpot_ms_p95": "time per output token p95",
     "fidelity": "fidelity to the baseline",
+    "energy_regression": "energy vs the reference version",
+    "latency_regression": "latency vs the reference version",
 }
 BADGE = {"approved": "succeeded", "changes-requested": "failed", "pending": "running", "comment": "queued",
          "pass": "succeeded", "fail": "failed", "inconclusive": "queued"}
@@ -58,6 +60,12 @@ def limit_label(name: str) -> str:
 
 
 @register.filter
+def regression_ratio(limit) -> str:
+    """A budget's regression limit (0.05) as the ratio it allows: "×1.05 (+5%)"."""
+    return f"×{1.0 + float(limit):.4g} (+{float(limit) * 100:.4g}%)"
+
+
+@register.filter
 def status_badge(value: str) -> str:
     return BADGE.get(value, "queued")
 
@@ -75,4 +83,6 @@ def budget_value(value, unit: str) -> str:
         return wh(value)
     if unit == "ms":
         return millis(value)
+    if unit == "ratio":  # a paired ratio new / reference (release limits)
+        return f"×{float(value):.3g}"
     return f"{float(value):.3g} {unit}"
