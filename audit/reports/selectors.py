@@ -13,6 +13,7 @@ from . import figures, formatting as units
 from .quantities import AXIS_CHOICES, QUANTITIES, Quantity
 from .decision import Verdict, paired_verdict
 from .ratings import hardware_class, rating_for_version
+from .release import release_history, release_summary
 from workers.engine import tradeoff as engine_tradeoff
 
 from .tradeoff import Point, Recommendation, finite, pareto_frontier, pick_accuracy, recommend, relative_change, yearly_footprint
@@ -472,6 +473,7 @@ def audit_report_context(audit: Audit, *, batch: int | None = None, max_drop_pts
         ctx["rating"] = rating_for_version(audit.model_version_id, task=audit.model_version.asset.task,
                                            hw=hardware_class(audit.fingerprint, audit.device))
     ctx["hardware_class"] = hardware_class(audit.fingerprint, audit.device)
+    ctx["release"] = release_summary(audit)  # issue 21: the comparison with the reference leads
     return ctx
 
 
@@ -683,4 +685,4 @@ def model_history_context(asset: ModelAsset, *, figure: str | None = None) -> di
             empty_message="Accuracy unknown: no version was evaluated on a dataset."),
     }
     return {"entries": entries, "figures": figs, "estimated": estimated, "chosen": chosen,
-            "axis_choices": [QUANTITIES[k] for k in AXIS_CHOICES]}
+            "axis_choices": [QUANTITIES[k] for k in AXIS_CHOICES], **release_history(entries)}
