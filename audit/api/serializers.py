@@ -271,14 +271,24 @@ class AuditDetailSerializer(AuditSerializer):
     variants = serializers.SerializerMethodField()
     budget_results = BudgetResultSerializer(many=True, read_only=True)
     reviews = serializers.SerializerMethodField()
+    reference_verdict = serializers.SerializerMethodField(
+        help_text="Did this version cost more than its reference? The worst energy verdict over the batch sizes "
+                  "compared: \"costs more\", \"inconclusive\", \"no measurable difference\" or \"costs less\"; "
+                  "\"not compared\" when a reference was asked for but the comparison was refused, failed or "
+                  "dropped; null without a reference.")
 
     class Meta(AuditSerializer.Meta):
         fields = AuditSerializer.Meta.fields + [
             "options", "fingerprint", "engine_version", "schema_version", "scenario", "quality_reasons", "tradeoff",
             "carbon", "sandbox", "power_sweep", "frontier", "warnings", "drift", "attempts", "worker_hostname", "budget_results",
-            "variants", "reviews", "reference",
+            "variants", "reviews", "reference", "reference_verdict",
         ]
         read_only_fields = fields
+
+    def get_reference_verdict(self, audit) -> str | None:
+        from ..reports.release import regression_verdict
+
+        return regression_verdict(audit)
 
     @extend_schema_field(VariantSerializer(many=True))
     def get_variants(self, audit):

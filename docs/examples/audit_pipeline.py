@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
-"""Fail a build when a model breaks its team's energy budget.
+"""Fail a build when a model breaks its team's energy budget, or costs more than the approved version.
 
-An ML pipeline step: upload the trained model to Energy Audit, request an audit, wait for it,
-print the budget verdict per limit, and exit non-zero when a budget fails (with --strict, also
-when a limit could not be decided). Standard library only (Python 3.9+), so it runs in any CI
-image.
+An ML pipeline step: upload the trained model to Energy Audit, request an audit against the
+model's approved version (measured in the same interleaved rounds: "did this release cost
+more?"), wait for it, print the comparison and the budget verdict per limit, and exit non-zero
+when a budget fails or the new version costs more (with --strict, also when something could not
+be decided). Standard library only (Python 3.9+), so it runs in any CI image.
 
     export ENERGY_AUDIT_URL=https://energy-audit.example.org
     export ENERGY_AUDIT_TOKEN=...            # Account page -> "Create token"
     python audit_pipeline.py model.safetensors --name digits-mlp --label "$GIT_SHA" \
-        --batch-sizes 1,8 --target cpu
+        --batch-sizes 1,8 --target cpu                 # against the approved version, if any
+    ... --reference 42                                 # against model version #42 instead
+    ... --reference none                               # no comparison, budgets only
 
-Exit status: 0 every budget passed (or none applies), 1 a budget failed, 2 the audit failed
-or was cancelled, 3 it did not finish in time, 4 an API error (bad token, refused upload...),
-5 with --strict: no limit failed but some were inconclusive (the limit lies inside the
-figure's 95% interval, or the measurement cannot carry a verdict). Without --strict an
-inconclusive verdict exits 0 and says so: on a noisy runner, use --strict or a quieter one.
+Exit status: 0 every budget passed (or none applies) and the version does not cost more than
+its reference (or has none), 1 a budget failed, 2 the audit failed or was cancelled, 3 it did
+not finish in time, 4 an API error (bad token, refused upload, unknown reference...),
+5 with --strict: nothing failed but something was inconclusive (a budget limit inside the
+figure's 95% interval, a measurement that cannot carry a verdict, a comparison whose ratio
+interval straddles the margin, or a reference that could not be compared),
+6 the new version costs more energy than its reference: the paired ratio's 95% interval lies
+wholly above the audit's saving margin at some batch size (a budget failure, 1, is reported
+first). Without --strict an inconclusive verdict exits 0 and says so: on a noisy runner, use
+--strict or a quieter one.
 """
 from __future__ import annotations
 
@@ -30,6 +38,9 @@ import uuid
 from pathlib import Path
 
 EXIT_PASS, EXIT_BUDGET_FAILED, EXIT_AUDIT_FAILED, EXIT_TIMEOUT, EXIT_API_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4, 5
+EXIT_COSTS_MORE = 6
+# the server's reference_verdict values that --strict also fails on
+UNDECIDED = ("inconclusive", "not compared")
 
 
 class ApiError(Exception):
@@ -103,8 +114,11 @@ def run(client: Client, args, *, sleep=time.sleep, out=sys.stdout) -> int:
                    "batch_sizes": [int(b) for b in args.batch_sizes.split(",") if b.strip()]}
         if args.recipes:
             request["recipes"] = args.recipes.split(",")
+        if args.reference is not None:  # left out: the server takes the model's approved version
+            request["reference_version"] = None if args.reference.lower() == "none" else int(args.reference)
         audit = client.call("POST", "/api/v1/audits/", json_body=request)
-        say(f"audit #{audit['id']} queued on {audit['target_queue']}")
+        against = f" against version #{audit['reference_version']}" if audit.get("reference_version") else ""
+        say(f"audit #{audit['id']} queued on {audit['target_queue']}{against}")
         deadline = time.monotonic() + args.timeout
         while True:
             status = client.call("GET", f"/api/v1/audits/{audit['id']}/status/")
@@ -123,11 +137,43 @@ def run(client: Client, args, *, sleep=time.sleep, out=sys.stdout) -> int:
         say(f"Energy Audit API error: {exc}")
         return EXIT_API_ERROR
 
+    for line in describe_reference(detail):
+        say(line)
     for result in detail["budget_results"]:
         say("  " + describe_limit(result))
     verdict = detail["budget_verdict"] or "no budget applies"
     say(f"audit #{detail['id']}: budgets {verdict}")
-    return exit_status(detail["budget_verdict"], strict=args.strict)
+    return exit_status(detail["budget_verdict"], strict=args.strict, reference_verdict=detail.get("reference_verdict"))
+
+
+def _ratio(value, interval) -> str:
+    if value is None:
+        return "—"
+    text = f"×{value:.3g}"
+    if interval and len(interval) == 2:
+        text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
+    return text
+
+
+def describe_reference(detail: dict) -> list:
+    """The comparison with the reference version, one line per batch size:
+    "v7 vs v6 (approved): energy ×1.12 [1.05, 1.19], latency ×1.03 [0.98, 1.08]: costs more"."""
+    reference, verdict = detail.get("reference"), detail.get("reference_verdict")
+    if verdict is None:
+        return ["no reference version: not compared with an earlier release"]
+    title = f"{detail.get('version_label', 'this version')} vs {(reference or {}).get('label') or 'its reference'}"
+    if not reference or reference.get("status") != "compared":
+        why = (reference or {}).get("reason") or "the comparison's result was not stored (see the audit's warnings)"
+        return [f"{title}: not compared: {why}"]
+    lines = []
+    for row in sorted(reference.get("per_batch_size") or [], key=lambda r: r.get("batch_size") or 0):
+        grade = f" (grade {row['quality_grade']})" if row.get("quality_grade") else ""
+        lines.append(f"  batch {row.get('batch_size')}: {title}: "
+                     f"energy {_ratio(row.get('energy_ratio'), row.get('energy_ratio_ci95'))}, "
+                     f"latency {_ratio(row.get('latency_ratio'), row.get('latency_ratio_ci95'))}: "
+                     f"{row.get('verdict') or 'inconclusive'}{grade}")
+    lines.append(f"audit #{detail['id']}: {title}: {verdict}")
+    return lines
 
 
 def describe_limit(result: dict) -> str:
@@ -145,16 +191,26 @@ def describe_limit(result: dict) -> str:
     return f"{mark} {result['budget']}: {result['limit']} of {result['variant']}{batch}: {reason}"
 
 
-def exit_status(budget_verdict: str, *, strict: bool = False) -> int:
+def exit_status(budget_verdict: str, *, strict: bool = False, reference_verdict: str | None = None) -> int:
     if budget_verdict == "fail":
         return EXIT_BUDGET_FAILED
-    if budget_verdict == "inconclusive" and strict:
+    if reference_verdict == "costs more":
+        return EXIT_COSTS_MORE
+    if strict and (budget_verdict == "inconclusive" or reference_verdict in UNDECIDED):
         return EXIT_INCONCLUSIVE
     return EXIT_PASS
 
 
+def reference_arg(value: str) -> str:
+    """A model version id or "none"."""
+    if value.lower() != "none" and not value.isdigit():
+        raise argparse.ArgumentTypeError("give a model version id (e.g. 42) or none")
+    return value
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Upload a model, audit it, fail when an energy budget fails.")
+    parser = argparse.ArgumentParser(description="Upload a model, audit it against the approved version, fail when an "
+                                                 "energy budget fails or the new version costs more.")
     parser.add_argument("model", help="model file: safetensors, ONNX, or a Hugging Face folder as a zip")
     parser.add_argument("--name", required=True, help="model name in Energy Audit")
     parser.add_argument("--label", default=os.environ.get("GIT_COMMIT", ""), help="version label (default $GIT_COMMIT)")
@@ -165,8 +221,11 @@ def parse_args(argv=None):
     parser.add_argument("--recipes", default="", help="comma-separated, e.g. baseline,int8-dynamic")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the audit")
     parser.add_argument("--poll", type=float, default=10, help="seconds between status polls")
+    parser.add_argument("--reference", default=None, metavar="VERSION_ID", type=reference_arg,
+                        help="model version id to compare with in the same rounds, or 'none'; "
+                             "default: the model's approved version (the latest whose latest audit was approved)")
     parser.add_argument("--strict", action="store_true",
-                        help="also fail (exit 5) when a budget is inconclusive: a limit inside the figure's interval")
+                        help="also fail (exit 5) when a budget or the comparison with the reference is inconclusive")
     parser.add_argument("--url", default=os.environ.get("ENERGY_AUDIT_URL", "http://localhost:8000"))
     parser.add_argument("--token", default=os.environ.get("ENERGY_AUDIT_TOKEN", ""))
     return parser.parse_args(argv)

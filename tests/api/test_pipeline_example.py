@@ -102,3 +102,66 @@ def test_strict_fails_the_build_when_a_budget_is_inconclusive(api, tmp_path, tea
     EnergyBudget.objects.update(max_j_per_inference=10.0)  # above 1270 mJ: a pass, strict or not
     code, output = run_pipeline(api, tmp_path, worker_result=noisy_estimate(), extra_args=["--strict", "--label", "ci-3"])
     assert code == 0 and "budgets pass" in output, output
+
+
+# --- did this release cost more? (issue 21) -------------------------------------------------
+
+
+def approved_v6(team):
+    from ..factories import make_audit, make_version
+
+    v6 = make_version(team, name="digits-mlp", label="v6")
+    make_audit(team, model_version=v6, review_status=Audit.ReviewStatus.APPROVED)
+    return v6
+
+
+def with_reference(**row):
+    from .helpers import reference_row, reference_section, result_with_reference
+
+    return result_with_reference(reference_section([reference_row(1, **row)]))
+
+
+def test_build_fails_with_its_own_code_when_the_release_costs_more_than_the_approved_version(api, tmp_path, team):
+    v6 = approved_v6(team)
+    code, output = run_pipeline(api, tmp_path, worker_result=with_reference())
+    assert code == 6, output
+    assert Audit.objects.get(model_version__label="ci-1").reference_version == v6  # the approved one, by default
+    assert f"against version #{v6.pk}" in output
+    assert ("batch 1: ci-1 vs v6 (approved): energy ×1.12 [1.05, 1.19], latency ×1.03 [0.98, 1.08]: costs more "
+            "(grade B)") in output
+
+
+def test_a_release_that_costs_the_same_passes_and_strict_fails_an_inconclusive_one(api, tmp_path, team):
+    approved_v6(team)
+    same = with_reference(energy=(1.0, 0.98, 1.02), verdict="no measurable difference")
+    code, output = run_pipeline(api, tmp_path, worker_result=same, extra_args=["--strict"])
+    assert code == 0 and "ci-1 vs v6 (approved): no measurable difference" in output, output
+    unsure = with_reference(energy=(1.04, 0.97, 1.11), verdict="inconclusive")
+    code, output = run_pipeline(api, tmp_path, worker_result=unsure, extra_args=["--label", "ci-2"])
+    assert code == 0 and "inconclusive" in output, output
+    code, output = run_pipeline(api, tmp_path, worker_result=unsure, extra_args=["--label", "ci-3", "--strict"])
+    assert code == 5, output
+
+
+def test_reference_none_or_an_id_is_passed_and_a_budget_failure_comes_first(api, tmp_path, team, lead):
+    from ..factories import make_version
+
+    approved_v6(team)
+    code, output = run_pipeline(api, tmp_path, extra_args=["--reference", "none"])
+    assert code == 0 and "no reference version" in output, output
+    assert Audit.objects.get(model_version__label="ci-1").reference_version is None
+    v5 = make_version(team, name="digits-mlp", label="v5")
+    EnergyBudget.objects.create(team=team, name="release", max_energy_regression=0.05)
+    code, output = run_pipeline(api, tmp_path, worker_result=with_reference(energy=(1.12, 1.06, 1.19)),
+                                extra_args=["--reference", str(v5.pk), "--label", "ci-2"])
+    assert Audit.objects.latest("id").reference_version == v5  # the same file: the same version, audited again
+    assert code == 1, output  # the budget's regression limit failed: reported before "costs more"
+    assert "FAIL release: energy_regression of baseline batch 1: energy ×1.12 [1.06, 1.19]" in output
+
+
+def test_an_unknown_reference_is_an_api_error(api, tmp_path, team, other_team):
+    from ..factories import make_version
+
+    theirs = make_version(other_team, label="v1")
+    code, output = run_pipeline(api, tmp_path, extra_args=["--reference", str(theirs.pk)])
+    assert code == 4 and "not found" in output, output
