@@ -322,8 +322,8 @@ class ReferenceRow(Part):
 
 
 class ReferenceFidelity(Part):
-    metric: Annotated[Token, Field(max_length=40)]
-    value: MetricValue
+    metric: Optional[Annotated[Token, Field(max_length=40)]] = None
+    value: Optional[MetricValue] = None  # a fidelity kind may have no headline figure
     higher_is_better: bool = True
 
 

@@ -101,3 +101,13 @@ def test_a_refused_comparison_is_stored_with_its_reason(team):
     audit.refresh_from_db()
     assert audit.reference["status"] == "refused" and audit.reference["reason"].startswith("the inputs differ")
     assert audit.warnings == []
+
+
+def test_a_fidelity_without_a_headline_figure_keeps_the_comparison(team):
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    reference = reference_section()
+    reference["fidelity"] = {"metric": None, "value": None, "higher_is_better": True}
+    services.audit_store_result(audit_id=audit.pk, attempt=claim.attempt, result=result_with_reference(reference))
+    audit.refresh_from_db()
+    assert audit.reference["status"] == "compared" and audit.reference["fidelity"]["value"] is None
