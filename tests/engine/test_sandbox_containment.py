@@ -6,6 +6,7 @@ Payloads run through the engine's own launch (``sandboxed`` + ``Launch.popen_kwa
 limits ``run_engine`` resolves), as in test_sandbox_boundary.py. Writability is checked with
 ``os.open(path, O_WRONLY)`` closed at once: no sysctl is ever changed.
 """
+import contextlib
 import json
 import os
 import stat
@@ -36,6 +37,21 @@ def launch(payload: str, **popen):
                             stderr=subprocess.PIPE, **popen, **box.popen_kwargs(limits))
     box.close()
     return proc, private
+
+
+@contextlib.contextmanager
+def paused_inside(payload: str):
+    """Run ``payload``, which prints one JSON line and then waits for a line on stdin: yields
+    (what it printed, its Popen, the host's private folder) while it waits, then lets it end."""
+    proc, private = launch(payload, stdin=subprocess.PIPE)
+    try:
+        yield json.loads(proc.stdout.readline()), proc, private
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        remove_tree(private)
 
 
 def run_inside(payload: str) -> dict:
@@ -86,18 +102,10 @@ def test_the_child_is_never_host_root():
                       "gid_map": [line.split() for line in open("/proc/self/gid_map")]}), flush=True)
     sys.stdin.readline()
     """
-    proc, private = launch(payload, stdin=subprocess.PIPE)
-    try:
-        inside = json.loads(proc.stdout.readline())
+    with paused_inside(payload) as (inside, proc, _):
         # the host's view of every process of the sandbox (bwrap's included)
         tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
         host_uids = {p.uids().real for p in tree} | {p.uids().effective for p in tree}
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-        remove_tree(private)
     assert inside["uid"] == SANDBOX_UID
     assert all(m[1] != "0" for m in inside["uid_map"]), inside["uid_map"]
     assert all(m[1] != "0" for m in inside["gid_map"]), inside["gid_map"]
@@ -121,17 +129,9 @@ def test_the_private_folder_is_no_launch_pad(tmp_path):
                       "fstype": mount[mount.index("-") + 1], "super": mount[mount.index("-") + 3]}), flush=True)
     sys.stdin.readline()
     """
-    proc, private = launch(payload, stdin=subprocess.PIPE)
-    try:
-        inside = json.loads(proc.stdout.readline())
+    with paused_inside(payload) as (inside, _, private):
         host_entries = os.listdir(private)
         host_mode = stat.S_IMODE(os.stat(private).st_mode)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-        remove_tree(private)
     assert inside["here"] == private and inside["mode"] == oct(0o104755)  # it did what it tried ...
     assert inside["fstype"] == "tmpfs"
     assert {"nosuid", "nodev"} <= set(inside["options"].split(","))
