@@ -146,12 +146,17 @@ def run(client: Client, args, *, sleep=time.sleep, out=sys.stdout) -> int:
     return exit_status(detail["budget_verdict"], strict=args.strict, reference_verdict=detail.get("reference_verdict"))
 
 
+def _number(value: float) -> str:
+    """Three significant figures, no exponent: 1.12, 0.98, 1100."""
+    return f"{float(f'{value:.3g}'):g}" if abs(value) < 1e6 else f"{value:.3g}"
+
+
 def _ratio(value, interval) -> str:
     if value is None:
         return "—"
-    text = f"×{value:.3g}"
+    text = f"×{_number(value)}"
     if interval and len(interval) == 2:
-        text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
+        text += f" [{_number(interval[0])}, {_number(interval[1])}]"
     return text
 
 
