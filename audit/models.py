@@ -211,6 +211,11 @@ class Audit(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="audit_status_heartbeat")]
+        constraints = [
+            # a version compared with itself says nothing (audit/services/release.py refuses it first)
+            models.CheckConstraint(condition=~models.Q(reference_version=models.F("model_version")),
+                                   name="audit_reference_is_another_version"),
+        ]
 
     def __str__(self) -> str:
         return f"Audit #{self.pk} of {self.model_version}"

@@ -105,3 +105,11 @@ def test_the_engine_request_carries_the_reference_as_its_own_audits_load_it(api,
     assert request["path"] == v7.file.path  # the audited version stays the subject
     alone = Audit.objects.get(pk=request_audit(api, v7, reference_version=None).json()["id"])
     assert build_engine_request(alone)["reference"] is None
+
+
+def test_the_database_refuses_an_audit_of_a_version_against_itself(team):
+    from django.db import IntegrityError, transaction
+
+    v7 = make_version(team, label="v7")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_audit(team, model_version=v7, reference_version=v7)
