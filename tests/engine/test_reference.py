@@ -8,10 +8,10 @@ from tests.engine import models as m
 from workers.engine.profile import profile_model
 
 FAST = dict(m.FAST_OPTIONS, window_s=0.05, time_cap_s=0.6, rounds=4, threads=1)
-# Big enough that the matrix products, not Python's call overhead, take the time: v2 has three
-# more 512-wide layers than v1, about 2.3x its multiply-adds.
-V1 = {"in_features": 256, "hidden": [512, 512], "num_classes": 10, "activation": "relu"}
-V2 = dict(V1, hidden=[512, 512, 512, 512, 512])
+# Big enough that the matrix products, not Python's call overhead, take the time: v2 has twice
+# v1's 512x512 layers, twice its multiply-adds (0.53M against 0.27M per sample).
+V1 = {"in_features": 512, "hidden": [512], "num_classes": 10, "activation": "relu"}
+V2 = dict(V1, hidden=[512, 512])
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_a_version_doing_twice_the_compute_costs_more(versions):
     doc = profile_model(v2, batch_sizes=(8,), options=FAST, reference=_reference(v1, "v1 (approved)"))
     ref = doc["reference"]
     assert (ref["label"], ref["status"], ref["reason"]) == ("v1 (approved)", "compared", None)
-    assert ref["basis"] == "per inference" and ref["inputs"].startswith("the same inputs for both (input [256]")
+    assert ref["basis"] == "per inference" and ref["inputs"].startswith("the same inputs for both (input [512]")
     (entry,) = ref["per_batch_size"]
     assert entry["batch_size"] == 8 and entry["rounds"] >= 4
     assert entry["stopped_because"] in ("decisive", "precise", "time cap", "max rounds")
@@ -65,7 +65,7 @@ def test_a_reference_taking_other_inputs_is_refused_with_the_reason(versions, tm
     doc = profile_model(v1, batch_sizes=(1,), options=FAST, reference=_reference(other, "v0"))
     ref = doc["reference"]
     assert ref["status"] == "refused" and ref["per_batch_size"] == [] and ref["fidelity"] is None
-    assert "input [256]" in ref["reason"] and "input [300]" in ref["reason"]
+    assert "input [512]" in ref["reason"] and "input [300]" in ref["reason"]
     (base,) = doc["variants"]
     assert base["status"] == "succeeded" and base["measurements"] and base["evaluation"]
 
