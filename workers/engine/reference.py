@@ -156,7 +156,7 @@ class Reference:
 def _batch_entry(c: dict, reference_m: dict) -> dict:
     """One batch size: the paired ratios new / reference, the verdicts in words, the grade."""
     return {
-        "batch_size": c["batch_size"], "rounds": c["rounds"], "stopped_because": c.get("stopped_because") or "",
+        "batch_size": c["batch_size"], "rounds": c["rounds"], "stopped_because": c.get("stopped_because"),
         "energy_ratio": c["energy_ratio"], "energy_ratio_ci95": c["energy_ratio_ci95"],
         "latency_ratio": c["latency_ratio"], "latency_ratio_ci95": c["latency_ratio_ci95"],
         "verdict": VERDICTS[c["verdict"]], "latency_verdict": VERDICTS[c["latency_verdict"]],
