@@ -94,8 +94,9 @@ def release_summary(audit) -> dict | None:
 
 
 def _chain_figure(entries: list[dict], key: str, interval_key: str, what: str) -> dict:
-    """One marker per version that carried a paired comparison, its interval as error bars;
-    one trace per batch size; the dashed line at ×1 is "costs the same as its reference"."""
+    """One marker per version that carried a paired comparison, its interval as error bars and
+    its reference beside it; one trace per batch size (shown in the legend even when alone); the
+    dashed line at ×1 is "costs the same as its reference"."""
     by_batch: dict[int, dict] = {}
     for e in entries:
         release = e.get("release")
@@ -117,16 +118,21 @@ def _chain_figure(entries: list[dict], key: str, interval_key: str, what: str) -
     data = []
     for i, (batch, s) in enumerate(sorted(by_batch.items(), key=lambda kv: kv[0] or 0)):
         color = figures.PALETTE[i % len(figures.PALETTE)]
-        data.append({"type": "scatter", "mode": "lines+markers", "name": f"batch {batch}", "x": s["x"], "y": s["y"],
-                     "text": s["text"], "error_y": {"type": "data", "symmetric": False, "array": s["plus"],
+        # markers, not a line: each ratio is against its own reference, not a series of one quantity
+        data.append({"type": "scatter", "mode": "markers",
+                     "name": f"batch {batch}", "x": s["x"], "y": s["y"], "text": s["text"], "error_y": {"type": "data", "symmetric": False, "array": s["plus"],
                                                     "arrayminus": s["minus"], "color": color},
-                     "line": {"color": color}, "marker": {"color": color, "size": 9},
+                     "marker": {"color": color, "size": 9}, "cliponaxis": False,
                      "hovertemplate": f"%{{x}} %{{text}}<br>{what} ×%{{y:.3g}}<extra>batch {batch}</extra>"})
+    # each version's tick names its reference: "v7 / vs v6 (approved)"
+    ticks = {x: text for s in by_batch.values() for x, text in zip(s["x"], s["text"])}
+    order = [e["version"].label for e in entries if e["version"].label in ticks]
     line_at_one = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
                    "line": {"color": "#5b6475", "dash": "dash", "width": 1}}
     return {"data": data, "layout": figures.layout(
-        title, xaxis=figures.axis("Version", type="category"),
-        yaxis=figures.axis(f"{what.capitalize()} ratio (new / reference)"), shapes=[line_at_one])}
+        title, xaxis=figures.axis("Version", type="category", tickvals=order,
+                                  ticktext=[f"{x}<br>{ticks[x]}" for x in order]),
+        yaxis=figures.axis(f"{what.capitalize()} ratio (new / reference)"), shapes=[line_at_one], showlegend=True)}
 
 
 def release_history(entries: list[dict]) -> dict:

@@ -96,6 +96,7 @@ def test_history_marks_the_paired_versions_and_draws_the_chain_of_ratios(member_
     assert trace["error_y"]["array"] == pytest.approx([0.05, 0.07])
     assert trace["error_y"]["arrayminus"] == pytest.approx([0.05, 0.07])
     assert trace["text"] == ["vs v5", "vs v6 (approved)"]
+    assert figures["chart-release-energy"]["layout"]["xaxis"]["ticktext"] == ["v6<br>vs v5", "v7<br>vs v6 (approved)"]
     assert figures["chart-release-latency"]["data"][0]["y"] == [1.03, 1.03]
     assert 'id="chart-release-energy"' in page
 
