@@ -131,6 +131,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 # Uploads: the whole model must fit the limit; larger request bodies stream to disk.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=512 * 1024 * 1024)
+# An upload temporary file (energy-audit-upload-*) untouched this long was left by a killed web
+# process: the reaper and the web processes remove it (audit/uploadhandlers.py)
+UPLOAD_TEMP_MAX_AGE_S = env.int("UPLOAD_TEMP_MAX_AGE_S", default=6 * 3600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o640

@@ -119,9 +119,8 @@ class UploadSizeLimitMiddleware:
 
 
 def upload_temp_max_age_s() -> float:
-    """UPLOAD_TEMP_MAX_AGE_S (setting, else environment), else the default."""
-    value = getattr(settings, "UPLOAD_TEMP_MAX_AGE_S", None) or os.environ.get("UPLOAD_TEMP_MAX_AGE_S")
-    return float(value) if value else DEFAULT_UPLOAD_TEMP_MAX_AGE_S
+    """UPLOAD_TEMP_MAX_AGE_S (audit/settings.py), else the default."""
+    return float(getattr(settings, "UPLOAD_TEMP_MAX_AGE_S", None) or DEFAULT_UPLOAD_TEMP_MAX_AGE_S)
 
 
 def upload_temp_dirs() -> list[str]:
