@@ -119,9 +119,9 @@ def _chain_figure(entries: list[dict], key: str, interval_key: str, what: str) -
     for i, (batch, s) in enumerate(sorted(by_batch.items(), key=lambda kv: kv[0] or 0)):
         color = figures.PALETTE[i % len(figures.PALETTE)]
         # markers, not a line: each ratio is against its own reference, not a series of one quantity
-        data.append({"type": "scatter", "mode": "markers",
-                     "name": f"batch {batch}", "x": s["x"], "y": s["y"], "text": s["text"], "error_y": {"type": "data", "symmetric": False, "array": s["plus"],
-                                                    "arrayminus": s["minus"], "color": color},
+        error_bars = {"type": "data", "symmetric": False, "array": s["plus"], "arrayminus": s["minus"], "color": color}
+        data.append({"type": "scatter", "mode": "markers", "name": f"batch {batch}", "x": s["x"], "y": s["y"],
+                     "text": s["text"], "error_y": error_bars,
                      "marker": {"color": color, "size": 9}, "cliponaxis": False,
                      "hovertemplate": f"%{{x}} %{{text}}<br>{what} ×%{{y:.3g}}<extra>batch {batch}</extra>"})
     # each version's tick names its reference: "v7 / vs v6 (approved)"
