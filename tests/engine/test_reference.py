@@ -119,3 +119,12 @@ def test_generation_is_compared_request_for_request_on_the_same_prompts(gpt2_dir
     assert entry["verdict"] in ("no measurable difference", "inconclusive")
     assert entry["reference_measurement"]["energy_j_per_request"] > 0
     assert ref["fidelity"]["value"] == 1.0
+
+
+def test_a_reference_doing_another_task_is_refused(bert_dir, gpt2_dir):
+    doc = profile_model(bert_dir, batch_sizes=(1,), seq_len=8, options=FAST, reference=_reference(gpt2_dir, "gpt"))
+    ref = doc["reference"]
+    assert ref["status"] == "refused" and ref["per_batch_size"] == []
+    assert ref["reason"].startswith("the reference is a text-generation model and the new version a "
+                                    "text-classification model")
+    assert doc["variants"][0]["status"] == "succeeded"

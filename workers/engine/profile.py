@@ -330,12 +330,8 @@ def _stage_reference(run: _Run, loaded: LoadedModel) -> None:
     if not ref.measurable:
         return
     run.warnings.extend(f"reference {ref.label}: {w}" for w in ref.loaded.warnings)
-    try:
-        ref_scenario = _resolve_scenario(ref.loaded, run.options)
-    except EngineError as exc:
-        ref.fail("refused", f"the reference cannot be measured in this audit's scenario: {exc}")
-        return
-    ref.check_inputs(loaded, run.scenario, ref_scenario, run.seq_len, run.overrides)
+    ref.check_inputs(loaded, run.scenario, lambda: _resolve_scenario(ref.loaded, run.options), run.seq_len,
+                     run.overrides)
 
 
 def _baseline_doc(run: _Run) -> dict | None:

@@ -106,12 +106,18 @@ class Reference:
             message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             self.fail(FAILED, f"the reference could not be loaded: {message}")
 
-    def check_inputs(self, new, new_scenario: dict, ref_scenario: dict | None, seq_len, overrides) -> None:
-        """Set ``basis`` and ``inputs``, or refuse the comparison with the reason."""
+    def check_inputs(self, new, new_scenario: dict, ref_scenario, seq_len, overrides) -> None:
+        """Set ``basis`` and ``inputs``, or refuse the comparison with the reason. ``ref_scenario``:
+        resolves the reference's scenario under the audit's options (raises EngineError)."""
         if not self.measurable:
             return
         try:
-            self.basis, self.inputs = fair_inputs(new, self.loaded, new_scenario, ref_scenario,
+            check_tasks(new, self.loaded)
+            try:
+                scenario = ref_scenario()
+            except EngineError as exc:
+                raise Refused(f"the reference cannot be measured in this audit's scenario: {exc}") from None
+            self.basis, self.inputs = fair_inputs(new, self.loaded, new_scenario, scenario,
                                                   (seq_len, overrides), (self.seq_len, self.overrides))
         except Refused as exc:
             self.fail(REFUSED, str(exc))
@@ -169,14 +175,18 @@ def _batch_entry(c: dict, reference_m: dict) -> dict:
 # --- fair inputs ---------------------------------------------------------------------------
 
 
+def check_tasks(new, ref) -> None:
+    """Refused when both tasks are known and differ."""
+    if len({new.task, ref.task} - {None, "", "unknown"}) == 2:
+        raise Refused(f"the reference is a {ref.task} model and the new version a {new.task} model: their costs "
+                      "answer different questions")
+
+
 def fair_inputs(new, ref, new_scenario: dict, ref_scenario: dict | None, new_inputs: tuple,
                 ref_inputs: tuple) -> tuple[str, str]:
     """(basis, how both were fed) for the new version and the reference; raises Refused when
     their costs do not compare. ``*_inputs``: (seq_len, input overrides) each is measured with."""
-    known = {new.task, ref.task} - {None, "", "unknown"}
-    if len(known) == 2:
-        raise Refused(f"the reference is a {ref.task} model and the new version a {new.task} model: their costs "
-                      "answer different questions")
+    check_tasks(new, ref)
     ref_kind = (ref_scenario or {}).get("kind", "forward")
     if new_scenario["kind"] != ref_kind:
         what = {"generation": "generating text", "forward": "by forward passes"}
