@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import recipe
+from .registry import recipe
 from .common import derive
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 
-from . import recipe
+from .registry import recipe
 from .common import derive, distill_steps, saved_size_torch
 
 MASKED_PRUNING_NOTE = (
