@@ -307,8 +307,11 @@ class GenerationPlan:
         if backend == "vllm":
             from . import vllm_backend
 
+            _, source = prompt_token_ids(loaded, prompt_tokens)
             return vllm_backend.build_plan(loaded, batch_size=batch_size, prompt_tokens=prompt_tokens,
-                                           new_tokens=new_tokens, options=options)
+                                           new_tokens=new_tokens, options=options,
+                                           prompt_rows=prompt_batch(loaded, batch_size, prompt_tokens).tolist(),
+                                           prompt_source=source, plan_type=cls)
         if backend != "transformers":
             raise LoadError(f"unknown generation backend {backend!r}; one of {', '.join(BACKENDS)}")
         return _transformers_plan(loaded, batch_size, prompt_tokens, new_tokens, options)

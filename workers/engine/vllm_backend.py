@@ -52,15 +52,12 @@ def _is_original(loaded) -> bool:
     return ref is not None and ref() is loaded
 
 
-def _engine(loaded, max_len: int, options: dict):
+def _engine(loaded, max_len: int, options: dict, *, has_tokenizer: bool):
     from vllm import LLM
 
     folder = str(loaded.source_dir)
     key = (folder, loaded.device, max_len)
     if key not in _ENGINES:
-        from . import generation
-
-        has_tokenizer = not generation.prompt_token_ids(loaded, 1)[1].startswith("random")
         _ENGINES[key] = LLM(
             model=folder, tokenizer=folder if has_tokenizer else None, skip_tokenizer_init=not has_tokenizer,
             trust_remote_code=False, dtype="auto", seed=0, max_model_len=max_len, enable_prefix_caching=False,
@@ -70,9 +67,11 @@ def _engine(loaded, max_len: int, options: dict):
     return _ENGINES[key]
 
 
-def build_plan(loaded, *, batch_size: int, prompt_tokens: int, new_tokens: int, options: dict):
-    from . import generation
-
+def build_plan(loaded, *, batch_size: int, prompt_tokens: int, new_tokens: int, options: dict,
+               prompt_rows: list, prompt_source: str, plan_type):
+    """The vLLM plan for ``prompt_rows`` (the batch's prompt token ids, made by generation.py as
+    for the transformers backend, ``prompt_source`` says from what), as a ``plan_type``
+    (generation.GenerationPlan). generation.py hands these in: this module imports nothing of it."""
     if not _is_original(loaded):
         raise LoadError("vLLM serves the uploaded weights as they are; recipe variants are measured with the "
                         "transformers generation backend")
@@ -81,9 +80,9 @@ def build_plan(loaded, *, batch_size: int, prompt_tokens: int, new_tokens: int, 
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = _engine(loaded, prompt_tokens + new_tokens + 1, options)
-    rows = generation.prompt_batch(loaded, batch_size, prompt_tokens).tolist()
-    prompts = [TokensPrompt(prompt_token_ids=row) for row in rows]
+    has_tokenizer = not prompt_source.startswith("random")
+    llm = _engine(loaded, prompt_tokens + new_tokens + 1, options, has_tokenizer=has_tokenizer)
+    prompts = [TokensPrompt(prompt_token_ids=row) for row in prompt_rows]
     first = SamplingParams(max_tokens=1, min_tokens=1, ignore_eos=True, temperature=0.0, detokenize=False)
     full = SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, temperature=0.0,
                           detokenize=False)
@@ -100,11 +99,9 @@ def build_plan(loaded, *, batch_size: int, prompt_tokens: int, new_tokens: int, 
         records.append(_batch_times(outs, new_tokens))
         return outs
 
-    _, source = generation.prompt_token_ids(loaded, prompt_tokens)
-    return generation.GenerationPlan(prefill=prefill, request=request, batch_size=batch_size,
-                                     prompt_tokens=prompt_tokens, new_tokens=new_tokens, backend="vllm",
-                                     prompt_source=source, records=records,
-                                     decoding="vLLM offline LLM.generate, greedy, prefix caching off")
+    return plan_type(prefill=prefill, request=request, batch_size=batch_size, prompt_tokens=prompt_tokens,
+                     new_tokens=new_tokens, backend="vllm", prompt_source=prompt_source, records=records,
+                     decoding="vLLM offline LLM.generate, greedy, prefix caching off")
 
 
 def _batch_times(outs, new_tokens: int) -> tuple:
