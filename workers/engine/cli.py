@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-tpot-ms-p95", type=float, default=None, metavar="MS",
                    help="generation: time-per-output-token target, p95")
     p.add_argument("--power-limit-sweep", action="store_true", default=None,
-                   help="CUDA, where the worker allows it (ENERGY_AUDIT_ALLOW_POWER_LIMIT=1): measure at a few "
+                   help="CUDA, where the worker allows it (AUDIT_ALLOW_POWER_LIMIT=1): measure at a few "
                         "power limits and name the cheapest within the latency target")
     # the constraints of the recommendation and the SLO answer (constraints.py: defaults and why)
     p.add_argument("--min-fidelity", type=float, default=None, metavar="F",
