@@ -322,6 +322,8 @@ class Measurement(models.Model):
     output_tokens_per_s = models.FloatField(null=True)
     energy_j_per_prompt_token = models.FloatField(null=True)
     energy_j_per_output_token = models.FloatField(null=True, db_index=True)
+    # decode = request - prefill: its statistical part is larger than the request's
+    energy_j_per_output_token_uncertainty_rel = models.FloatField(null=True)
     energy_j_per_request = models.FloatField(null=True)
     prefill_energy_share = models.FloatField(null=True)
     backend = models.CharField(max_length=20, blank=True)

@@ -209,6 +209,24 @@ def test_a_budget_at_the_figure_is_inconclusive_on_a_multiplicative_interval(tea
     assert (over["low"], over["high"]) == (entry["low"], entry["high"])
 
 
+def test_j_per_output_token_is_judged_on_its_own_uncertainty(team):
+    """Decode energy is the request's less the prefill's, so J per output token is less certain
+    than the request: a limit 30% under it fails on the request's ±5%, but not on its own ±40%."""
+    from .factories import measurement_doc, result_doc
+
+    doc = result_doc()
+    doc["variants"][0]["measurements"] = [measurement_doc(
+        1, scenario="generation", new_tokens=32, energy_j_per_output_token=0.10, energy_uncertainty_rel=0.05,
+        energy_j_per_output_token_uncertainty_rel=0.40)]
+    audit = finished_audit(team, result=doc)
+    (entry,) = check(audit, EnergyBudget(team=team, name="token", max_j_per_output_token=0.07)).results
+    assert entry["inconclusive"] is True and entry["passed"] is None
+    k = 1.40 ** 1.96
+    assert entry["low"] == pytest.approx(0.10 / k) and entry["high"] == pytest.approx(0.10 * k)
+    (per_request,) = check(audit, EnergyBudget(team=team, name="inference", max_j_per_inference=0.0001)).results
+    assert per_request["passed"] is False  # the request's own figure keeps the request's uncertainty
+
+
 def test_a_vetoed_measurement_is_inconclusive_whatever_the_limit(team):
     """No energy read, or active energy clamped at zero: an energy limit cannot be judged, however
     far it is; the latency of the same measurement is still judged."""

@@ -171,15 +171,25 @@ def judge_minimum(value: float, threshold: float, unit: str) -> Judgement:
     return Judgement(False, False, value, value, f"{figure} < {limit}: fail")
 
 
+def _energy_uncertainty(m, attribute: str) -> float:
+    """The figure's own relative uncertainty: J per output token has one of its own (decode is the
+    request less the prefill, so its statistical part is the larger); the others share the
+    measurement's."""
+    if attribute == "energy_j_per_output_token" and m.energy_j_per_output_token_uncertainty_rel is not None:
+        return m.energy_j_per_output_token_uncertainty_rel
+    return m.energy_uncertainty_rel
+
+
 def _judge_measurement(m, attribute: str, unit: str, threshold: float) -> Judgement:
     value = getattr(m, attribute)
     if value is None or not math.isfinite(value):
         return Judgement(None, reason="not measured: this measurement has no such figure")
     if unit in ("J", "Wh"):
-        if not math.isfinite(m.energy_uncertainty_rel):  # a row stored before results were validated
+        uncertainty = _energy_uncertainty(m, attribute)
+        if not math.isfinite(uncertainty):  # a row stored before results were validated
             return Judgement(None, True, reason=f"{_figure(value, unit)} vs {_figure(threshold, unit)}: "
                                                 "inconclusive (its energy uncertainty is not a number)")
-        low, high, basis = energy_interval(value, m.energy_uncertainty_rel)
+        low, high, basis = energy_interval(value, uncertainty)
         return judge_maximum(value, threshold, unit, low, high, basis, _measurement_vetoes(m))
     low, high, basis = latency_interval(value, _latency_ci95_rel(m))
     return judge_maximum(value, threshold, unit, low, high, basis)

@@ -56,6 +56,7 @@ OPTIONAL_MEASUREMENT_FIELDS = [
     "output_tokens_per_s",
     "energy_j_per_prompt_token",
     "energy_j_per_output_token",
+    "energy_j_per_output_token_uncertainty_rel",
     "energy_j_per_request",
     "prefill_energy_share",
     "power_limit_w",
