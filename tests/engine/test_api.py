@@ -29,6 +29,15 @@ def test_profile_is_the_audit_document(mlp_safetensors):
     assert doc["variants"][1]["comparison"][0]["energy_ratio_ci95"]
 
 
+def test_profile_compares_with_a_reference_version(mlp_safetensors):
+    doc = profile(mlp_safetensors, options=dict(m.FAST_OPTIONS, rounds=3),
+                  reference={"path": str(mlp_safetensors), "label": "v1 (approved)"})
+    ref = doc["reference"]
+    assert ref["label"] == "v1 (approved)" and ref["status"] == "compared", ref.get("reason")
+    assert [row["batch_size"] for row in ref["per_batch_size"]] == [1]
+    assert ref["per_batch_size"][0]["verdict"] not in ("costs more", "costs less")  # the same file twice
+
+
 def test_windows_nest_and_report_energy_on_the_nvml_counter(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setitem(sys.modules, "pynvml", fake.make_nvml([fake.FakeGPU("GPU-a", energy_step_mj=2000)]))

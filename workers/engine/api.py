@@ -29,8 +29,11 @@ __all__ = ["EnergyMonitor", "Window", "profile"]
 
 
 def profile(path, *, format: str = "auto", device: str = "cpu", batch_sizes=(1,), seq_len: int | None = None,
-            recipes=("baseline",), dataset=None, options: dict | None = None, progress=None) -> dict:
+            recipes=("baseline",), dataset=None, options: dict | None = None, progress=None,
+            reference: dict | None = None) -> dict:
     """Audit the model at ``path``: the result document of docs/ENGINE_INTERFACE.md (schema 2).
+    ``reference`` ({"path", "label", ...}, docs/ENGINE_INTERFACE.md) names another version whose
+    baseline the audit's baseline is compared with in the same paired rounds.
 
     Raises ``workers.engine.errors.FormatError`` / ``LoadError`` for a model that cannot be
     detected or loaded safely; a variant that fails later is reported inside the document.
@@ -38,7 +41,8 @@ def profile(path, *, format: str = "auto", device: str = "cpu", batch_sizes=(1,)
     from .profile import profile_model
 
     return profile_model(path, format=format, device=device, batch_sizes=batch_sizes, seq_len=seq_len,
-                         recipes=recipes, dataset=dataset, options=options, progress=progress)
+                         recipes=recipes, dataset=dataset, options=options, progress=progress,
+                         reference=reference)
 
 
 @dataclass
