@@ -286,3 +286,29 @@ def test_a_runaway_line_is_refused_and_reading_stays_linear():
     lines = reader.feed(b'"}\n')
     assert time.process_time() - started < 5.0
     assert len(lines) == 1 and len(lines[0]) > MAX_LINE_BYTES - 16384
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the staging is a root worker's")
+def test_a_root_worker_that_cannot_stage_says_what_to_do(monkeypatch):
+    """A container's root usually lacks CAP_SYS_ADMIN: the staging's unshare fails. The audit fails
+    with what to do, not an internal error, and the worker's start probe says the same."""
+    from workers.engine import launch as launch_module
+    from workers.engine.errors import EngineFailure
+    from workers.engine.sandbox import _probe
+
+    def unshare_refused(flags):
+        import ctypes
+        import errno
+
+        ctypes.set_errno(errno.EPERM)
+        return -1
+
+    monkeypatch.setattr(launch_module, "_UNSHARE", unshare_refused)
+    with pytest.raises(EngineFailure) as err:
+        run_engine({"behaviour": "ok"}, timeout_s=30, on_event=lambda e: None, _entry=[str(FAKE_ENTRY)])
+    assert "CAP_SYS_ADMIN" in err.value.message and "unprivileged user" in err.value.message
+    _probe.cache_clear()
+    try:
+        assert "CAP_SYS_ADMIN" in _probe("bwrap", "/usr/bin/bwrap")
+    finally:
+        _probe.cache_clear()

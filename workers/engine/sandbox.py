@@ -375,8 +375,11 @@ def sandboxed(
         own = [p for p in read_only if p and os.path.isabs(p) and os.path.exists(p)]
         if host_ids and own:
             owner = os.stat(own[0])
-            staging.userns_fd = idmap_userns((owner.st_uid, owner.st_gid), host_ids)
-            owned.append(staging.userns_fd)
+            try:
+                staging.userns_fd = idmap_userns((owner.st_uid, owner.st_gid), host_ids)
+                owned.append(staging.userns_fd)
+            except (OSError, subprocess.SubprocessError):
+                pass  # no idmapped mount: the child reads this audit's files by their own modes
         argv = bwrap_argv(inner, private_dir=private_dir, staging=staging, read_only=read_only, device=device,
                           seccomp_fd=seccomp_fd, **kwargs)
     except BaseException:
@@ -404,18 +407,33 @@ def _probe(mode: str, bwrap: str | None) -> str | None:
             "assert os.getuid() != 0, 'uid 0 inside'; "
             "assert all(line.split()[1] != '0' for line in open('/proc/self/uid_map')), 'maps to host uid 0'; "
             "open(os.path.join(os.getcwd(), 'w'), 'w').write('ok'); print('sandbox-ok')")
+    launch = None
     try:
-        with sandboxed([sys.executable, "-c", code], private_dir=private_dir, mode=mode, bwrap=bwrap) as launch:
+        launch = sandboxed([sys.executable, "-c", code], private_dir=private_dir, mode=mode, bwrap=bwrap)
+        with launch:
             out = subprocess.run(launch.argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
                                  env=child_env(private_dir), **launch.popen_kwargs())
     except (OSError, subprocess.SubprocessError, SandboxUnavailable) as exc:
-        return f"bubblewrap could not be started: {exc}"
+        return f"bubblewrap could not be started: {launch_problem(launch, exc)}"
     finally:
         remove_tree(private_dir)
     if out.returncode != 0 or "sandbox-ok" not in out.stdout:
         tail = "\n".join((out.stderr or "").strip().splitlines()[-5:])
         return f"a test run in the bubblewrap sandbox failed (exit {out.returncode}): {tail}"
     return None
+
+
+def launch_problem(launch: Launch | None, exc: BaseException) -> str:
+    """Why a launch failed, in words a deployer can act on. A root worker's launch stages the
+    sandbox's files in a mount namespace of its own before dropping to the sandbox user: that
+    needs root's CAP_SYS_ADMIN, which a container's root usually lacks."""
+    text = str(exc)
+    if launch is not None and launch.host_ids is not None and isinstance(exc, subprocess.SubprocessError):
+        text += (" (a root worker prepares the sandbox's files in a mount namespace of its own, which needs "
+                 "CAP_SYS_ADMIN, then starts bubblewrap as host uid "
+                 f"{launch.host_ids[0]}, which needs unprivileged user namespaces: run the worker as an "
+                 "unprivileged user instead, as the Docker image does)")
+    return text
 
 
 def check_sandbox(environ: dict | None = None) -> str | None:

@@ -32,7 +32,7 @@ from typing import Callable
 from workers.engine.errors import EngineFailure
 from workers.engine.launch import GIB, child_env
 from workers.engine.private_dirs import private_dir_prefix, remove_tree
-from workers.engine.sandbox import Launch, SandboxUnavailable, sandboxed
+from workers.engine.sandbox import Launch, SandboxUnavailable, launch_problem, sandboxed
 
 DEFAULT_MEMORY_BYTES = 16 * GIB
 DEFAULT_FILE_BYTES = 16 * GIB
@@ -216,10 +216,11 @@ def run_engine(
             raise EngineFailure("crash", f"the engine sandbox could not be built: {exc}") from None
         try:
             proc = _start(launch, private_dir, limits, stderr_fh)
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             if launch.mode != "bwrap":
                 raise
-            raise EngineFailure("crash", f"the engine sandbox (bubblewrap) could not be started: {exc}") from None
+            raise EngineFailure("crash", f"the engine sandbox (bubblewrap) could not be started: "
+                                         f"{launch_problem(launch, exc)}") from None
         launch.close()
         try:
             proc.stdin.write(json.dumps(request).encode())
