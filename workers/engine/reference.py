@@ -286,7 +286,10 @@ def measure_fidelity(ref: Reference, new, eval_data, batch_size: int) -> str | N
         doc = Evaluator(ref.loaded, eval_data, batch_size=batch_size).evaluate(new)
     except Exception as exc:  # noqa: BLE001 - reported, never judged: a failure only loses the figure
         return f"fidelity to the reference {ref.label} could not be measured: {type(exc).__name__}: {exc}"
-    ref.fidelity = {"metric": doc["fidelity_metric"], "value": doc["fidelity_value"],
+    value = doc.get("fidelity_value")
+    if not isinstance(value, (int, float)) or value != value:  # no fidelity metric fits these outputs
+        return f"fidelity to the reference {ref.label}: no metric fits these outputs"
+    ref.fidelity = {"metric": doc["fidelity_metric"], "value": value,
                     "higher_is_better": bool(doc["fidelity_higher_is_better"])}
     return None
 
@@ -304,7 +307,7 @@ def summary_lines(section: dict | None) -> list[str]:
              for c in section["per_batch_size"]]
     lines.append(f"vs {label}: inputs: {section['inputs']}")
     fid = section.get("fidelity")
-    if fid:
+    if fid and fid.get("value") is not None:
         lines.append(f"vs {label}: fidelity {fid['metric']} {fid['value']:.4g} (reported, not judged)")
     return lines
 
