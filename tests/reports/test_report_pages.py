@@ -215,7 +215,7 @@ def test_report_shows_variant_notes_and_baseline_drift(client, team, member):
 
 
 def test_history_never_draws_two_batch_sizes_on_one_line(team):
-    from audit.reports.selectors import model_history_context
+    from audit.reports.history_page import model_history_context
 
     v1 = make_version(team, name="hist2", label="v1")
     v2 = make_version(team, name="hist2", label="v2")
