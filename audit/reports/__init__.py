@@ -2,4 +2,5 @@
 
 `tradeoff` (pure: Pareto frontier, recommendation, savings), `figures` (pure: results in,
 plotly figure dict out), `ratings` (energy rating quintiles, computed in SQL at read time),
-`selectors` (the reads that feed the report, compare, history and overview pages)."""
+the reads that feed the pages: `report_page`, `compare_page`, `history_page` and `overview`, over the
+variant rows they share in `rows` (with the summary cards in `kpis`)."""

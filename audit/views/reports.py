@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from ..models import Audit, ModelVersion
 from ..reports.ratings import rating_for_version, rating_spread, ratings_for_teams
-from ..reports.selectors import audit_report_context
+from ..reports.report_page import audit_report_context
 from ..reports.compare_page import MAX_COMPARE, compare_context
 from ..reports.history_page import model_history_context
 from ..reports import figures, formatting as units

@@ -12,7 +12,7 @@ import pytest
 
 from audit.models import Evaluation, Measurement, Variant
 from audit.reports.quantities import AXIS_CHOICES
-from audit.reports.selectors import audit_report_context
+from audit.reports.report_page import audit_report_context
 from audit.reports.compare_page import compare_context
 from audit.reports.history_page import model_history_context
 from audit.services import audits as services

@@ -1,6 +1,8 @@
-"""Reads that feed the report pages, and the shaping of what they return into the rows,
-KPIs and figures the templates draw. Queries are bounded: a report is a fixed number of
-queries whatever the number of variants or batch sizes."""
+"""The audit report page's reads, and the shaping of what they return into the rows, verdict,
+KPIs, savings, evidence and figures the template draws, section by section. Queries are
+bounded: a report is a fixed number of queries whatever the number of variants or batch sizes.
+The compare and model history pages read through compare_page.py and history_page.py; the
+rows all of them share are in rows.py."""
 from __future__ import annotations
 
 from django.conf import settings
