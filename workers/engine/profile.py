@@ -14,20 +14,20 @@ interleaved rounds with the baseline, and each variant reports its ratios to the
 (``quality.py``).
 
 The run is a sequence of stages, each a function in ``profile_stages.py``: load, build the
-variants, count them, measure them, evaluate them; then ``_stage_result`` below assembles the result.
+variants, count them, measure them, evaluate them; then ``profile_result.py`` assembles the result.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import ENGINE_VERSION, SCHEMA_VERSION
 from .errors import LoadError
 from .loaders import LoadedModel, load_model
 from .profile_options import DEFAULT_OPTIONS, _merge_options, _resolve_scenario, _resolve_spec, _set_threads
 from .profile_stages import (_PCT_LOADED, _PCT_MEASURED_WITH_EVAL, _PCT_MEASURED_WITHOUT_LABELS, _Progress, _Run,
                              _baseline_doc, _prepare_dataset, _reference_fidelity, _stage_count, _stage_evaluate,
                              _stage_measure, _stage_reference, _stage_variants)
+from .profile_result import _stage_result
 from .recipes import RECIPES, Recipe, recipe
 
 __all__ = ["RECIPES", "Recipe", "recipe", "profile_model", "run_request", "DEFAULT_OPTIONS"]
@@ -109,67 +109,6 @@ def profile_model(
         if run.reference is not None:
             run.reference.close()
     return _stage_result(run, loaded)
-
-
-def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
-    from .fingerprint import host_fingerprint
-    from .frontier import build_frontier
-    from .tradeoff import audit_quality, build_tradeoff
-
-    fingerprint = dict(host_fingerprint(run.device))
-    fingerprint["threads"] = run.threads
-    if loaded.kind == "onnx":
-        # 0 means onnxruntime's own default (one thread per physical core)
-        fingerprint["onnxruntime_intra_op_threads"] = int(run.options.get("threads") or 0)
-    run.report("done", 100.0, "done")
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "engine_version": ENGINE_VERSION,
-        "model": {
-            "format": loaded.format,
-            "architecture": loaded.architecture,
-            "task": loaded.task,
-            "detail": loaded.detail,
-        },
-        "device": run.device,
-        "scenario": run.scenario,
-        "fingerprint": fingerprint,
-        "carbon": _carbon(run.options),
-        "variants": run.variants,
-        "drift": run.drift,
-        "warnings": run.warnings,
-    }
-    if run.reference is not None:
-        result["reference"] = run.reference.section()
-    try:
-        result["tradeoff"] = build_tradeoff(result, run.options)
-    except Exception as exc:  # the measurements stand on their own; a summary bug must not lose them
-        result["tradeoff"] = None
-        result["warnings"].append(f"the trade-off summary could not be built: {type(exc).__name__}: {exc}")
-    try:
-        # energy against latency over batch sizes per variant, and the cheapest setting within the
-        # latency target (a GPU power-limit sweep adds its steps: workers/power.py)
-        result["frontier"] = build_frontier(result, run.options)
-    except Exception as exc:  # noqa: BLE001 - same rule as the trade-off
-        result["frontier"] = None
-        result["warnings"].append(f"the energy/latency frontier could not be built: {type(exc).__name__}: {exc}")
-    result["quality"] = audit_quality(result)
-    return result
-
-
-_CARBON_KEYS = ("region", "year", "kind", "licence", "source_url")
-
-
-def _carbon(options: dict) -> dict:
-    carbon = {
-        "intensity_g_per_kwh": float(options["grid_intensity_g_per_kwh"]),
-        "pue": float(options["pue"]),
-        "source": str(options["carbon_source"]),
-    }
-    for key in _CARBON_KEYS:
-        if options.get(f"carbon_{key}") is not None:
-            carbon[key] = options[f"carbon_{key}"]
-    return carbon
 
 
 def run_request(request: dict, progress: Callable[[dict], None]) -> dict:

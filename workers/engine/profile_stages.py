@@ -1,7 +1,7 @@
 """The stages of ``profile_model`` (profile.py), in the order it runs them, and what they share:
 the run's state (``_Run``) and its progress events (``_Progress``). Load the reference, build
 the variants from their recipes, count them, measure them in paired rounds, evaluate them;
-profile.py assembles the result document."""
+profile_result.py assembles the result document."""
 
 from __future__ import annotations
 
