@@ -53,6 +53,16 @@ def _llama():
                                         bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
 
 
+def _qwen2():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                        bos_token_id=1, eos_token_id=2)).eval()
+
+
 def _mixed_workload(n=14, with_text=False):
     """Prompts of 3 to 22 tokens and 2 to 13 new tokens, all different combinations."""
     lines = []
@@ -89,7 +99,8 @@ def test_bad_workloads_are_refused_with_their_line_and_reason(text, reason):
 
 def test_a_workload_too_long_for_the_models_context_is_refused_with_the_line():
     config = {"vocab_size": 256, "n_positions": 48}
-    requests = parse_workload('{"prompt_tokens": 10, "max_new_tokens": 8}\n\n{"prompt_tokens": 40, "max_new_tokens": 9}')
+    requests = parse_workload('{"prompt_tokens": 10, "max_new_tokens": 8}\n\n'
+                              '{"prompt_tokens": 40, "max_new_tokens": 9}')
     with pytest.raises(WorkloadError, match=r"line 3: prompt 40 \+ new 9 tokens = 49 do not fit the model's context "
                                             r"of 48 positions \(n_positions"):
         prompt_ids(requests, config)
@@ -97,6 +108,8 @@ def test_a_workload_too_long_for_the_models_context_is_refused_with_the_line():
         prompt_ids(parse_workload('{"prompt_tokens": [5, 300], "max_new_tokens": 2}'), config)
     with pytest.raises(WorkloadError, match="line 1: the prompt is text but the model has no tokenizer"):
         prompt_ids(parse_workload('{"prompt": "hello", "max_new_tokens": 2}'), config)
+    with pytest.raises(WorkloadError, match="this model is encoder-decoder"):
+        prompt_ids(requests, {"vocab_size": 256, "is_encoder_decoder": True})
     assert [len(p) for p in prompt_ids(requests[:1], config)] == [10]
 
 
@@ -143,7 +156,7 @@ def test_energy_is_attributed_by_tokens_and_goodput_counts_requests_meeting_both
 # --- serving on tiny models ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("build", [_gpt2, _llama], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("build", [_gpt2, _llama, _qwen2], ids=["gpt2", "llama", "qwen2"])
 def test_a_mixed_workload_at_concurrency_1_and_4_produces_every_figure(build):
     model = build()
     text = build is _gpt2

@@ -210,6 +210,7 @@ def serve_level(model, prompts, max_news, level: dict, *, slo: Slo, meter, optio
     warm = options["warmup_requests"]
     warm = min(4, n) if warm is None else int(warm)
     manager = open_manager(model, prompts, max_news, in_flight, options)
+    attention = getattr(model.config, "_attn_implementation", None)  # as continuous batching set it
     try:
         if warm:
             warmup = LoadGenerator(manager, prompts[:warm], max_news[:warm], timeout_s=options["level_timeout_s"])
@@ -233,7 +234,7 @@ def serve_level(model, prompts, max_news, level: dict, *, slo: Slo, meter, optio
     figures["flags"] = list(dict.fromkeys(figures["flags"] + list(driver.reading.flags)))
     figures.update({"ramp_requests": ramp, "warmup_requests": warm, "energy_method": meter.method,
                     "energy_estimated": bool(meter.estimated), "energy_uncertainty_rel": meter.uncertainty_rel,
-                    "avg_power_w": driver.reading.avg_power_w})
+                    "avg_power_w": driver.reading.avg_power_w, "attention": attention})
     return figures
 
 
@@ -259,7 +260,6 @@ def measure_serving(model, tokenizer, requests, *, load_levels: list[dict], slo:
     for level in load_levels:
         figures = serve_level(model, prompts, max_news, level, slo=slo, meter=meter, options=options)
         figures.update({"backend": BACKEND, "backend_version": backend_version(), "device": device,
-                        "scheduler": "fifo", "decoding": "greedy, EOS ignored, exactly max_new_tokens per request",
-                        "attention": getattr(model.config, "_attn_implementation", None)})
+                        "scheduler": "fifo", "decoding": "greedy, EOS ignored, exactly max_new_tokens per request"})
         results.append(figures)
     return results
