@@ -170,6 +170,8 @@ def level_figures(clocks: list[RequestClock], *, start: float, end: float, energ
     figures["requests"] = [
         {**share, "prompt_tokens": c.prompt_tokens, "output_tokens": len(c.token_s),
          "ttft_ms": c.ttft_ms(), "tpot_ms": c.tpot_ms(), "e2e_ms": c.e2e_ms(), "met_slo": verdicts[c.index],
+         "arrival_ms_from_window_start": (c.arrival_s - start) * 1e3,
+         "end_ms_from_window_start": (c.end_s - start) * 1e3,
          "completed_in_window": start <= c.end_s <= end}
         for c, share in zip(clocks, shares)]
     return figures
