@@ -176,6 +176,8 @@ def test_a_mixed_workload_at_concurrency_1_and_4_produces_every_figure(build):
         detail = level["requests"]
         # every request got exactly its max_new_tokens (EOS ignored)
         assert [r["output_tokens"] for r in detail] == [r.max_new_tokens for r in requests]
+        assert [len(r["token_ms_from_arrival"]) for r in detail] == [r.max_new_tokens for r in requests]
+        assert all(r["token_ms_from_arrival"][0] == pytest.approx(r["ttft_ms"], abs=1e-3) for r in detail)
         assert sum(r["energy_j"] for r in detail) == pytest.approx(level["energy_j_window"], rel=1e-9)
         good = [r for r in detail if r["completed_in_window"] and r["ttft_ms"] <= slo.ttft_ms
                 and (r["tpot_ms"] is None or r["tpot_ms"] <= slo.tpot_ms)]

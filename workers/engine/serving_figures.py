@@ -172,6 +172,7 @@ def level_figures(clocks: list[RequestClock], *, start: float, end: float, energ
          "ttft_ms": c.ttft_ms(), "tpot_ms": c.tpot_ms(), "e2e_ms": c.e2e_ms(), "met_slo": verdicts[c.index],
          "arrival_ms_from_window_start": (c.arrival_s - start) * 1e3,
          "end_ms_from_window_start": (c.end_s - start) * 1e3,
+         "token_ms_from_arrival": [round((t - c.arrival_s) * 1e3, 3) for t in c.token_s],
          "completed_in_window": start <= c.end_s <= end}
         for c, share in zip(clocks, shares)]
     return figures
