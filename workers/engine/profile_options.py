@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from . import carbon as carbon_table
 from .errors import LoadError
+from .generation import GENERATIVE_TASKS
 from .loaders import LoadedModel
 from .recipes import RECIPES, RecipeSpecError, parse_recipe_spec
 
@@ -53,7 +54,6 @@ DEFAULT_OPTIONS = {
 }
 
 # Tasks whose models generate text: their audits measure the generation scenario by default.
-GENERATIVE_TASKS = ("text-generation", "text2text-generation")
 
 def _set_threads(options: dict) -> int | None:
     import torch

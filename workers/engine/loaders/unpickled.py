@@ -3,19 +3,12 @@ on, and only ever inside the sandboxed child."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import LoadError
+from ..formats import UNSAFE_ENV, unsafe_formats_allowed  # noqa: F401 - re-exported by loaders
 from .common import _first_lines
 from .model import _HALF, LoadedModel, _precision_warning, baseline_dtype_option, module_float_dtype
-
-UNSAFE_ENV = "AUDIT_ALLOW_UNSAFE_FORMATS"
-
-
-def unsafe_formats_allowed() -> bool:
-    return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
 
 def _require_unsafe(fmt: str) -> None:
     if not unsafe_formats_allowed():
