@@ -42,20 +42,25 @@ def load_script():
     return module
 
 
-def test_the_gate_fails_a_release_that_costs_more_than_the_approved_version(live_server, member, team, start_worker,
-                                                                            tmp_path):
-    worker = start_worker()
-    v6 = approved_version(team, member)
+def gate_release(live_server, member, tmp_path, config):
+    """Run the CI gate on a v7 of ``config`` (seeded weights) as a pipeline would: (the script, its
+    exit code, what it printed, the audit it requested)."""
     model = tmp_path / "v7.safetensors"
-    model.write_bytes(mlp_safetensors_bytes(seed=7, config=LARGE))
+    model.write_bytes(mlp_safetensors_bytes(seed=7, config=config))
     script = load_script()
     args = script.parse_args([str(model), "--name", "release-mlp", "--label", "v7", "--batch-sizes", "1",
                               "--poll", "0.5", "--timeout", "300", "--url", live_server.url,
                               "--token", Token.objects.create(user=member).key])
     out = io.StringIO()
     code = script.run(script.Client(args.url, args.token), args, out=out)
-    output = out.getvalue()
-    audit = Audit.objects.get(model_version__label="v7")
+    return script, code, out.getvalue(), Audit.objects.get(model_version__label="v7")
+
+
+def test_the_gate_fails_a_release_that_costs_more_than_the_approved_version(live_server, member, team, start_worker,
+                                                                            tmp_path):
+    worker = start_worker()
+    v6 = approved_version(team, member)
+    script, code, output, audit = gate_release(live_server, member, tmp_path, LARGE)
     assert audit.status == Audit.Status.SUCCEEDED, output + audit.error + worker.log()
     assert audit.reference_version == v6 and audit.reference["status"] == "compared", (audit.reference, output)
     [row] = audit.reference["per_batch_size"]
@@ -68,16 +73,7 @@ def test_the_gate_passes_a_release_that_costs_the_same_as_the_approved_version(l
                                                                                start_worker, tmp_path):
     worker = start_worker()
     approved_version(team, member)
-    model = tmp_path / "v7.safetensors"
-    model.write_bytes(mlp_safetensors_bytes(seed=7, config=SMALL))  # other weights, the same compute
-    script = load_script()
-    args = script.parse_args([str(model), "--name", "release-mlp", "--label", "v7", "--batch-sizes", "1",
-                              "--poll", "0.5", "--timeout", "300", "--url", live_server.url,
-                              "--token", Token.objects.create(user=member).key])
-    out = io.StringIO()
-    code = script.run(script.Client(args.url, args.token), args, out=out)
-    output = out.getvalue()
-    audit = Audit.objects.get(model_version__label="v7")
+    script, code, output, audit = gate_release(live_server, member, tmp_path, SMALL)  # other weights, same compute
     assert audit.status == Audit.Status.SUCCEEDED, output + audit.error + worker.log()
     [row] = audit.reference["per_batch_size"]
     assert row["verdict"] != "costs more", row

@@ -21,16 +21,13 @@ from workers.engine.supervise import run_engine
 
 from ..factories import make_version
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_dispatch")]
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = Path(__file__).with_name("hostile_child_entry.py")
 REAL_RESULT = ROOT / "tests" / "reports" / "data" / "engine_result_digits_v2.json"
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch(monkeypatch):
-    monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: None)
 
 
 @pytest.fixture
