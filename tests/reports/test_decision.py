@@ -162,7 +162,12 @@ def test_a_fresh_engine_run_on_a_tiny_gpt2_answers_as_its_table_reads(member_cli
                                      time_cap_s=0.25))
     ms = [x for v in doc["variants"] for x in v["measurements"]]
     assert len(ms) == 6, [v["error"] for v in doc["variants"]]
-    ttft = sorted(x["ttft_ms_p95"] for x in ms)[3] * 1.001  # about half meet it
+    # about half meet it: midway across the widest gap between the 3rd and 6th fastest, so the
+    # table's rounded figures (the test reads the page) fall on the same side of the target as the
+    # exact ones the engine compares
+    ordered = sorted(x["ttft_ms_p95"] for x in ms)
+    i = max((2, 3, 4), key=lambda k: ordered[k + 1] / ordered[k])
+    ttft = (ordered[i] + ordered[i + 1]) / 2
     tpot = max(x["tpot_ms_p95"] for x in ms) * 1.01
     excluded = {}
     for v in doc["variants"][1:]:
