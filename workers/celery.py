@@ -15,6 +15,11 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+from workers import fsbroker  # noqa: E402
+
+# filesystem:// (the zero-setup broker) runs on workers/fsbroker.py: kombu's own is not first in first out
+fsbroker.register()
+
 app = Celery("energy_audit")
 
 
