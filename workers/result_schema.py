@@ -211,6 +211,96 @@ class Evaluation(Part):
     notes: Texts = []
 
 
+Level = Optional[Annotated[float, Field(gt=0.0, le=1e6, allow_inf_nan=False)]]
+
+
+class ServingRequest(Part):
+    """One request of a serving level's last pass (its share of the window's energy, its clock)."""
+
+    index: Count32
+    tokens_in_window: Count32 = 0
+    fraction_in_window: Share = 0.0
+    energy_j: Energy = 0.0
+    prompt_tokens: Count32 = 0
+    output_tokens: Count32 = 0
+    ttft_ms: Optional[Ms] = None
+    tpot_ms: Optional[Ms] = None
+    e2e_ms: Optional[Ms] = None
+    met_slo: Optional[bool] = None
+    arrival_ms_from_window_start: Optional[Signed] = None
+    end_ms_from_window_start: Optional[Signed] = None
+    token_ms_from_arrival: _list(Ms, 4096) = []
+    completed_in_window: Optional[bool] = None
+
+
+class ServingLevel(Part):
+    """A variant's figures at one load level (serving_figures.py names them; docs/ENGINE.md)."""
+
+    concurrency: Optional[Positive32] = None
+    request_rate: Level = None
+    ttft_ms_p50: Optional[Ms] = None
+    ttft_ms_p95: Optional[Ms] = None
+    ttft_ms_p99: Optional[Ms] = None
+    tpot_ms_p50: Optional[Ms] = None
+    tpot_ms_p95: Optional[Ms] = None
+    tpot_ms_p99: Optional[Ms] = None
+    itl_ms_p50: Optional[Ms] = None
+    itl_ms_p95: Optional[Ms] = None
+    itl_ms_p99: Optional[Ms] = None
+    e2e_ms_p50: Optional[Ms] = None
+    e2e_ms_p95: Optional[Ms] = None
+    e2e_ms_p99: Optional[Ms] = None
+    requests_per_s: Optional[Rate] = None
+    output_tokens_per_s: Optional[Rate] = None
+    energy_j_per_output_token: Optional[Energy] = None
+    energy_j_per_request: Optional[Energy] = None
+    energy_attribution: Optional[Token] = None
+    goodput_requests_per_s: Optional[Rate] = None
+    energy_j_per_good_token: Optional[Energy] = None
+    slo_ttft_ms: Optional[Ms] = None
+    slo_tpot_ms: Optional[Ms] = None
+    steady_window_s: Optional[Seconds] = None
+    steady_requests: Optional[Count32] = None
+    steady_good_requests: Optional[Count32] = None
+    steady_output_tokens: Optional[Count32] = None
+    steady_good_output_tokens: Optional[Count32] = None
+    steady_request_equivalents: Optional[_float(0.0, INT32)] = None
+    energy_j_window: Optional[Energy] = None
+    active_energy_j_window: Optional[Energy] = None
+    idle_power_w: Optional[Power] = None
+    avg_power_w: Optional[Power] = None
+    windows: Optional[Count32] = None
+    rounds: Optional[Count32] = None
+    round_energy_j_per_output_token: _list(Energy, 1024) = []
+    round_latency_ms: _list(Ms, 1024) = []
+    requests_total: Optional[Count32] = None
+    ramp_requests: Optional[Count32] = None
+    warmup_requests: Optional[Count32] = None
+    energy_method: Optional[Token] = None
+    energy_estimated: Optional[bool] = None
+    energy_uncertainty_rel: Optional[Rel] = None
+    attention: Optional[Token] = None
+    backend: Optional[Token] = None
+    backend_version: Optional[Token] = None
+    scheduler: Optional[Token] = None
+    decoding: Optional[Name] = None
+    device: Optional[Token] = None
+    flags: _list(Token, 32) = []
+    quality_grade: Optional[Grade] = None
+    quality_reasons: Texts = []
+    requests: _list(ServingRequest, 1024) = []
+    requests_window_energy_j: Optional[Energy] = None
+    requests_detail_truncated: Optional[bool] = None
+
+
+class ServingComparison(Comparison):
+    """A variant against the baseline at one load level, in paired rounds."""
+
+    batch_size: Optional[Positive32] = None
+    concurrency: Optional[Positive32] = None
+    request_rate: Level = None
+
+
 class Variant(Part):
     recipe: Recipe
     recipe_params: ScalarMap = {}
@@ -230,14 +320,48 @@ class Variant(Part):
     dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
     stored_dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
     baseline_dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
+    serving: Optional[_list(ServingLevel, 64)] = None
+    serving_comparison: Optional[_list(ServingComparison, 64)] = None
+
+
+class LengthStats(Part):
+    min: Optional[_float(0.0, 1e7)] = None
+    p10: Optional[_float(0.0, 1e7)] = None
+    median: Optional[_float(0.0, 1e7)] = None
+    p90: Optional[_float(0.0, 1e7)] = None
+    max: Optional[_float(0.0, 1e7)] = None
+    mean: Optional[_float(0.0, 1e7)] = None
+
+
+class Workload(Part):
+    source: Optional[Name] = None
+    sha256: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = None
+    requests: Optional[Count32] = None
+    prompt: Optional[LengthStats] = None
+    max_new_tokens: Optional[LengthStats] = None
+    prompt_tokens: Optional[LengthStats] = None
+    tokenized_with: Optional[Name] = None
+    flops_per_request: Optional[Count] = None
+    flops_per_output_token: Optional[Count] = None
+    flops_method: Optional[Text] = None
+
+
+class LoadLevel(Part):
+    concurrency: Optional[Positive32] = None
+    request_rate: Level = None
 
 
 class Scenario(Part):
-    kind: Literal["forward", "generation"] = "forward"
+    kind: Literal["forward", "generation", "serving"] = "forward"
     prompt_tokens: Optional[Count32] = None
     new_tokens: Optional[Count32] = None
-    backend: Optional[Literal["transformers", "vllm"]] = None
+    backend: Optional[Literal["transformers", "vllm", "transformers-continuous-batching"]] = None
     prompt_source: Optional[Text] = None
+    backend_version: Optional[Token] = None
+    workload: Optional[Workload] = None
+    load_levels: Optional[_list(LoadLevel, 16)] = None
+    slo: Optional[Annotated[dict[Key, Optional[Ms]], Field(max_length=4)]] = None
+    energy_attribution: Optional[Token] = None
 
 
 class DriftRow(Part):
@@ -435,7 +559,7 @@ class Progress(Part):
     variant: Optional[Count32] = None
     n_variants: Optional[Annotated[int, Field(ge=0, le=MAX_VARIANTS)]] = None
     batch_size: Optional[Count32] = None
-    phase: Optional[Literal["forward", "prefill", "decode"]] = None
+    phase: Optional[Literal["forward", "prefill", "decode", "serving"]] = None
     round: Optional[Count32] = None
     n_rounds: Optional[Count32] = None
 

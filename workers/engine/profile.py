@@ -24,11 +24,12 @@ from typing import Callable
 from .errors import LoadError
 from .loaders import LoadedModel, load_model
 from .profile_options import DEFAULT_OPTIONS, _merge_options, _resolve_scenario, _resolve_spec, _set_threads
-from .profile_stages import (_PCT_LOADED, _PCT_MEASURED_WITH_EVAL, _PCT_MEASURED_WITHOUT_LABELS, _Progress, _Run,
+from .profile_stages import (_PCT_IDLE, _PCT_LOADED, _PCT_MEASURED_WITH_EVAL, _PCT_MEASURED_WITHOUT_LABELS, _Progress, _Run,
                              _baseline_doc, _prepare_dataset, _reference_fidelity, _stage_count, _stage_evaluate,
                              _stage_measure, _stage_reference, _stage_variants)
 from .profile_result import _stage_result
 from .recipes import RECIPES, Recipe, recipe
+from .serving_stage import serving_scenario, stage_serve, wants_serving
 
 __all__ = ["RECIPES", "Recipe", "recipe", "profile_model", "run_request", "DEFAULT_OPTIONS"]
 
@@ -52,12 +53,15 @@ def profile_model(
     options: dict | None = None,
     progress: Callable[[dict], None] | None = None,
     reference: dict | None = None,
+    workload=None,
 ) -> dict:
     """Profile the model at ``path`` and return the contract's result document.
 
     ``recipes`` are specs (``"int8-dynamic"``, ``"prune-unstructured:0.5"``); ``dataset`` a file
     or a ``builtin:`` name; ``reference`` another version to compare the baseline with
-    (``reference.py``). Raises FormatError / LoadError when the model cannot be detected or
+    (``reference.py``); ``workload`` a serving workload (JSONL file or ``builtin:default``): with
+    it, or with ``load_levels`` in the options, a language model is measured serving that workload
+    at each load level (``serving_stage.py``). Raises FormatError / LoadError when the model cannot be detected or
     loaded or the dataset does not fit it; a variant or reference that fails later is reported
     in the document instead.
     """
@@ -83,14 +87,25 @@ def profile_model(
 
     models: dict[int, LoadedModel] = {}
     try:
-        run.scenario = _resolve_scenario(loaded, options)
+        serving = None
+        if wants_serving(workload, options):
+            run.scenario, *serving = serving_scenario(loaded, workload, options)
+            if run.reference is not None:
+                run.warnings.append(f"the reference {run.reference.label} was not measured: release comparison "
+                                    "runs in the forward and generation scenarios, not yet in serving")
+                run.reference.close()
+                run.reference = None
+        else:
+            run.scenario = _resolve_scenario(loaded, options)
         if run.reference is not None:
             _stage_reference(run, loaded)
         specs = [_resolve_spec(str(spec), options) for spec in recipes]
         eval_data, train_data, data_notes = _prepare_dataset(dataset, loaded, seq_len, options, specs)
         models = _stage_variants(run, loaded, specs, train_data)
         _stage_count(run, loaded, models)
-        if models:
+        if models and serving is not None:
+            stage_serve(run, models, *serving, _PCT_IDLE)
+        elif models:
             _stage_measure(run, models)
         if run.reference is not None:
             run.reference.settle(_baseline_doc(run))
@@ -129,4 +144,5 @@ def run_request(request: dict, progress: Callable[[dict], None]) -> dict:
         options=request.get("options") or {},
         progress=progress,
         reference=request.get("reference") or None,
+        workload=request.get("workload") or None,
     )

@@ -25,7 +25,7 @@ import math
 import random
 import time
 
-from .serving_figures import RequestClock, Slo, level_figures
+from .serving_figures import Pass, RequestClock, Slo, pooled_figures
 from .workload import WorkloadError
 
 BACKEND = "transformers-continuous-batching"
@@ -200,15 +200,26 @@ def _ramp(level: dict, n: int, options: dict) -> int:
     return max(1, math.ceil(0.1 * n))
 
 
-def serve_level(model, prompts, max_news, level: dict, *, slo: Slo, meter, options: dict) -> dict:
-    """Serve the whole workload once at ``level`` and return its figures (serving_figures)."""
+def level_key(level: dict) -> str:
+    return "concurrency" if "concurrency" in level else "request_rate"
+
+
+def level_label(level: dict) -> str:
+    key = level_key(level)
+    return f"concurrency {level[key]}" if key == "concurrency" else f"{level[key]:g} requests/s"
+
+
+def serve_pass(model, prompts, max_news, level: dict, *, meter, options: dict, warm: int | None = None):
+    """Serve the whole workload once at ``level``: (the pass's clocks and steady window, what else
+    the figures record). ``warm``: requests served first and not measured (None: the option)."""
     options = {**DEFAULT_OPTIONS, **(options or {})}
     n = len(prompts)
     ramp = _ramp(level, n, options)
     _check_level(level, n, ramp)
     in_flight = level.get("concurrency") or n
-    warm = options["warmup_requests"]
-    warm = min(4, n) if warm is None else int(warm)
+    if warm is None:
+        warm = options["warmup_requests"]
+        warm = min(4, n) if warm is None else int(warm)
     manager = open_manager(model, prompts, max_news, in_flight, options)
     attention = getattr(model.config, "_attn_implementation", None)  # as continuous batching set it
     try:
@@ -224,18 +235,36 @@ def serve_level(model, prompts, max_news, level: dict, *, slo: Slo, meter, optio
     finally:
         close_manager(manager)
     if driver.reading is None:
-        raise ServingError(f"no steady window at {level}: the ramp-up ({ramp} requests) did not complete before the "
-                           "drain began; serve more requests or lower the load")
+        raise ServingError(f"no steady window at {level_label(level)}: the ramp-up ({ramp} requests) did not "
+                           "complete before the drain began; serve more requests or lower the load")
     clocks = [driver.clocks[i] for i in range(n)]
-    figures = level_figures(clocks, start=driver.window_start, end=driver.window_end,
-                            energy_j=driver.reading.energy_j, slo=slo, idle_power_w=options.get("idle_power_w"))
-    key = "concurrency" if "concurrency" in level else "request_rate"
+    info = {"ramp_requests": ramp, "warmup_requests": warm, "attention": attention,
+            "flags": list(driver.reading.flags), "avg_power_w": driver.reading.avg_power_w}
+    return Pass(clocks, driver.window_start, driver.window_end, driver.reading.energy_j), info
+
+
+def level_document(level: dict, passes: list, infos: list[dict], *, slo: Slo, meter, options: dict) -> dict:
+    """The figures of one level over its passes, with how they were measured."""
+    figures = pooled_figures(passes, slo=slo, idle_power_w=options.get("idle_power_w"))
+    key = level_key(level)
     figures = {key: level[key], **figures}
-    figures["flags"] = list(dict.fromkeys(figures["flags"] + list(driver.reading.flags)))
-    figures.update({"ramp_requests": ramp, "warmup_requests": warm, "energy_method": meter.method,
-                    "energy_estimated": bool(meter.estimated), "energy_uncertainty_rel": meter.uncertainty_rel,
-                    "avg_power_w": driver.reading.avg_power_w, "attention": attention})
+    flags = figures["flags"] + [f for info in infos for f in info["flags"]]
+    figures["flags"] = list(dict.fromkeys(flags))
+    powers = [info["avg_power_w"] for info in infos if info.get("avg_power_w") is not None]
+    figures.update({"ramp_requests": infos[0]["ramp_requests"], "warmup_requests": infos[0]["warmup_requests"],
+                    "energy_method": meter.method, "energy_estimated": bool(meter.estimated),
+                    "energy_uncertainty_rel": meter.uncertainty_rel,
+                    "avg_power_w": sum(powers) / len(powers) if powers else None, "attention": infos[0]["attention"],
+                    "backend": BACKEND, "backend_version": backend_version(),
+                    "scheduler": "fifo", "decoding": "greedy, EOS ignored, exactly max_new_tokens per request"})
     return figures
+
+
+def serve_level(model, prompts, max_news, level: dict, *, slo: Slo, meter, options: dict) -> dict:
+    """Serve the whole workload once at ``level`` and return its figures (serving_figures)."""
+    options = {**DEFAULT_OPTIONS, **(options or {})}
+    one, info = serve_pass(model, prompts, max_news, level, meter=meter, options=options)
+    return level_document(level, [one], [info], slo=slo, meter=meter, options=options)
 
 
 def measure_serving(model, tokenizer, requests, *, load_levels: list[dict], slo: Slo | None = None, meter,
@@ -259,7 +288,6 @@ def measure_serving(model, tokenizer, requests, *, load_levels: list[dict], slo:
     results = []
     for level in load_levels:
         figures = serve_level(model, prompts, max_news, level, slo=slo, meter=meter, options=options)
-        figures.update({"backend": BACKEND, "backend_version": backend_version(), "device": device,
-                        "scheduler": "fifo", "decoding": "greedy, EOS ignored, exactly max_new_tokens per request"})
+        figures["device"] = device
         results.append(figures)
     return results

@@ -43,6 +43,7 @@ import math
 from dataclasses import dataclass, field
 
 PERCENTILES = (50, 95, 99)
+MAX_DETAIL = 1024  # requests whose detail the result keeps (the first ones of the last pass)
 FEW_REQUESTS = 5  # fewer completed requests than this in the window: its percentiles are flagged
 
 
@@ -124,19 +125,43 @@ def attribute_energy(clocks: list[RequestClock], start: float, end: float, energ
     return shares
 
 
+@dataclass
+class Pass:
+    """One serving of the workload at one load level: the requests' clocks and the steady window."""
+
+    clocks: list
+    start: float
+    end: float
+    energy_j: float
+
+
 def level_figures(clocks: list[RequestClock], *, start: float, end: float, energy_j: float, slo: Slo,
                   idle_power_w: float | None = None) -> dict:
     """Every figure of one load level (names as in issue 20), plus per-request detail in ``requests``."""
-    duration = end - start
-    if duration <= 0:
-        raise ValueError("the steady window is empty")
-    done = [c for c in clocks if start <= c.end_s <= end]
-    output_tokens = sum(1 for c in clocks for t in c.token_s if start <= t < end)
-    verdicts = {c.index: slo.met(c.ttft_ms(), c.tpot_ms()) for c in clocks}
-    good_tokens = sum(1 for c in clocks if verdicts[c.index] for t in c.token_s if start <= t < end)
-    good_done = sum(1 for c in done if verdicts[c.index])
-    shares = attribute_energy(clocks, start, end, energy_j)
-    equivalents = sum(s["fraction_in_window"] for s in shares)
+    return pooled_figures([Pass(clocks, start, end, energy_j)], slo=slo, idle_power_w=idle_power_w)
+
+
+def pooled_figures(passes: list[Pass], *, slo: Slo, idle_power_w: float | None = None) -> dict:
+    """The figures of one load level served ``len(passes)`` times (the paired rounds): the windows
+    are pooled, so every ratio is a sum over all of them (energy over tokens, requests over seconds)
+    and every percentile is over all the requests completed in any window. ``requests`` (the
+    per-request detail, whose energies add up to ``requests_window_energy_j``) is the last pass's."""
+    if not passes:
+        raise ValueError("no pass to take figures from")
+    duration = energy_j = equivalents = 0.0
+    done, output_tokens, good_tokens, good_done = [], 0, 0, 0
+    for p in passes:
+        if p.end - p.start <= 0:
+            raise ValueError("the steady window is empty")
+        duration += p.end - p.start
+        energy_j += p.energy_j
+        verdicts = {c.index: slo.met(c.ttft_ms(), c.tpot_ms()) for c in p.clocks}
+        window_done = [c for c in p.clocks if p.start <= c.end_s <= p.end]
+        done += window_done
+        output_tokens += sum(1 for c in p.clocks for t in c.token_s if p.start <= t < p.end)
+        good_tokens += sum(1 for c in p.clocks if verdicts[c.index] for t in c.token_s if p.start <= t < p.end)
+        good_done += sum(1 for c in window_done if verdicts[c.index])
+        equivalents += sum(s["fraction_in_window"] for s in attribute_energy(p.clocks, p.start, p.end, p.energy_j))
     flags = []
     if len(done) < FEW_REQUESTS:
         flags.append("few-requests-in-window")
@@ -161,18 +186,29 @@ def level_figures(clocks: list[RequestClock], *, start: float, end: float, energ
         "steady_good_output_tokens": good_tokens,
         "steady_request_equivalents": equivalents,
         "energy_j_window": energy_j,
-        "requests_total": len(clocks),
+        "windows": len(passes),
+        "requests_total": sum(len(p.clocks) for p in passes),
         "flags": flags,
     }
     if idle_power_w is not None:
         figures["idle_power_w"] = idle_power_w
         figures["active_energy_j_window"] = max(0.0, energy_j - idle_power_w * duration)
-    figures["requests"] = [
-        {**share, "prompt_tokens": c.prompt_tokens, "output_tokens": len(c.token_s),
-         "ttft_ms": c.ttft_ms(), "tpot_ms": c.tpot_ms(), "e2e_ms": c.e2e_ms(), "met_slo": verdicts[c.index],
-         "arrival_ms_from_window_start": (c.arrival_s - start) * 1e3,
-         "end_ms_from_window_start": (c.end_s - start) * 1e3,
-         "token_ms_from_arrival": [round((t - c.arrival_s) * 1e3, 3) for t in c.token_s],
-         "completed_in_window": start <= c.end_s <= end}
-        for c, share in zip(clocks, shares)]
+    detail = request_detail(passes[-1], slo)
+    figures["requests"] = detail[:MAX_DETAIL]  # a result stays small whatever the workload's size
+    figures["requests_detail_truncated"] = len(detail) > MAX_DETAIL
+    figures["requests_window_energy_j"] = passes[-1].energy_j
     return figures
+
+
+def request_detail(p: Pass, slo: Slo) -> list[dict]:
+    """Each request of one pass: its share of the window's energy and its clock."""
+    shares = attribute_energy(p.clocks, p.start, p.end, p.energy_j)
+    return [
+        {**share, "prompt_tokens": c.prompt_tokens, "output_tokens": len(c.token_s),
+         "ttft_ms": c.ttft_ms(), "tpot_ms": c.tpot_ms(), "e2e_ms": c.e2e_ms(),
+         "met_slo": slo.met(c.ttft_ms(), c.tpot_ms()),
+         "arrival_ms_from_window_start": (c.arrival_s - p.start) * 1e3,
+         "end_ms_from_window_start": (c.end_s - p.start) * 1e3,
+         "token_ms_from_arrival": [round((t - c.arrival_s) * 1e3, 3) for t in c.token_s],
+         "completed_in_window": p.start <= c.end_s <= p.end}
+        for c, share in zip(p.clocks, shares)]

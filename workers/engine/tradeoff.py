@@ -23,6 +23,7 @@ from .constraints import (CONSTRAINT_OPTIONS, DEFAULT_EQUIVALENCE_MARGIN, DEFAUL
                           DEFAULT_MAX_METRIC_INCREASE_REL, DEFAULT_MIN_SAVING, LOWER, OPEN, SAME, constraints_for,
                           describe, failures, fidelity_kind, figures_of, paired_verdict)
 from .quality import combine, grade_drift
+from .serving_answer import level_of, level_text, serving_answer
 from .slo import cheapest_within_slo  # noqa: F401 - part of this module's interface
 
 J_PER_KWH = 3.6e6
@@ -394,6 +395,10 @@ def build_tradeoff(result: dict, options: dict | None = None) -> dict:
         doc["slo"] = cheapest_within_slo(result, ttft_ms_p95=(options or {}).get("slo_ttft_ms_p95"),
                                          tpot_ms_p95=(options or {}).get("slo_tpot_ms_p95"),
                                          constraints=constraints)
+    if (result.get("scenario") or {}).get("kind") == "serving":
+        doc["serving"] = serving_answer(result, slo={"ttft_ms": (options or {}).get("slo_ttft_ms_p95"),
+                                                     "tpot_ms": (options or {}).get("slo_tpot_ms_p95")},
+                                        constraints=constraints)
     return doc
 
 
@@ -422,12 +427,24 @@ def audit_quality(result: dict) -> dict:
         if v.get("recipe") == "baseline":
             graded.extend((m["quality_grade"], m.get("quality_reasons") or []) for m in v.get("measurements", [])
                           if m.get("quality_grade"))
+            graded.extend((f["quality_grade"], [f"baseline serving at {level_text(level_of(f))}: {r}"
+                                                for r in f.get("quality_reasons") or []])
+                          for f in v.get("serving") or [] if f.get("quality_grade"))
     graded.append(grade_drift((result.get("drift") or {}).get("max_abs_rel_change")))
     for entry in (result.get("tradeoff") or {}).get("per_batch_size", []):
         for p in entry.get("points", []):
             if p["recipe"] == entry.get("recommended") and p.get("comparison_grade"):
                 graded.append((p["comparison_grade"], [f"{p['recipe']} vs baseline at batch {entry['batch_size']}: "
                                                        f"grade {p['comparison_grade']}"]))
+    cheapest = ((result.get("tradeoff") or {}).get("serving") or {}).get("cheapest")
+    if cheapest and cheapest["recipe"] != "baseline":
+        level = level_of(cheapest)
+        key, value = next(iter(level.items()))
+        v = next((v for v in result.get("variants", []) if v.get("recipe") == cheapest["recipe"]), {})
+        entry = next((c for c in v.get("serving_comparison") or [] if c.get(key) == value), None)
+        if entry and entry.get("quality_grade"):
+            graded.append((entry["quality_grade"], [f"{cheapest['recipe']} vs baseline at {level_text(level)}: "
+                                                    f"grade {entry['quality_grade']}"]))
     if not any(g for g, _ in graded[:-1]) and not result.get("variants"):
         return {"grade": None, "reasons": ["nothing was measured"]}
     grade, reasons = combine(*graded)

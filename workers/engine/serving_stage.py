@@ -1,0 +1,102 @@
+"""The serving scenario of a profiling run (issue 20): what profile.py does instead of the
+static-batch generation rounds when the request names a workload or load levels.
+
+- ``serving_scenario``: the result's ``scenario`` entry (kind ``serving``): the workload (its
+  source, hash and length statistics), the load levels, the SLO, the backend and its version;
+  refuses (WorkloadError, LoadError) a workload the model cannot serve, before anything is built.
+- ``stage_serve``: idle power, then every variant at every level in paired rounds
+  (``serving_rounds.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import LoadError
+from .workload import DEFAULT_WORKLOAD_PATH, WorkloadError, length_statistics, load_workload, prompt_ids
+
+DEFAULT_LEVELS = ({"concurrency": 1}, {"concurrency": 4})
+BUILTIN_DEFAULT = "builtin:default"
+
+
+def wants_serving(workload, options: dict) -> bool:
+    return bool(workload) or bool(options.get("load_levels")) or options.get("scenario") == "serving"
+
+
+def load_levels(options: dict) -> list[dict]:
+    """The levels asked for, checked: [{"concurrency": N} | {"request_rate": R}, ...]."""
+    levels = options.get("load_levels") or list(DEFAULT_LEVELS)
+    if not isinstance(levels, list) or len(levels) > 16:
+        raise WorkloadError("load_levels is a list of at most 16 levels")
+    out = []
+    for level in levels:
+        if not isinstance(level, dict) or len(level) != 1 or not ({"concurrency", "request_rate"} & set(level)):
+            raise WorkloadError(f"a load level is {{'concurrency': N}} or {{'request_rate': R}}, got {level!r}")
+        if level not in out:
+            out.append(dict(level))
+    return out
+
+
+def _read(workload) -> tuple[list, dict]:
+    if not workload or workload == BUILTIN_DEFAULT:
+        path, source = DEFAULT_WORKLOAD_PATH, "the shipped default (workers/engine/data/serving_workload.jsonl)"
+    else:
+        path = Path(workload)
+        source = path.name
+    requests = load_workload(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return requests, {"source": source, "sha256": digest, **length_statistics(requests)}
+
+
+def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]:
+    """(the scenario entry, each request's prompt ids, each request's max_new_tokens)."""
+    from . import generation
+    from .serving import BACKEND, backend_version
+
+    if loaded.task != "text-generation" or not generation.is_generative(loaded):
+        raise LoadError(f"the serving scenario needs a decoder-only text-generation model; this one is "
+                        f"{loaded.architecture} ({loaded.task})")
+    backend = str(options.get("generation_backend") or "transformers").strip().lower()
+    if backend != "transformers":
+        raise LoadError(f"the serving scenario runs on transformers' continuous batching; the {backend} backend "
+                        "serves the static-batch generation scenario only (yet)")
+    requests, about = _read(workload)
+    tokenizer, _ = generation._load_tokenizer(loaded.source_dir)
+    prompts = prompt_ids(requests, loaded.config, tokenizer, seed=int(options.get("serving_seed") or 0))
+    max_news = [r.max_new_tokens for r in requests]
+    levels = load_levels(options)
+    about["prompt_tokens"] = _token_stats([len(p) for p in prompts])
+    about["tokenized_with"] = "the model's tokenizer" if tokenizer is not None else "no tokenizer (token ids given)"
+    scenario = {"kind": "serving", "prompt_tokens": None, "new_tokens": None, "backend": BACKEND,
+                "backend_version": backend_version(), "workload": about, "load_levels": levels,
+                "slo": {"ttft_ms": options.get("slo_ttft_ms_p95"), "tpot_ms": options.get("slo_tpot_ms_p95")},
+                "energy_attribution": "tokens"}
+    return scenario, prompts, max_news
+
+
+def _token_stats(values: list[int]) -> dict:
+    values = sorted(values)
+    return {"min": values[0], "median": values[len(values) // 2], "max": values[-1],
+            "mean": sum(values) / len(values)}
+
+
+def stage_serve(run, models: dict, prompts: list, max_news: list, pct_idle: float) -> None:
+    """Idle power, then every variant at every load level in paired rounds."""
+    from . import timing
+    from .meters import select_meter
+    from .serving_figures import Slo
+    from .serving_rounds import measure_serving_paired
+
+    run.meter = select_meter(run.device, run.options)
+    idle_s = float(run.options.get("idle_s") or 0.0)
+    run.report("idle-baseline", pct_idle, f"measuring idle power for {idle_s:g} s")
+    idle_w = timing.measure_idle(run.meter, idle_s)
+    if getattr(run.meter, "estimated", False):
+        run.warnings.append(f"energy figures are estimates ({run.meter.method}); no hardware energy counter "
+                            "was readable")
+    slo = Slo(ttft_ms=run.options.get("slo_ttft_ms_p95"), tpot_ms=run.options.get("slo_tpot_ms_p95"))
+    options = {**run.options, "idle_power_w": idle_w}
+    measure_serving_paired(models, run.variants, prompts, max_news, run.scenario["load_levels"], meter=run.meter,
+                           device=run.device, slo=slo, options=options, report=run.report, pct_start=pct_idle,
+                           pct_end=run.pct_measured)
