@@ -16,6 +16,9 @@ from .services.uploads import dataset_upload, model_version_upload
 
 DEMO_TEAM = "Demo Lab"
 DEMO_USERS = {"lead": ("demo-lead", "energy-lead-2026"), "member": ("demo-member", "energy-member-2026")}
+# Addresses on a domain reserved for examples (RFC 2606): the console email backend of `make run`
+# prints the review notifications sent to them; they reach no one.
+DEMO_EMAIL_DOMAIN = "example.org"
 DEMO_MODEL = "digits-mlp"
 DEMO_DATASET = "digits-test"
 MLP_CONFIG = {"in_features": 64, "hidden": [256, 128], "num_classes": 10, "activation": "relu"}
@@ -96,8 +99,13 @@ def ensure_demo(*, recipes: list[str] | None = None, batch_sizes: list[int] | No
         users = {}
         for role, (username, password) in DEMO_USERS.items():
             user, created = get_user_model().objects.get_or_create(username=username)
+            changed = created
             if created:
                 user.set_password(password)
+            if not user.email:  # demo users made before they had addresses get theirs too
+                user.email = f"{username}@{DEMO_EMAIL_DOMAIN}"
+                changed = True
+            if changed:
                 user.save()
             Membership.objects.get_or_create(user=user, team=team, defaults={"role": role})
             users[role] = user

@@ -111,6 +111,10 @@ def review_notify(*, review: Review) -> bool:
     audit = review.audit
     requester = audit.requested_by
     if requester is None or not requester.email:
+        # Said where an operator looks: otherwise a decision nobody hears of looks like a lost email.
+        log.warning("Review %s of audit #%s: no email sent, %s", review.pk, audit.pk,
+                    "the audit has no requester (a deleted user)" if requester is None
+                    else f"its requester {requester.get_username()} has no email address")
         return False
     verdict = {"approved": "approved", "changes-requested": "changes requested"}[review.decision]
     reviewer = review.reviewer.get_username() if review.reviewer else "a team lead"

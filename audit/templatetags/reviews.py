@@ -37,6 +37,9 @@ def audit_reviews(context, audit) -> dict:
     if user is not None and user.is_authenticated:
         membership = Membership.objects.filter(user=user, team_id=audit.model_version.asset.team_id).only("role").first()
         role = membership.role if membership else None
+    from ..views.reviews import pop_refused_review  # noqa: PLC0415 (views import this library's services)
+
+    refused = pop_refused_review(context.get("request"), audit) or {}
     results = list(audit.budget_results or [])
     order = {False: 0, None: 1, True: 2}
     results.sort(key=lambda r: order.get(r.get("passed"), 1))
@@ -51,6 +54,9 @@ def audit_reviews(context, audit) -> dict:
         "unchecked": [r for r in results if r.get("passed") is None],
         "inconclusive": [r for r in results if r.get("inconclusive")],
         "low_quality_warning": low_quality_warning(audit),
+        # a review refused just before: its errors beside the buttons, the comment as typed
+        "refused_errors": refused.get("errors") or [],
+        "refused_comment": refused.get("comment") or "",
     }
 
 

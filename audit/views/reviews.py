@@ -28,21 +28,46 @@ class ReviewForm(forms.Form):
     acknowledge_low_quality = forms.BooleanField(required=False)
 
 
+# A refused review, kept for the next page of the same audit: its error is shown beside the
+# buttons (the page opens at the form, not at the top where messages are), with what was typed.
+REVIEW_REFUSED_KEY = "review_refused"
+RECORDED = {"approved": "Approval recorded.", "changes-requested": "Change request recorded.",
+            "comment": "Comment recorded."}
+
+
+def _refused(request, audit, errors: list[str]):
+    request.session[REVIEW_REFUSED_KEY] = {
+        "audit": audit.pk,
+        "errors": errors,
+        "comment": request.POST.get("comment", "")[:10_000],
+        "decision": request.POST.get("decision", ""),
+    }
+    return redirect(audit.get_absolute_url() + "#review-form")
+
+
+def pop_refused_review(request, audit) -> dict | None:
+    """The refused review of this audit posted just before (once), or None."""
+    session = getattr(request, "session", None)
+    state = session.get(REVIEW_REFUSED_KEY) if session is not None else None
+    if not state or state.get("audit") != audit.pk:
+        return None
+    del session[REVIEW_REFUSED_KEY]
+    return state
+
+
 @login_required
 @require_POST
 def audit_review(request, pk: int):
     audit = get_object_or_404(audits_for_user(request.user), pk=pk)
     form = ReviewForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose a decision.")
-        return redirect(audit)
+        return _refused(request, audit, ["Choose a decision."])
     # PermissionDenied (a member deciding) propagates: 403.
     try:
         review = review_create(user=request.user, audit=audit, **form.cleaned_data)
     except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, f"{review.get_decision_display()} recorded.")
+        return _refused(request, audit, exc.messages)
+    messages.success(request, RECORDED.get(review.decision, "Review recorded."))
     return redirect(audit.get_absolute_url() + "#reviews")
 
 
