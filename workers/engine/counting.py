@@ -8,35 +8,106 @@ from __future__ import annotations
 from .loaders import LoadedModel
 
 
-def torch_params(module) -> tuple[int, int]:
-    """(parameters, nonzero parameters); tied weights once. Quantised weights count as the
+def torch_params(module, tied: dict | None = None) -> tuple[int, int]:
+    """(parameters, nonzero parameters); every weight once. Quantised weights count as the
     weights they replace: torch.ao's packed modules hold them outside ``parameters()``, torchao's
-    int8 tensors are counted from their dequantised values."""
+    int8 tensors are counted from their dequantised values.
+
+    Once: a tensor reached under two names (tied weights: the same Parameter, or two Parameters
+    over one storage) counts once; and ``tied`` (alias name -> counted name, the original model's
+    ties, see ``tied_aliases``) drops what a recipe made of an alias when the name it was tied to
+    is counted too: int8 packing gives a tied LM head its own copy of the embedding, but it is
+    still the embedding's parameters, not new ones."""
     import inspect
 
     import torch
 
-    params = 0
-    nonzero = 0
-    seen: set[int] = set()
+    tied = tied or {}
+    entries = []  # (normalised name, tensor)
     alive = []  # tensors made by weight() must outlive the loop, or their ids get reused
     with torch.no_grad():
-        for m in module.modules():
-            tensors = list(m.parameters(recurse=False))
+        for prefix, m in _named_modules(module):
+            tensors = list(m.named_parameters(recurse=False))
             for attr in ("weight", "bias"):
                 method = getattr(m, attr, None)
                 if inspect.ismethod(method) and hasattr(m, "_packed_params"):
                     value = method()
                     if isinstance(value, torch.Tensor):
-                        tensors.append(value)
+                        tensors.append((attr, value))
                         alive.append(value)
-            for p in tensors:
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                params += p.numel()
-                nonzero += _nonzero(p)
+            entries.extend((_normal_name(f"{prefix}.{name}" if prefix else name), t) for name, t in tensors)
+        names = {name for name, _ in entries}
+        params = 0
+        nonzero = 0
+        seen: set = set()
+        for name, t in entries:
+            if tied.get(name) in names:
+                continue  # the copy a recipe made of a tied weight: counted under the name it was tied to
+            keys = {("id", id(t))}
+            storage = _storage_key(t)
+            if storage is not None:
+                keys.add(storage)
+            if keys & seen:
+                continue
+            seen |= keys
+            params += t.numel()
+            nonzero += _nonzero(t)
     return params, nonzero
+
+
+def tied_aliases(module) -> dict[str, str]:
+    """The weights ``module`` holds under two names or more: {alias: the first name}, the first
+    being the one ``torch_params`` counts (GPT-2's ``lm_head.weight`` -> ``transformer.wte.weight``)."""
+    named = getattr(module, "named_parameters", None)
+    if named is None:
+        return {}
+    try:
+        pairs = list(named(remove_duplicate=False))
+    except TypeError:  # TorchScript modules take no remove_duplicate
+        return {}
+    first: dict = {}
+    aliases: dict[str, str] = {}
+    for name, t in pairs:
+        name = _normal_name(name)
+        keys = [("id", id(t))] + [k for k in [_storage_key(t)] if k is not None]
+        owner = next((first[k] for k in keys if k in first), None)
+        if owner is not None and owner != name:
+            aliases[name] = owner
+        for k in keys:
+            first.setdefault(k, name)
+    return aliases
+
+
+def _named_modules(module):
+    named = getattr(module, "named_modules", None)
+    if named is None:
+        return []
+    return list(named())
+
+
+def _normal_name(name: str) -> str:
+    """A weight's name as the uploaded model has it: without torch.compile's ``_orig_mod.``,
+    pruning's ``_orig`` (``weight_orig`` is the weight the mask multiplies) or parametrize's
+    ``parametrizations.weight.original``."""
+    name = name.replace("_orig_mod.", "")
+    if name.endswith("_orig"):
+        name = name[: -len("_orig")]
+    if ".parametrizations." in f".{name}" and name.endswith(".original"):
+        head, _, rest = f".{name}".rpartition(".parametrizations.")
+        name = (head + "." + rest[: -len(".original")]).lstrip(".")
+    return name
+
+
+def _storage_key(t):
+    """Where a plain tensor's values live, so two Parameters over one storage count once."""
+    import torch
+
+    if type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_quantized or t.numel() == 0:
+        return None
+    try:
+        return ("storage", t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), str(t.device))
+    except RuntimeError:  # meta or otherwise storage-less tensors
+        return None
 
 
 def _nonzero(t) -> int:
@@ -197,4 +268,4 @@ def _check_assumed_shapes_run(loaded: LoadedModel, sample) -> None:
 def count_params(model: LoadedModel) -> tuple[int, int]:
     if model.kind == "onnx":
         return onnx_params(model.model_path)
-    return torch_params(model.module)
+    return torch_params(model.module, model.tied_weights or tied_aliases(model.module))

@@ -42,6 +42,10 @@ class LoadedModel:
     source_dir: Path | None = None
     # Floating-point dtype of the checkpoint's weights as uploaded ("float16", "float32", ...).
     stored_dtype: str | None = None
+    # Weights the uploaded model shares between two names (a language model's LM head tied to its
+    # embedding): alias name -> the name counted. Set on variants by ``recipes.common.derive``, so
+    # that a recipe which gives the alias its own copy (int8 packing) does not count it twice.
+    tied_weights: dict = field(default_factory=dict)
 
     def compute_dtype(self) -> str | None:
         """The floating-point dtype this model computes in: its inputs' cast dtype, else that of

@@ -9,7 +9,12 @@ from pathlib import Path
 
 
 def derive(loaded, module, *, notes=(), size_bytes: int | None = None, **changes):
-    """A new LoadedModel for a variant of ``loaded`` (its own notes; never the original's workdir)."""
+    """A new LoadedModel for a variant of ``loaded`` (its own notes; never the original's workdir),
+    remembering which of the original's weights were one tensor under two names."""
+    if "tied_weights" not in changes and loaded.kind == "torch":
+        from ..counting import tied_aliases
+
+        changes["tied_weights"] = {**tied_aliases(loaded.module), **(loaded.tied_weights or {})}
     return dataclasses.replace(
         loaded,
         module=module,
