@@ -147,7 +147,8 @@ class RecipeSpecsField(forms.MultipleChoiceField):
 NO_REFERENCE = "none"
 
 # The measurement options the audit form offers (the API takes all of OPTIONS).
-FORM_OPTIONS = ("scenario", "prompt_tokens", "new_tokens", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
+FORM_OPTIONS = ("scenario", "prompt_tokens", "new_tokens", "concurrency", "request_rate",
+                "slo_ttft_ms_p95", "slo_tpot_ms_p95",
                 "latency_target_ms_p95", "timing_mode",
                 # the constraints of the recommendation and of the latency-target answer
                 "min_fidelity", "max_kl_divergence", "max_perplexity_increase_rel", "max_accuracy_drop",
@@ -161,6 +162,8 @@ def option_form_field(o) -> forms.Field:
         return forms.ChoiceField(choices=[(c, c) for c in o.choices], initial=o.choices[0], **common)
     if o.kind is bool:
         return forms.BooleanField(**common)
+    if o.kind is list:  # "1,4,16": checked by clean_engine_options, like the API's
+        return forms.CharField(max_length=200, **common)
     if o.kind is int:
         return forms.IntegerField(min_value=int(o.low), max_value=int(o.high), **common)
     return forms.FloatField(min_value=o.low, max_value=o.high, **common)

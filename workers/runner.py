@@ -24,6 +24,8 @@ ENGINE_OPTION_KEYS = (
     "carbon_region", "carbon_year", "carbon_kind", "carbon_licence", "carbon_source_url", "carbon_warning",
     # the measurement method (timing.py, rounds.py) and the generation scenario (generation.py)
     "timing_mode", "rounds", "scenario", "prompt_tokens", "new_tokens", "generation_backend",
+    # serving a workload at load levels (workers/engine/serving_stage.py)
+    "load_levels", "serving_max_rounds",
     # the latency targets the trade-off judges against, and the GPU sweep (workers/power.py)
     "latency_target_ms_p95", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
     "power_limit_sweep", "power_limit_steps", "gpu_uuid",
@@ -68,6 +70,7 @@ def build_engine_request(audit: Audit) -> dict:
     spec = version.input_spec or {}
     options = {key: audit.options[key] for key in ENGINE_OPTION_KEYS if key in audit.options}
     options.update(_version_options(spec))
+    is_workload = audit.dataset is not None and audit.dataset.format == "workload"
     return {
         "command": "profile",
         "path": version.file.path,
@@ -76,7 +79,9 @@ def build_engine_request(audit: Audit) -> dict:
         "batch_sizes": audit.options.get("batch_sizes", [1]),
         "seq_len": spec.get("seq_len"),
         "recipes": audit.options.get("recipes", ["baseline"]),
-        "dataset": audit.dataset.file.path if audit.dataset else None,
+        "dataset": audit.dataset.file.path if audit.dataset and not is_workload else None,
+        # a dataset of kind workload is served, not evaluated on (workers/engine/serving_stage.py)
+        "workload": audit.dataset.file.path if is_workload else None,
         "options": options,
         "reference": reference_request(audit),
     }
@@ -87,12 +92,12 @@ def stage_text(event: dict) -> str:
     audit/reports/progress.py reads back: "measuring · variant 2 of 5 · batch 8 · decode · round 1/3".
     The engine numbers variants from 0; people from 1."""
     parts = [event.get("stage") or ""]
-    if event.get("n_variants") and event.get("stage") in ("counting-flops", "measuring", "evaluating"):
+    if event.get("n_variants") and event.get("stage") in ("counting-flops", "warm-up", "measuring", "evaluating"):
         n = int(event["n_variants"])
         parts.append(f"variant {min(int(event.get('variant') or 0) + 1, n)} of {n}")
     if event.get("batch_size"):
         parts.append(f"batch {int(event['batch_size'])}")
-    if event.get("phase") in ("prefill", "decode"):
+    if event.get("phase") in ("prefill", "decode", "serving"):
         parts.append(event["phase"])
     if event.get("round") and event.get("n_rounds"):
         parts.append(f"round {int(event['round'])}/{int(event['n_rounds'])}")

@@ -309,6 +309,10 @@ def _option_field(name: str) -> serializers.Field:
         return serializers.ChoiceField(choices=list(o.choices), required=False, help_text=o.help)
     if o.kind is bool:
         return serializers.BooleanField(required=False, help_text=o.help)
+    if o.kind is list:
+        child = serializers.IntegerField(min_value=int(o.low), max_value=int(o.high)) if o.item is int else \
+            serializers.FloatField(min_value=o.low, max_value=o.high)
+        return serializers.ListField(child=child, required=False, max_length=8, help_text=o.help)
     if o.kind is int:
         return serializers.IntegerField(required=False, min_value=int(o.low), max_value=int(o.high), help_text=o.help)
     return serializers.FloatField(required=False, allow_null=True, min_value=o.low, max_value=o.high, help_text=o.help)
@@ -349,6 +353,8 @@ class AuditRequestSerializer(serializers.Serializer):
     scenario = _option_field("scenario")
     prompt_tokens = _option_field("prompt_tokens")
     new_tokens = _option_field("new_tokens")
+    concurrency = _option_field("concurrency")
+    request_rate = _option_field("request_rate")
     slo_ttft_ms_p95 = _option_field("slo_ttft_ms_p95")
     slo_tpot_ms_p95 = _option_field("slo_tpot_ms_p95")
     latency_target_ms_p95 = _option_field("latency_target_ms_p95")

@@ -26,6 +26,7 @@ from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
 from .options import clean_engine_options
+from .serving import check_serving
 from .release import APPROVED, resolve_reference
 from .results import apply_result_fields, check_storable, store_variants, with_checked_reference
 
@@ -160,6 +161,7 @@ def audit_request(
         raise ValidationError(f"Batch sizes must be between 1 and {MAX_BATCH_SIZE}.")
     if dataset is not None and dataset.team_id != model_version.asset.team_id:
         raise ValidationError("The dataset belongs to another team.")
+    check_serving(model_version, dataset, measurement)
     options = {
         "batch_sizes": batch_sizes,
         "recipes": list(dict.fromkeys(recipes or DEFAULT_RECIPES)),

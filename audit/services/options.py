@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 # process does not import torch to check a form.
 MAX_NEW_TOKENS = 1024
 MAX_PROMPT_TOKENS = 32768
-SCENARIOS = ("auto", "forward", "generation")
+SCENARIOS = ("auto", "forward", "generation", "serving")
+MAX_LOAD_LEVELS = 8  # of each kind (the engine takes 16 in all: workers/engine/serving_stage.py)
 TIMING_MODES = ("latency", "throughput")
 
 
@@ -23,6 +24,7 @@ class Option:
     high: float | None = None
     choices: tuple = ()
     label: str = ""  # the form's label; empty: from the name
+    item: type | None = None  # kind list: each item's type ("1,4,16" or [1, 4, 16])
 
 
 OPTIONS = (
@@ -35,6 +37,10 @@ OPTIONS = (
            label="TTFT target (p95, ms)"),
     Option("slo_tpot_ms_p95", float, "Generation: latency target per output token, p95 in ms.", 0.001, 3.6e6,
            label="TPOT target (p95, ms)"),
+    Option("concurrency", list, "Serving: closed-loop load levels, requests in flight (e.g. 1,4,16); a new request "
+                                "starts when one ends.", 1, 4096, item=int, label="Concurrency"),
+    Option("request_rate", list, "Serving: open-loop load levels, requests per second with seeded Poisson arrivals "
+                                 "(e.g. 2,8).", 0.001, 1e5, item=float, label="Request rate (per s)"),
     Option("latency_target_ms_p95", float, "Latency target per inference, p95 in ms: the cheapest setting within it is named.",
            0.001, 3.6e6, label="Latency target (p95, ms)"),
     Option("timing_mode", str, "latency: synchronise after every call (per-call percentiles); "
@@ -79,6 +85,14 @@ def clean_engine_options(values: dict) -> dict:
         if raw is None or raw == "":
             continue
         try:
+            if o.kind is list:
+                value = _clean_list(o, raw)
+                if value is None:
+                    errors[o.name] = (f"{o.name}: up to {MAX_LOAD_LEVELS} comma-separated {o.item.__name__}s "
+                                      f"between {o.low:g} and {o.high:g}.")
+                elif value:
+                    out[o.name] = value
+                continue
             if o.kind is bool:
                 if isinstance(raw, str):
                     if raw.lower() not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
@@ -110,4 +124,34 @@ def clean_engine_options(values: dict) -> dict:
         out[o.name] = value
     if errors:
         raise ValidationError(errors)
+    levels = ([{"concurrency": c} for c in out.get("concurrency", [])]
+              + [{"request_rate": r} for r in out.get("request_rate", [])])
+    if levels:  # what the engine reads (workers/engine/serving_stage.py load_levels)
+        out["load_levels"] = levels
     return out
+
+
+def _clean_list(o: Option, raw) -> list | None:
+    """The items of a list option, each converted and in range, duplicates dropped; None when invalid."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        return None
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip()
+            if not item:
+                continue
+        if isinstance(item, bool):
+            return None
+        try:
+            value = o.item(float(item)) if o.item is int and not isinstance(item, str) else o.item(item)
+        except (TypeError, ValueError):
+            return None
+        if o.item is int and isinstance(item, float) and not item.is_integer():
+            return None
+        if not (o.low <= value <= o.high):
+            return None
+        if value not in out:
+            out.append(value)
+    return out if len(out) <= MAX_LOAD_LEVELS else None

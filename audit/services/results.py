@@ -121,6 +121,9 @@ def evaluation_from_result(variant: Variant, doc: dict) -> Evaluation:
 
 # What the engine says of a variant beyond the columns (loaders.precision_keys).
 VARIANT_DETAIL_KEYS = ("dtype", "stored_dtype", "baseline_dtype")
+# A serving audit's figures per load level and its paired comparisons per level (result_schema
+# ServingLevel, ServingComparison): kept whole in the variant's details.
+SERVING_KEYS = ("serving", "serving_comparison")
 
 
 def with_checked_reference(result: dict) -> dict:
@@ -166,7 +169,7 @@ def store_variants(audit: Audit, result: dict) -> None:
             layer_profile=doc.get("layer_profile") or [],
             notes=doc.get("notes") or [],
             comparison=doc.get("comparison") or [],
-            details={k: doc[k] for k in VARIANT_DETAIL_KEYS if doc.get(k) is not None},
+            details={k: doc[k] for k in VARIANT_DETAIL_KEYS + SERVING_KEYS if doc.get(k) is not None},
         )
         measurements += [measurement_from_result(variant, m, comparisons.get(m["batch_size"]))
                          for m in doc.get("measurements") or []]

@@ -20,6 +20,16 @@ EXIT_ALL_VARIANTS_FAILED = 3
 BAR_WIDTH = 30
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not (v > 0) for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -57,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], metavar="1,8")
     p.add_argument("--seq-len", type=int, default=None)
-    p.add_argument("--scenario", default=None, choices=["auto", "forward", "generation"],
+    p.add_argument("--workload", default=None, metavar="FILE.jsonl|builtin:default",
+                   help="serve this workload (one JSON request per line: prompt or prompt_tokens, max_new_tokens) "
+                        "with continuous batching at each load level; builtin:default: the shipped mixed-length one")
+    p.add_argument("--concurrency", type=_int_list, default=None, metavar="1,4,16",
+                   help="serving: closed-loop levels, requests in flight (default 1,4 when serving)")
+    p.add_argument("--request-rate", type=_float_list, default=None, metavar="2,8",
+                   help="serving: open-loop levels, requests per second (seeded Poisson arrivals)")
+    p.add_argument("--scenario", default=None, choices=["auto", "forward", "generation", "serving"],
                    help="auto (default): the generation scenario for text-generation and seq2seq models")
     p.add_argument("--prompt-tokens", type=int, default=None, metavar="N", help="generation: prompt length (64)")
     p.add_argument("--new-tokens", type=int, default=None, metavar="N",
@@ -174,6 +191,8 @@ def summary_table(result: dict) -> str:
     if generation:  # per batch: TTFT and TPOT p95, output tokens/s, J per output token, J per request
         header = ["variant", "batch", "TTFT p95 ms", "TPOT p95 ms", "out tok/s", "J/output token", "J/request (method)",
                   "FLOPs", "params", "status"]
+    if (result.get("scenario") or {}).get("kind") == "serving":
+        return serving_table(result) + "\n" + _tail_lines(result)
     rows = []
     for v in result["variants"]:
         base = [v["recipe"]]
@@ -189,8 +208,51 @@ def summary_table(result: dict) -> str:
             rows.append(base + [str(m["batch_size"]), f"{m['latency_ms_p50']:.3f}", f"{m['latency_ms_p95']:.3f}",
                                 _fmt_energy(m)] + tail)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    return _table(header, rows) + "\n" + _tail_lines(result)
+
+
+def _table(header: list, rows: list) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def serving_table(result: dict) -> str:
+    """One row per variant and load level: latency percentiles, throughput, energy goodput, the
+    paired ratio to the baseline at that level."""
+    header = ["variant", "load", "TTFT p95 ms", "TPOT p95 ms", "ITL p95 ms", "req/s", "out tok/s (aggregate)",
+              "J/output token", "J/request", "J/good token", "goodput req/s", "energy vs baseline", "rounds"]
+    rows = []
+
+    def num(value, fmt="{:.3f}"):
+        return "-" if value is None else fmt.format(value)
+
+    for v in result["variants"]:
+        pairs = {(c.get("concurrency"), c.get("request_rate")): c for c in v.get("serving_comparison") or []}
+        if not v.get("serving"):
+            rows.append([v["recipe"]] + ["-"] * (len(header) - 2) + [v["status"]])
+        for f in v.get("serving") or []:
+            load = f"c={f['concurrency']}" if f.get("concurrency") is not None else f"{f['request_rate']:g}/s"
+            c = pairs.get((f.get("concurrency"), f.get("request_rate")))
+            ratio = "-" if not c or not c.get("energy_ratio_ci95") else \
+                f"x{c['energy_ratio_ci95'][0]:.2f}-{c['energy_ratio_ci95'][1]:.2f} {c['verdict']}"
+            rows.append([v["recipe"], load, num(f.get("ttft_ms_p95")), num(f.get("tpot_ms_p95")),
+                         num(f.get("itl_ms_p95")), num(f.get("requests_per_s"), "{:.2f}"),
+                         num(f.get("output_tokens_per_s"), "{:.1f}"), num(f.get("energy_j_per_output_token"), "{:.4g}"),
+                         num(f.get("energy_j_per_request"), "{:.4g}"), num(f.get("energy_j_per_good_token"), "{:.4g}"),
+                         num(f.get("goodput_requests_per_s"), "{:.2f}"), ratio, str(f.get("rounds") or "-")])
+    scenario = result.get("scenario") or {}
+    workload = scenario.get("workload") or {}
+    head = (f"serving {workload.get('requests')} requests from {workload.get('source')} with "
+            f"{scenario.get('backend')} {scenario.get('backend_version')}; energy per request attributed by tokens")
+    answer = (result.get("tradeoff") or {}).get("serving") or {}
+    tail = [f"answer: {answer['reason']}"] if answer.get("reason") else []
+    return "\n".join([head, _table(header, rows)] + tail)
+
+
+def _tail_lines(result: dict) -> str:
+    lines = []
     evaluated = [v for v in result["variants"] if v.get("evaluation")]
     if evaluated:
         lines.append("")
@@ -272,6 +334,10 @@ def _options(args) -> dict:
             options["architecture_config"] = json.loads(args.architecture_config)
         except ValueError:
             raise EngineError("--architecture-config is not valid JSON") from None
+    levels = ([{"concurrency": c} for c in args.concurrency or []]
+              + [{"request_rate": r} for r in args.request_rate or []])
+    if levels:
+        options["load_levels"] = levels
     if args.inputs:
         from .inputs import input_overrides_from
 
@@ -296,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     def run_once(request: dict) -> dict:
         return profile_model(args.path, format=args.format, device=args.device, batch_sizes=args.batch_sizes,
                              seq_len=args.seq_len, recipes=args.recipes, dataset=args.dataset or None,
-                             options=request["options"], progress=bar, reference=_reference(args))
+                             options=request["options"], progress=bar, reference=_reference(args),
+                             workload=args.workload)
 
     try:
         request = {"device": args.device, "options": _options(args)}

@@ -72,10 +72,36 @@ def inspect_dataset(path) -> DatasetInfo:
     if not lines:
         raise FormatError("The dataset has no rows.")
     if lines[0].lstrip().startswith("{"):
+        if _is_workload(lines[0]):
+            return _inspect_workload(text)
         return _inspect_jsonl(lines)
     if _looks_like_csv(lines[0], text):
         return _inspect_csv(text)
     return DatasetInfo(format="text", n_samples=len(lines), detail=f"{len(lines)} lines of text for perplexity")
+
+
+def _is_workload(first_line: str) -> bool:
+    """A serving workload (workload.py) rather than an evaluation set: its requests name
+    ``max_new_tokens``."""
+    try:
+        row = json.loads(first_line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "max_new_tokens" in row
+
+
+def _inspect_workload(text: str) -> DatasetInfo:
+    from .workload import WorkloadError, length_statistics, parse_workload
+
+    try:
+        requests = parse_workload(text)
+    except WorkloadError as exc:
+        raise FormatError(f"The serving workload cannot be used: {exc}.") from None
+    stats = length_statistics(requests)
+    new = stats["max_new_tokens"]
+    return DatasetInfo(format="workload", n_samples=len(requests),
+                       detail=f"serving workload: {len(requests)} requests, max_new_tokens {new['min']}-{new['max']} "
+                              f"(median {new['median']})")
 
 
 CSV_SNIFF_ROWS = 50

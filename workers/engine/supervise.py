@@ -199,11 +199,13 @@ def run_engine(
     device = str(request.get("device") or "cpu")
     limits = resolve_limits(limits, timeout_s=timeout_s, device=device)
     inner = [sys.executable] + (_entry or ["-m", "workers.engine", "child"])
-    # what the child may read beyond Python and the engine: this audit's upload and dataset,
-    # the reference version's upload it is compared with (and a test's stand-in entry script)
+    # what the child may read beyond Python and the engine: this audit's upload, dataset and
+    # serving workload, the reference version's upload it is compared with (and a test's
+    # stand-in entry script)
     reference = request.get("reference") if isinstance(request.get("reference"), dict) else {}
-    read_only = [str(p) for p in (request.get("path"), request.get("dataset"), reference.get("path"))
-                 if isinstance(p, str)]
+    read_only = [str(p) for p in (request.get("path"), request.get("dataset"), request.get("workload"),
+                                  reference.get("path"))
+                 if isinstance(p, str) and os.path.isabs(p)]
     read_only += [p for p in (_entry or []) if os.path.isabs(p) and os.path.isfile(p)]
     private_dir = tempfile.mkdtemp(prefix=private_dir_prefix())
     stderr_fh = tempfile.TemporaryFile()
