@@ -110,14 +110,15 @@ def paired_verdict(audit, rows, ref_batch, max_drop_pts) -> Verdict:
     grade is shown beside the answer; it makes nothing inconclusive."""
     tradeoff = build_tradeoff(result_doc(audit, rows), decision_options(audit, max_drop_pts))
     slo = tradeoff.get("slo") or {}
-    common = {"paired": True, "slo": (slo.get("reason") or "").split(_SLO_EXCLUDED_TAIL)[0],
+    # the engine writes its figures plainly (0.03376 J): the page writes them in its own units (33.8 mJ)
+    common = {"paired": True, "slo": units.page_units((slo.get("reason") or "").split(_SLO_EXCLUDED_TAIL)[0]),
               "slo_excluded": slo.get("excluded") or [], "constraints": _constraint_lines(tradeoff),
               "rule": (tradeoff.get("decision_rule") or {}).get("text", "")}
     entry = next((e for e in tradeoff["per_batch_size"] if e["batch_size"] == ref_batch), None)
     if entry is None:
         return Verdict("none", "No recommendation", f"Nothing was measured at batch size {ref_batch}.", **common)
     verdict, key = entry.get("verdict") or "none", entry.get("recommended")
-    reason = (entry.get("recommended_reason") or "").split(_EXCLUDED_TAIL)[0]
+    reason = units.page_units((entry.get("recommended_reason") or "").split(_EXCLUDED_TAIL)[0])
     if max_drop_pts is not None and entry.get("judged_by") == "labelled":
         reason += f" (accuracy drop limit {max_drop_pts:g} points, asked on this page)"
     common.update(excluded=entry.get("excluded") or [], frontier=entry.get("frontier") or [],

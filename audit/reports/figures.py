@@ -4,6 +4,7 @@ each one through `json_script` and static/js/charts.js draws it."""
 from __future__ import annotations
 
 import math
+from datetime import date, datetime, time, timedelta
 
 from .formatting import lower_first
 from .quantities import QUANTITIES, Quantity
@@ -240,8 +241,28 @@ def energy_share_figure(rows: list[dict], *, batch_size: int | None) -> dict:
     }
 
 
+def legend_rows(names, width_px: int = 520) -> int:
+    """How many rows a horizontal legend of these names takes in a chart about `width_px` wide
+    (about 7 px a character at 12 px, 40 px for the swatch and the gap): the figure grows by a row's
+    height for each row past the first, so the legend's last row is never cut off by the chart's
+    fixed height."""
+    rows, used = 1, 0
+    for name in names:
+        w = 40 + 7 * len(str(name))
+        if used and used + w > width_px:
+            rows, used = rows + 1, 0
+        used += w
+    return rows
+
+
+POWER_TRACES_SHOWN = 4
+
+
 def power_trace_figure(traces: list[dict], *, idle_w, estimated: bool) -> dict:
-    """Power over the measurement with the idle baseline. `traces`: [{"name", "trace": [[s, W], ...]}]."""
+    """Power over the measurement with the idle baseline. `traces`: [{"name", "trace": [[s, W], ...]}],
+    in the order they matter (the baseline and the recommended variant first). Every variant with a
+    trace is in the legend; past the first four, a trace is drawn when its legend entry is clicked
+    (plotly's "legendonly"), so four lines at most cross each other but none is left out."""
     traces = [t for t in traces if t.get("trace")]
     if not traces:
         return empty_figure("Power during measurement", "No power trace was recorded.")
@@ -251,15 +272,22 @@ def power_trace_figure(traces: list[dict], *, idle_w, estimated: bool) -> dict:
         xs = [_clean(row[0]) for row in t["trace"] if len(row) >= 2]
         ys = [_clean(row[1]) for row in t["trace"] if len(row) >= 2]
         t_max = max([t_max] + [x for x in xs if x is not None])
-        data.append({"type": "scatter", "mode": "lines", "name": t["name"], "x": xs, "y": ys,
+        data.append({"type": "scatter", "mode": "lines", "name": t["name"], "x": xs, "y": ys, "showlegend": True,
+                     "visible": True if i < POWER_TRACES_SHOWN else "legendonly",
                      "line": {"color": PALETTE[i % len(PALETTE)], "width": 1.5}, "meta": {"x": "time_s", "y": "power_w"},
                      "hovertemplate": "%{x:.2f} s<br>%{y:.3g} W<extra>%{fullData.name}</extra>"})
     if finite(idle_w):
         data.append({"type": "scatter", "mode": "lines", "name": f"idle {idle_w:.3g} W", "x": [0, t_max or 1],
                      "y": [idle_w, idle_w], "line": {"dash": "dash", "color": "#5b6475"}, "hoverinfo": "name",
-                     "meta": {"x": "time_s", "y": "power_w"}})
+                     "showlegend": True, "meta": {"x": "time_s", "y": "power_w"}})
     title = "Power during measurement" + (" (estimated)" if estimated else "")
-    return {"data": data, "layout": layout(title, xaxis=axis("Time (s)"), yaxis=axis("Power (W)", rangemode="tozero"))}
+    if len(traces) > POWER_TRACES_SHOWN:
+        title += f"<br><sup>{POWER_TRACES_SHOWN} of {len(traces)} variants drawn: click a name to draw it</sup>"
+    rows = legend_rows(d["name"] for d in data)
+    return {"data": data, "layout": layout(title, height=340 + 22 * (rows - 1),
+                                           margin={"l": 64, "r": 20, "t": 56 if len(traces) > POWER_TRACES_SHOWN else 44,
+                                                   "b": 60},
+                                           xaxis=axis("Time (s)"), yaxis=axis("Power (W)", rangemode="tozero"))}
 
 
 def layers_figure(layer_profile: list[dict], *, top: int = 15) -> dict:
@@ -279,7 +307,8 @@ def layers_figure(layer_profile: list[dict], *, top: int = 15) -> dict:
             "meta": {"x": "flops_layer", "y": "layer"},
         }],
         "layout": layout(f"FLOPs per layer, one sample (top {min(top, len(rows))})",
-                         xaxis=axis("FLOPs per sample, this layer", tickformat="~s"), yaxis=axis("", automargin=True),
+                         xaxis=axis("FLOPs per sample, this layer", tickformat="~s"),
+                         yaxis=axis("Layer (type)", automargin=True, ticklabelstandoff=4),
                          height=max(260, 26 * len(rows) + 90), showlegend=False),
     }
 
@@ -300,10 +329,12 @@ def breakdown_figure(rows: list[dict], *, estimated: bool) -> dict:
             {"type": "bar", "name": "idle share", "x": names, "y": idle, "marker": {"color": "#b8c2d1"},
              "hovertemplate": "%{x}<br>idle %{y:.3g} J<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
         ],
-        "layout": layout("Energy breakdown per inference" + (" (estimated)" if estimated else ""), barmode="stack",
-                         xaxis=axis(""), yaxis=axis("Energy per inference: active + idle (J, est.)" if estimated
-                                                    else "Energy per inference: active + idle (J)",
-                                                    tickformat="~s", ticksuffix="J", rangemode="tozero")),
+        # The y title is short enough for the plot's height (a long one ran past the top of the
+        # plot, over the chart's title): what the parts are is in the chart's title and legend.
+        "layout": layout("Energy per inference: active and idle parts" + (" (estimated)" if estimated else ""),
+                         barmode="stack", xaxis=axis(""),
+                         yaxis=axis("Active + idle energy (J, est.)" if estimated else "Active + idle energy (J)",
+                                    tickformat="~s", ticksuffix="J", rangemode="tozero", ticklabelstandoff=4)),
     }
 
 
@@ -367,6 +398,27 @@ def lines_figure(series: list[dict], *, title: str, x_title: str, y_title: str, 
     return {"data": data, "layout": layout(title, xaxis=xaxis, yaxis=yaxis)}
 
 
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def week_axis(weeks, **extra) -> dict:
+    """A date axis for points that are weeks (x: the Monday of each ISO week): one tick per week,
+    or per 2, 3... weeks when there are many, each on a Monday and labelled once ("24 Nov"), never
+    plotly's own day or 12-hour ticks that repeat a date ("29 Nov, 29 Nov, 30 Nov"). The range
+    reaches half a week past the first and last week, so no point (nor bar) sits on the y-axis
+    and the first date label keeps clear of the y-axis's lowest label."""
+    days = sorted({date.fromisoformat(str(w)[:10]) for w in weeks})
+    first, last = days[0], days[-1]
+    n_weeks = (last - first).days // 7 + 1
+    step = max(1, math.ceil(n_weeks / 8))  # eight labels at most
+    half = timedelta(days=3, hours=12)
+    fmt = "%d %b" if first.year == last.year else "%d %b %Y"
+    return axis("Week", type="date", tick0=first.isoformat(), dtick=step * WEEK_MS, tickformat=fmt,
+                range=[(datetime.combine(first, time()) - half).isoformat(sep=" "),
+                       (datetime.combine(last, time()) + half).isoformat(sep=" ")],
+                ticklabelstandoff=4, **extra)
+
+
 def weekly_bars_figure(series: list[dict], *, title: str) -> dict:
     """Counts per week (x: the Monday of each ISO week), stacked, one colour per model."""
     series = [s for s in series if s.get("x")]
@@ -376,8 +428,9 @@ def weekly_bars_figure(series: list[dict], *, title: str) -> dict:
              "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{y}} audit(s)<extra></extra>",
              "meta": {"x": "week", "y": "audits"}} for i, s in enumerate(series)]
     top = max(sum(s["y"][s["x"].index(w)] for s in series if w in s["x"]) for w in {w for s in series for w in s["x"]})
-    return {"data": data, "layout": layout(title, barmode="stack", xaxis=axis("Week", type="date", tickformat="%d %b"),
-                                           yaxis=axis("Audits", rangemode="tozero", **({"dtick": 1} if top < 10 else {})))}
+    return {"data": data, "layout": layout(title, barmode="stack", xaxis=week_axis([w for s in series for w in s["x"]]),
+                                           yaxis=axis("Audits", rangemode="tozero", ticklabelstandoff=6,
+                                                      **({"dtick": 1} if top < 10 else {})))}
 
 
 def weekly_lines_figure(series: list[dict], *, title: str, y_title: str, suffix: str) -> dict:
@@ -391,8 +444,8 @@ def weekly_lines_figure(series: list[dict], *, title: str, y_title: str, suffix:
              "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{y:.3s}}{suffix}<br>%{{text}}<extra></extra>",
              "meta": {"x": "week", "y": suffix}} for i, s in enumerate(series)]
     values = [v for s in series for v in s["y"]]
-    return {"data": data, "layout": layout(title, xaxis=axis("Week", type="date", tickformat="%d %b"),
-                                           yaxis=value_axis(y_title, values, suffix=suffix))}
+    return {"data": data, "layout": layout(title, xaxis=week_axis([w for s in series for w in s["x"]]),
+                                           yaxis=value_axis(y_title, values, suffix=suffix, ticklabelstandoff=6))}
 
 
 def rating_spread_figure(spread: dict[int, int]) -> dict:

@@ -1,6 +1,7 @@
 """Numbers with units and sensible precision; a missing value is an em dash, never None or NaN.
 Pure functions (no Django): the report selectors and the template filters (templatetags/units.py) share them."""
 import math
+import re
 
 DASH = "—"
 
@@ -113,10 +114,14 @@ def duration(seconds) -> str:
 
 
 def money(value, currency: str = "") -> str:
+    """Cents from 0.01 up; a smaller amount is "< 0.01", never "0.00" (which reads as free)."""
     if _missing(value):
         return DASH
     value = float(value)
-    text = f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if 0 < abs(value) < 0.005:
+        text = "< 0.01" if value > 0 else "> −0.01"
+    else:
+        text = f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
     return f"{text} {currency}".strip()
 
 
@@ -171,3 +176,39 @@ def lower_first(label: str) -> str:
 
 def tokens_rate(value) -> str:
     return DASH if _missing(value) else f"{_sig(float(value))} tok/s"
+
+
+# The fidelity metrics' names in words: the stored keys (embedding_cosine) are the engine's.
+FIDELITY_LABELS = {
+    "embedding_cosine": "cosine",
+    "top1_agreement": "top-1 agreement",
+    "relative_error": "relative error",
+    "kl_divergence": "KL divergence",
+    "perplexity_increase_rel": "perplexity increase",
+}
+
+
+def fidelity_label(metric) -> str:
+    """"embedding_cosine" -> "cosine"; an unknown key with its underscores as spaces."""
+    if not metric:
+        return "fidelity"
+    return FIDELITY_LABELS.get(str(metric), str(metric).replace("_", " "))
+
+
+def fidelity(value, metric="") -> str:
+    """A fidelity figure with its name first: "cosine 0.95", "top-1 agreement 0.794"."""
+    if _missing(value):
+        return DASH
+    return f"{fidelity_label(metric)} {_sig(float(value))}"
+
+
+_UNIT_FIGURE = re.compile(r"(?<![\w.×])(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?) (J|ms)\b")
+
+
+def page_units(text) -> str:
+    """A sentence from the engine with its figures in the page's units: "0.03376 J per output
+    token" -> "33.8 mJ per output token", "0.5 ms" stays "0.5 ms", "2500 ms" -> "2.5 s"."""
+    if not text:
+        return ""
+    scale = {"J": joules, "ms": millis}
+    return _UNIT_FIGURE.sub(lambda m: scale[m.group(2)](float(m.group(1))), str(text))

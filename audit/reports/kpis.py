@@ -37,13 +37,21 @@ def _kpi_specs(generation: bool, latency: Quantity):
            lambda r, m: m.co2e_g_per_inference * 1000 if m and finite(m.co2e_g_per_inference) else None,
            units.grams, True, "energy")
     if generation:
+        # a generation measurement's "inference" is one generate call of the whole batch: its
+        # carbon is per 1,000 requests, as its energy is per request
+        co2_requests = ("co2e-per-1000", "CO₂e per 1,000 requests",
+                        lambda r, m: (m.co2e_g_per_inference * 1000 / m.batch_size
+                                      if m and finite(m.co2e_g_per_inference) and m.batch_size else None),
+                        units.grams, True, "energy")
         return [
             ("j-per-output-token", "Energy per output token", QUANTITIES["j_per_token"].getter, units.joules, True, "energy"),
             ("j-per-request", "Energy per request", lambda r, m: m and m.energy_j_per_request, units.joules, True, "energy"),
+            ("ttft-p50", "Time to first token p50", lambda r, m: m and m.ttft_ms_p50, units.millis, True, None),
             ("ttft-p95", "Time to first token p95", QUANTITIES["ttft"].getter, units.millis, True, None),
+            ("tpot-p50", "Time per output token p50", lambda r, m: m and m.tpot_ms_p50, units.millis, True, None),
             ("tpot-p95", "Time per output token p95", QUANTITIES["tpot"].getter, units.millis, True, None),
             ("tokens-per-s", "Output tokens per second", QUANTITIES["tokens_per_s"].getter, units.tokens_rate, False, None),
-            co2,
+            co2_requests,
         ]
     return [
         ("j-per-inference", "Energy per inference", QUANTITIES["energy"].getter, units.joules, True, "energy"),
@@ -97,7 +105,7 @@ def kpis(baseline: VariantRow | None, chosen: VariantRow | None, *, generation: 
         acc.note = "unknown: no evaluation on a labelled dataset"
     out.append(acc)
     if chosen is not None and chosen is not baseline and finite(chosen.fidelity):
-        out.append(Kpi(key="fidelity", label=f"Fidelity ({chosen.fidelity_metric.replace('_', ' ')})",
+        out.append(Kpi(key="fidelity", label=f"Fidelity ({units.fidelity_label(chosen.fidelity_metric)})",
                        baseline="1 (itself)", recommended=units.sig(chosen.fidelity)))
     return out
 

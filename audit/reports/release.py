@@ -10,7 +10,7 @@ different days)."""
 from __future__ import annotations
 
 from . import figures
-from .formatting import ratio
+from .formatting import fidelity_label, ratio
 from .tradeoff import finite
 
 # The regression verdict of an audit: its worst energy verdict over the batch sizes compared.
@@ -67,7 +67,7 @@ def _fidelity(reference: dict) -> str:
     if not f or not finite(f.get("value")):
         return ""
     better = "higher is better" if f.get("higher_is_better", True) else "lower is better"
-    return f"{f.get('metric')} {f['value']:.4g} against the reference ({better}; reported, not judged)"
+    return f"{fidelity_label(f.get('metric'))} {f['value']:.4g} against the reference ({better}; reported, not judged)"
 
 
 def release_summary(audit) -> dict | None:

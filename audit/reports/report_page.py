@@ -203,9 +203,10 @@ def _report_figures(ctx: dict) -> dict:
               "latency_ms": [latency_q.value(r, m) for m in r.measurements]} for r in rows],
             estimated=estimated, latency=latency_q)
     figs["chart-power"] = figures.power_trace_figure(
-        # The baseline and the recommended variant first; four traces at most stay readable.
+        # The baseline and the recommended variant first: the first four are drawn, every one is
+        # in the legend (figures.power_trace_figure).
         [{"name": f"{r.key} · batch {r.ref.batch_size}", "trace": r.ref.power_trace}
-         for r in sorted(measured, key=lambda r: (not r.is_baseline, not r.is_recommended))[:4]],
+         for r in sorted(measured, key=lambda r: (not r.is_baseline, not r.is_recommended))],
         idle_w=baseline.ref.idle_power_w if baseline else (measured[0].ref.idle_power_w if measured else None),
         estimated=estimated)
     figs["chart-layers"] = figures.layers_figure((baseline or rows[0]).variant.layer_profile)

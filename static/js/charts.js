@@ -69,6 +69,15 @@
     return Number(value.toPrecision(digits || 3)).toLocaleString("en-US", { maximumFractionDigits: 6 });
   }
 
+  /* An amount of money as the server writes it (formatting.money): cents, and "< 0.01" for a
+     smaller amount rather than "0.00", which reads as free. */
+  function money(value) {
+    if (!isFinite(value)) { return "—"; }
+    if (value > 0 && value < 0.005) { return "< 0.01"; }
+    if (value < 0 && value > -0.005) { return "> −0.01"; }
+    return value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
   /* The savings calculator: queries per day in; kWh, kgCO2e and cost per year out, for the
      chosen variant and against the baseline. The server renders the same numbers for the
      default volume, so the page reads right without JavaScript. */
@@ -90,13 +99,13 @@
       var y = year(chosen, q);
       form.querySelector("[data-out=kwh]").textContent = fmt(y.kwh) + " kWh";
       form.querySelector("[data-out=kg]").textContent = fmt(y.kg) + " kg";
-      form.querySelector("[data-out=cost]").textContent = y.cost.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + " " + data.currency;
+      form.querySelector("[data-out=cost]").textContent = money(y.cost) + " " + data.currency;
       var saved = form.querySelector("[data-out=saved]");
       if (saved) {
         if (base && base.key !== chosen.key) {
           var b = year(base, q);
           saved.textContent = "Against the baseline: " + fmt(b.kwh - y.kwh) + " kWh, " + fmt(b.kg - y.kg) + " kgCO₂e and " +
-            (b.cost - y.cost).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + " " + data.currency + " saved per year.";
+            money(b.cost - y.cost) + " " + data.currency + " saved per year.";
         } else {
           saved.textContent = "";
         }

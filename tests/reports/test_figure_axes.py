@@ -57,7 +57,7 @@ SOURCES = {
     "Time (s)": lambda ctx: {p[0] for m in ctx["measurements"] for p in m.power_trace},
     "Power (W)": lambda ctx: {p[1] for m in ctx["measurements"] for p in m.power_trace}
     | {m.idle_power_w for m in ctx["measurements"]},
-    "Energy per inference: active + idle (J)": lambda ctx: {m.energy_j_per_inference_active for m in ctx["measurements"]}
+    "Active + idle energy (J)": lambda ctx: {m.energy_j_per_inference_active for m in ctx["measurements"]}
     | {m.energy_j_per_inference - m.energy_j_per_inference_active for m in ctx["measurements"]},
     "Share of the request's energy (%)": lambda ctx: {100 * m.prefill_energy_share for m in ctx["measurements"]
                                                      if m.prefill_energy_share is not None}
@@ -65,7 +65,7 @@ SOURCES = {
     "Version": lambda ctx: set(ctx["versions"]),
 }
 # Axes that name things, not quantities (variant names, rating buckets, layer names).
-CATEGORICAL = {"", "Rating"}
+CATEGORICAL = {"", "Rating", "Layer (type)"}
 
 
 def _key(value):

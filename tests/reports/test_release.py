@@ -47,7 +47,7 @@ def test_the_report_leads_with_the_comparison_per_batch_size_with_its_grade(memb
     assert "v7 vs v6 (approved): energy ×0.97 [0.95, 0.99], latency ×1.00 [0.98, 1.02]: costs less" in lead
     assert "grade B" in lead and "grade C" in lead
     assert "per inference" in lead and "Inputs: the same inputs (shape 1x64)" in lead
-    assert "top1_agreement 0.97 against the reference" in lead and "not judged" in lead
+    assert "top-1 agreement 0.97 against the reference" in lead and "not judged" in lead
     assert 'id="release-verdict">costs more<' in page  # the worst batch size is the audit's answer
 
 

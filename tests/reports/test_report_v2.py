@@ -73,7 +73,7 @@ def test_a_recommendation_leads_with_its_paired_ratio_and_grade(member_client, t
     assert "×0.64 [0.61, 0.68]" in kpi and "delta good" in kpi and "%</span>" not in kpi
     # the variant table: grade, paired ratio interval, fidelity beside accuracy
     row = re.search(r'data-variant="prune-unstructured:0.5">(.*?)</tr>', page, re.S).group(1)
-    assert "×0.64 [0.61, 0.68]" in row and "top1_agreement" in row and "99.22%" in row and "gB" in row
+    assert "×0.64 [0.61, 0.68]" in row and "top-1 agreement 0.996" in row and "99.22%" in row and "gB" in row
     # the evidence folds away
     for fold in ("details-power", "details-measurements", "details-windows", "details-assumptions"):
         assert f'<details class="card fold" id="{fold}"' in page
