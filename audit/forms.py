@@ -102,7 +102,13 @@ class ModelUploadForm(TeamChoiceMixin, forms.Form):
 
 class DatasetUploadForm(TeamChoiceMixin, forms.Form):
     name = forms.CharField(max_length=200)
-    task = forms.ChoiceField(choices=Task.choices)
+    task = forms.ChoiceField(
+        choices=Task.choices,
+        help_text="The audit form offers a dataset to the models it fits, and says why it hides the others: the "
+                  "same task (a classification dataset also fits text and image classifiers; Other fits any), "
+                  "and inputs the model takes: text (CSV, JSONL, plain text) a Hugging Face model with its "
+                  "tokenizer, plain text a language model (perplexity), arrays (NPZ) a model whose inputs "
+                  "they name.")
     file = forms.FileField(help_text="CSV or JSONL with text and label, NPZ with inputs and labels, or plain text.")
 
     def __init__(self, *args, teams, **kwargs):
@@ -191,8 +197,9 @@ class AuditRequestForm(forms.Form):
                   "Empty: the team's setting.",
     )
 
-    def __init__(self, *args, team, recipes, **kwargs):
+    def __init__(self, *args, team, recipes, version=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.version = version  # the version posted for: its dataset must fit it
         for o in OPTIONS:
             if o.name in FORM_OPTIONS:
                 self.fields[o.name] = option_form_field(o)
@@ -208,6 +215,24 @@ class AuditRequestForm(forms.Form):
             (APPROVED, "— the approved version (default) —"), (NO_REFERENCE, "— none —"),
         ] + [(str(v.pk), str(v)) for v in self._reference_versions.order_by("asset__name", "-created_at", "-id")]
         self.fields["recipes"].choices = [(r, r) for r in recipes]
+
+    def dataset_menu(self, version) -> dict:
+        """The team's datasets that fit ``version``, and the others with why (audit/services/dataset_fit.py)."""
+        from .services.dataset_fit import dataset_menu  # noqa: PLC0415
+
+        if not hasattr(self, "_team_datasets"):
+            self._team_datasets = list(self.fields["dataset"].queryset)
+        offered, hidden = dataset_menu(version, self._team_datasets)
+        chosen = self["dataset"].value() if self.is_bound and self.version == version else None
+        return {"offered": offered, "hidden": hidden, "selected": str(chosen or "")}
+
+    def clean_dataset(self):
+        from .services.dataset_fit import why_not  # noqa: PLC0415
+
+        dataset = self.cleaned_data.get("dataset")
+        if dataset is not None and self.version is not None and (reason := why_not(self.version, dataset)):
+            raise forms.ValidationError(f"{dataset.name} does not fit this model: {reason}.", code="dataset_unfit")
+        return dataset
 
     def clean_batch_sizes(self):
         values = _parse_int_list(self.cleaned_data["batch_sizes"], "batch sizes")

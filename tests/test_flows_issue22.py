@@ -182,3 +182,196 @@ def test_a_decision_whose_requester_has_no_address_is_logged(lead, member, team,
     assert record.levelno == logging.WARNING
     assert record.getMessage() == (f"Review {review.pk} of audit #{audit.pk}: no email sent, "
                                    f"its requester {member.username} has no email address")
+
+
+# --- 4. the stage text names the upload; the header names the claiming worker's hardware ------
+
+
+def test_the_engine_says_loading_the_uploads_name_not_its_path(settings):
+    from workers.engine.profile import profile_model
+
+    from .engine import models as m
+
+    folder = settings.STORAGE_ROOT / "models" / "1" / "ab" / ("ab" + "0" * 62)
+    folder.mkdir(parents=True)
+    path = m.save_safetensors(folder / "gpt2-rand.safetensors", "mlp", m.MLP_CONFIG)
+    events = []
+    profile_model(path, batch_sizes=(1,), options=dict(m.FAST_OPTIONS, threads=1), progress=events.append)
+    assert events[0]["message"] == "loading gpt2-rand.safetensors"
+    root = str(settings.STORAGE_ROOT)
+    assert not [e for e in events if root in str(e)]
+
+
+def _stored_path(settings, name="gpt2-rand.zip") -> str:
+    return f"{settings.STORAGE_ROOT}/models/1/ab/ab{'0' * 62}/{name}"
+
+
+def test_nothing_shown_for_an_audit_names_the_storage_root(client, member, team, settings):
+    """Whatever the worker or the engine puts in a message (a stage, an error, a warning), the
+    page, the API and the export name the file, never where the server keeps it."""
+    from rest_framework.test import APIClient
+
+    from .factories import make_audit, result_doc
+
+    root = str(settings.STORAGE_ROOT)
+    path = _stored_path(settings)
+    running = make_audit(team, requested_by=member)
+    claim = services.audit_claim(audit_id=running.pk, hostname="w1")
+    services.audit_progress(audit_id=running.pk, attempt=claim.attempt, stage="loading", percent=1.0,
+                            message=f"loading {path}")
+    running.refresh_from_db()
+    assert running.progress_message == "loading gpt2-rand.zip"
+
+    failed = make_audit(team, requested_by=member)
+    claim = services.audit_claim(audit_id=failed.pk, hostname="w1")
+    services.audit_fail(audit_id=failed.pk, attempt=claim.attempt,
+                        error=f"LoadError: cannot open '{path}': not a zip file ({root}/models/1)")
+    failed.refresh_from_db()
+    assert failed.error == "LoadError: cannot open 'gpt2-rand.zip': not a zip file (1)"
+
+    done = make_audit(team, requested_by=member)
+    claim = services.audit_claim(audit_id=done.pk, hostname="w1")
+    doc = result_doc()
+    doc["warnings"] = [f"the dataset {_stored_path(settings, 'digits.npz')} has 12 rows"]
+    doc["variants"].append({**doc["variants"][0], "recipe": "int8-static", "status": "failed", "measurements": [],
+                            "error": f"RuntimeError: {path}/model.onnx: no such file"})
+    services.audit_store_result(audit_id=done.pk, attempt=claim.attempt, result=doc)
+    done.refresh_from_db()
+    assert done.warnings == ["the dataset digits.npz has 12 rows"]
+    assert done.variants.get(recipe="int8-static").error == "RuntimeError: model.onnx: no such file"
+
+    client.force_login(member)
+    api = APIClient()
+    api.force_authenticate(member)
+    shown = []
+    for audit in (running, failed, done):
+        shown.append(client.get(audit.get_absolute_url()).content.decode())
+        shown.append(client.get(reverse("audit-progress", args=[audit.pk])).content.decode())
+        shown.append(api.get(f"/api/v1/audits/{audit.pk}/").content.decode())
+        shown.append(api.get(f"/api/v1/audits/{audit.pk}/status/").content.decode())
+    shown.append(client.get(reverse("audit-list")).content.decode())
+    shown.append(b"".join(api.get("/api/v1/audits/export.csv").streaming_content).decode())
+    assert "loading gpt2-rand.zip" in shown[0] and "gpt2-rand.zip" in shown[4]
+    for text in shown:
+        assert root not in text
+        assert root.replace("/", "\\/") not in text  # JSON may escape slashes
+
+
+def test_a_claimed_audits_header_names_the_workers_hardware(client, member, team, cpu_worker):
+    from .factories import make_audit
+
+    audit = make_audit(team, requested_by=member)
+    client.force_login(member)
+    page = client.get(audit.get_absolute_url()).content.decode()
+    assert re.search(r'id="report-hardware">not known until a worker claims the audit<', page)
+
+    services.audit_claim(audit_id=audit.pk, hostname=cpu_worker.hostname)
+    # The open page polls the progress fragment, which now brings the header's hardware along.
+    fragment = client.get(reverse("audit-progress", args=[audit.pk])).content.decode()
+    oob = re.search(r'<span id="report-hardware" hx-swap-oob="true">([^<]*)</span>', fragment)
+    assert oob and "Test CPU" in oob.group(1)
+    page = client.get(audit.get_absolute_url()).content.decode()
+    header = re.search(r'id="report-hardware">([^<]*)<', page).group(1)
+    assert "Test CPU" in header and "not known" not in page
+
+
+# --- 5. the dataset menu offers what fits the model ------------------------------------------------
+
+
+def _dataset(team, name, *, fmt, task):
+    from .api.helpers import make_dataset
+
+    dataset = make_dataset(team, name)
+    type(dataset).objects.filter(pk=dataset.pk).update(format=fmt, task=task)
+    dataset.refresh_from_db()
+    return dataset
+
+
+def _text_lm(team):
+    from .factories import make_version
+
+    version = make_version(team, name="gpt2-rand")
+    version.asset.task = "language-modeling"
+    version.asset.save()
+    type(version).objects.filter(pk=version.pk).update(format="hf")
+    version.refresh_from_db()
+    return version
+
+
+def _menu(html: str, version) -> tuple[list[str], str]:
+    select = re.search(rf'<select name="dataset" id="id_dataset_{version.pk}".*?</select>', html, re.S).group(0)
+    offered = re.findall(r'<option value="\d+"[^>]*>([^ <]+)', select)
+    hidden = re.search(rf'<details[^>]*id="dataset-hidden-{version.pk}".*?</details>', html, re.S)
+    return offered, hidden.group(0) if hidden else ""
+
+
+def test_the_dataset_menu_offers_a_language_model_text_and_says_why_the_digits_are_hidden(client, member, team):
+    from .factories import make_version
+
+    lm = _text_lm(team)
+    mlp = make_version(team)  # digits-mlp: bare safetensors weights, a classifier
+    _dataset(team, "digits-test", fmt="npz", task="classification")
+    _dataset(team, "wiki-sample", fmt="text", task="language-modeling")
+    _dataset(team, "reviews", fmt="csv", task="text-classification")
+    _dataset(team, "token-ids", fmt="npz", task="other")
+    client.force_login(member)
+
+    offered, hidden = _menu(client.get(reverse("model-detail", args=[lm.asset_id])).content.decode(), lm)
+    assert offered == ["token-ids", "wiki-sample"]
+    assert "2 datasets not offered" in hidden
+    assert "digits-test: a classification dataset; this model&#x27;s task is language modelling." in hidden
+    assert "reviews: a text classification dataset; this model&#x27;s task is language modelling." in hidden
+
+    offered, hidden = _menu(client.get(reverse("model-detail", args=[mlp.asset_id])).content.decode(), mlp)
+    assert offered == ["digits-test", "token-ids"]
+    assert "wiki-sample: a language modelling dataset; this model&#x27;s task is classification." in hidden
+    assert ("reviews: CSV text is tokenised by the model&#x27;s own tokenizer, which only a Hugging Face model "
+            "brings (this version is safetensors).") in hidden
+
+
+def test_an_audit_with_a_dataset_that_does_not_fit_is_refused_with_the_reason(client, member, team, cpu_worker,
+                                                                             monkeypatch):
+    monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: None)
+    lm = _text_lm(team)
+    digits = _dataset(team, "digits-test", fmt="npz", task="classification")
+    client.force_login(member)
+    response = client.post(reverse("audit-create", args=[lm.pk]),
+                           {"target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], "dataset": digits.pk})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert ("digits-test does not fit this model: a classification dataset; this model&#x27;s task is "
+            "language modelling.") in html
+    assert not Audit.objects.exists()
+
+
+def test_the_dataset_upload_form_says_which_models_a_dataset_is_offered_to(client, member):
+    client.force_login(member)
+    html = client.get(reverse("dataset-list")).content.decode()
+    assert "The audit form offers a dataset to the models it fits, and says why it hides the others" in html
+
+
+# --- 6. the audits list shows the review status ----------------------------------------------------
+
+
+def test_the_audits_list_has_a_review_column(client, lead, member, team):
+    from .factories import make_audit
+
+    approved, pending = finished_audit(team, user=member), finished_audit(team, user=member)
+    review_create(user=lead, audit=approved, decision="approved")
+    queued = make_audit(team, requested_by=member)
+    client.force_login(member)
+    html = client.get(reverse("audit-list")).content.decode()
+    assert "<th>Review</th>" in html
+    cells = dict(re.findall(r'<a href="/audits/(\d+)/">#\d+</a>.*?<td class="review-status">(.*?)</td>', html, re.S))
+    assert ">Approved</a>" in cells[str(approved.pk)]
+    assert ">Awaiting review</a>" in cells[str(pending.pk)]
+    assert "—" in cells[str(queued.pk)]
+
+
+def test_only_paths_under_the_storage_root_are_shortened(settings):
+    from audit.services.redact import hide_storage_paths
+
+    settings.STORAGE_ROOT = "/srv/ea/storage"
+    assert hide_storage_paths("see /srv/ea/storage2/x.zip and /srv/ea/storage/models/1/x.zip.") == (
+        "see /srv/ea/storage2/x.zip and x.zip.")
+    assert hide_storage_paths("under /srv/ea/storage: full") == "under the stored file: full"

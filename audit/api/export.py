@@ -10,12 +10,12 @@ import math
 from collections.abc import Iterable, Iterator
 
 from django.conf import settings
-from django.db.models import CharField, Value
+from django.db.models import CharField, OuterRef, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce, NullIf
 from django.http import StreamingHttpResponse
 
-from ..models import Measurement
+from ..models import Evaluation, Measurement
 
 A = "variant__audit__"
 # (column, ORM path or expression name); the order is the CSV's column order.
@@ -88,12 +88,26 @@ COLUMNS: list[tuple[str, str]] = [
     ("tpot_ms_p95", "tpot_ms_p95"),
     ("output_tokens_per_s", "output_tokens_per_s"),
     ("gpu_power_limit_w", "power_limit_w"),
+    # the variant's evaluation (empty without one): the labelled metric, and its fidelity to the baseline
+    ("accuracy_metric", "export_accuracy_metric"),
+    ("accuracy_value", "export_accuracy_value"),
+    ("fidelity_metric", "export_fidelity_metric"),
+    ("fidelity_value", "export_fidelity_value"),
 ]
 
 
 def _comparison(key: str, index: int | None = None):
     expr = KeyTransform(key, "comparison")
     return KeyTransform(str(index), expr) if index is not None else expr
+
+
+def _evaluation(field: str, *, labelled: bool):
+    """One figure of the variant's evaluation (one per variant; the first if there were more):
+    the labelled metric (accuracy, or perplexity / MSE where that is the task's metric) or the
+    fidelity to the baseline (embedding cosine, top-1 agreement, relative error)."""
+    rows = Evaluation.objects.filter(variant=OuterRef("variant"))
+    rows = rows.exclude(metric="").filter(value__isnull=False) if labelled else rows.filter(fidelity_value__isnull=False)
+    return Subquery(rows.order_by("id").values(field)[:1])
 
 
 # JSON parts of a row, as expressions the database evaluates (values_list needs names).
@@ -107,6 +121,10 @@ ANNOTATIONS = {
     "export_paired_verdict": lambda: KeyTextTransform("verdict", "comparison"),
     "export_grid_intensity": lambda: KeyTransform("intensity_g_per_kwh", f"{A}carbon"),
     "export_grid_region": lambda: KeyTextTransform("region", f"{A}carbon"),
+    "export_accuracy_metric": lambda: _evaluation("metric", labelled=True),
+    "export_accuracy_value": lambda: _evaluation("value", labelled=True),
+    "export_fidelity_metric": lambda: _evaluation("fidelity_metric", labelled=False),
+    "export_fidelity_value": lambda: _evaluation("fidelity_value", labelled=False),
 }
 HEADER = [name for name, _ in COLUMNS]
 ROWS_PER_WRITE = 500

@@ -26,6 +26,7 @@ from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
 from .options import clean_engine_options
+from .redact import hide_storage_paths, hide_storage_paths_in
 from .serving import check_serving
 from .release import APPROVED, resolve_reference
 from .results import apply_result_fields, check_storable, store_variants, with_checked_reference
@@ -270,9 +271,9 @@ def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, per
     sweep runs the engine several times, each from 0, and the page must not jump back."""
     fields = {"heartbeat_at": timezone.now()}
     if stage is not None:
-        fields["stage"] = stage[:60]
+        fields["stage"] = hide_storage_paths(stage)[:60]
     if message is not None:
-        fields["progress_message"] = message[:300]
+        fields["progress_message"] = hide_storage_paths(message)[:300]
     if percent is not None:
         fields["progress"] = Greatest(F("progress"), Value(max(0.0, min(100.0, float(percent)))))
     return _running(audit_id, attempt).update(**fields) == 1
@@ -281,7 +282,7 @@ def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, per
 def audit_fail(*, audit_id: int, attempt: int, error: str) -> bool:
     return (
         _running(audit_id, attempt).update(
-            status=Audit.Status.FAILED, error=error[:5000], finished_at=timezone.now(), stage="failed"
+            status=Audit.Status.FAILED, error=hide_storage_paths(error)[:5000], finished_at=timezone.now(), stage="failed"
         )
         == 1
     )
@@ -295,7 +296,7 @@ def audit_requeue(*, audit_id: int, attempt: int, reason: str, stale_before=None
     if stale_before is not None:
         running = running.filter(heartbeat_at__lt=stale_before)
     with transaction.atomic():
-        updated = running.update(status=Audit.Status.QUEUED, stage=f"requeued: {reason}"[:60])
+        updated = running.update(status=Audit.Status.QUEUED, stage=f"requeued: {hide_storage_paths(reason)}"[:60])
         if updated:
             audit = Audit.objects.get(pk=audit_id)
             _dispatch_on_commit(audit.pk, audit.target_queue)
@@ -317,7 +318,7 @@ def audit_store_result(*, audit_id: int, attempt: int, result: dict) -> bool:
 
     An audit succeeds when at least one variant succeeded; failed and skipped
     variants are kept with their reasons."""
-    result = with_checked_reference(result)
+    result = hide_storage_paths_in(with_checked_reference(result))  # pages name uploads, not server paths
     check_storable(result)
     with transaction.atomic():
         audit = _running(audit_id, attempt).select_for_update().first()

@@ -33,7 +33,7 @@ def audit_create(request, version_pk: int):
         # The address a form with errors was shown at: loading it again (a reload, a bookmark)
         # leads back to the model's page and its form, never to a 405.
         return redirect(version.get_absolute_url())
-    form = AuditRequestForm(request.POST, team=version.asset.team, recipes=available_recipes())
+    form = AuditRequestForm(request.POST, team=version.asset.team, recipes=available_recipes(), version=version)
     if form.is_valid():
         data = form.cleaned_data
         try:
@@ -73,8 +73,13 @@ def audit_create(request, version_pk: int):
 def audit_progress(request, pk: int):
     """The live part of the audit page; once the audit has ended, htmx is told to stop polling
     and the page reloads itself to show the report."""
+    from ..reports.progress import running_hardware  # noqa: PLC0415
+
     audit = get_object_or_404(audits_for_user(request.user), pk=pk)
-    response = render(request, "audit/_progress.html", {"audit": audit})
+    # The header's hardware too (out of band): it says "not known until a worker claims the
+    # audit" while queued, and names the claiming worker's machine from the claim on.
+    response = render(request, "audit/_progress.html",
+                      {"audit": audit, "header_hardware": running_hardware(audit)})
     if audit.is_finished:
         response.status_code = HTMX_STOP_POLLING
         response["HX-Refresh"] = "true"

@@ -19,6 +19,7 @@ variants, count them, measure them, evaluate them; then ``profile_result.py`` as
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from .errors import LoadError
@@ -79,7 +80,8 @@ def profile_model(
 
     if options.get("carbon_warning"):  # e.g. a live intensity provider failed and the table stood in
         run.warnings.append(str(options["carbon_warning"]))
-    run.report("loading", 0.0, f"loading {path}")
+    # The upload's name only: the path is the server's storage path, which pages must not show.
+    run.report("loading", 0.0, f"loading {os.path.basename(str(path).rstrip('/')) or 'the model'}")
     run.threads = _set_threads(options)
     loaded = load_model(path, format, options, device)
     run.warnings.extend(loaded.warnings)

@@ -1,0 +1,70 @@
+"""Which of a team's datasets can evaluate a model version, and why the others cannot.
+
+The audit form offers only the datasets that fit and lists the others with the reason; an audit
+requested with one that does not fit is refused with the same reason. Judged from what the web
+process knows without opening files: the model's task and format, the dataset's task and format
+(the engine checks shapes, vocabularies and labels again before it measures anything,
+workers/engine/datasets.py ``check_dataset_for_model``).
+
+- The tasks must agree: a dataset uploaded for language modelling evaluates a language model, a
+  classification dataset a classifier (a text or an image classifier too); "Other" on either side
+  leaves the task unjudged.
+- The inputs must fit: text (CSV/JSONL with labels, plain text) is tokenised by the model's own
+  tokenizer, which only a Hugging Face model brings; plain text measures a language model's
+  perplexity; an image model takes arrays (NPZ). Arrays (NPZ, the built-in sets) fit any model
+  whose inputs they name (token ids as ``input_ids`` for a text model)."""
+from dataclasses import dataclass
+
+from ..models import Dataset, ModelVersion, Task
+
+TEXT_FORMATS = {"csv", "jsonl", "text"}
+# The dataset tasks each model task is evaluated with ("other" fits every task, both ways).
+TASKS_FITTING = {
+    Task.CLASSIFICATION: {Task.CLASSIFICATION, Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION},
+    Task.TEXT_CLASSIFICATION: {Task.TEXT_CLASSIFICATION, Task.CLASSIFICATION},
+    Task.IMAGE_CLASSIFICATION: {Task.IMAGE_CLASSIFICATION, Task.CLASSIFICATION},
+    Task.REGRESSION: {Task.REGRESSION},
+    Task.LANGUAGE_MODELING: {Task.LANGUAGE_MODELING},
+    Task.FEATURE_EXTRACTION: {Task.FEATURE_EXTRACTION},
+}
+FORMAT_WORDS = {"csv": "CSV text", "jsonl": "JSONL text", "text": "plain text", "npz": "NPZ arrays",
+                "builtin": "built-in arrays"}
+
+
+@dataclass(frozen=True)
+class Hidden:
+    dataset: Dataset
+    reason: str
+
+
+def _task_label(task: str) -> str:
+    return str(Task(task).label).lower() if task in Task.values else task
+
+
+def why_not(version: ModelVersion, dataset: Dataset) -> str | None:
+    """None when ``dataset`` can evaluate ``version``; else why not, in a few words."""
+    model_task, data_task = version.asset.task, dataset.task
+    if Task.OTHER not in (model_task, data_task) and data_task not in TASKS_FITTING.get(model_task, {model_task}):
+        return (f"a {_task_label(data_task)} dataset; this model's task is {_task_label(model_task)}")
+    data = FORMAT_WORDS.get(dataset.format, dataset.format)
+    if dataset.format in TEXT_FORMATS:
+        if version.format != "hf":
+            return (f"{data} is tokenised by the model's own tokenizer, which only a Hugging Face model "
+                    f"brings (this version is {version.format})")
+        if model_task == Task.IMAGE_CLASSIFICATION:
+            return f"{data}; an image model takes arrays (NPZ)"
+        if dataset.format == "text" and model_task not in (Task.LANGUAGE_MODELING, Task.OTHER):
+            return "plain text measures a language model's perplexity; this model's task is " + _task_label(model_task)
+    return None
+
+
+def dataset_menu(version: ModelVersion, datasets) -> tuple[list[Dataset], list[Hidden]]:
+    """The datasets that fit ``version`` and the others with the reason, both in the given order."""
+    offered, hidden = [], []
+    for dataset in datasets:
+        reason = why_not(version, dataset)
+        if reason is None:
+            offered.append(dataset)
+        else:
+            hidden.append(Hidden(dataset, reason))
+    return offered, hidden
