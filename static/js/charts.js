@@ -17,14 +17,45 @@
         var target = document.getElementById(id);
         if (!target) { return; }
         var fig = figures[id];
-        Plotly.newPlot(target, fig.data || [], fig.layout || {}, CONFIG);
+        Plotly.newPlot(target, fig.data || [], fig.layout || {}, CONFIG).then(function () {
+          scalable(target);
+          target.on("plotly_afterplot", function () { scalable(target); });
+        });
       });
     });
   }
 
-  function resizeAll() {
+  /* A viewBox on each of a chart's SVG layers (plotly draws them at a fixed pixel size): the
+     print stylesheet can then shrink a chart into its box on paper instead of cutting it. */
+  function scalable(el) {
+    el.querySelectorAll("svg.main-svg").forEach(function (svg) {
+      var w = svg.getAttribute("width"), h = svg.getAttribute("height");
+      if (w && h) { svg.setAttribute("viewBox", "0 0 " + w + " " + h); }
+    });
+  }
+
+  /* Paper: printing lays the page out again at the paper's width, but plotly keeps the pixel
+     width it drew at on screen, so a chart would run off the page. Before printing (the
+     beforeprint event: window.print, the browser's Print, printing to PDF) every chart is
+     redrawn at PRINT_WIDTH, which fits A4 and Letter portrait with the print stylesheet's
+     margins, inside a card too (about 650 CSS px there); after printing it takes its
+     screen width again. Not in the print media query's change event: by then the browser
+     has counted the pages, and a chart that grows there is cut off the last page. A browser
+     that prints without beforeprint gets the print stylesheet's fallback: the SVG, with
+     the viewBox scalable() gave it, shrinks into its box. */
+  var PRINT_WIDTH = 640;
+  function sizeForPrint() {
     if (typeof Plotly === "undefined") { return; }
-    document.querySelectorAll(".js-plotly-plot").forEach(function (el) { Plotly.Plots.resize(el); });
+    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
+      Plotly.relayout(el, { width: PRINT_WIDTH });
+    });
+  }
+
+  function sizeForScreen() {
+    if (typeof Plotly === "undefined") { return; }
+    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
+      Plotly.relayout(el, { width: null, autosize: true });
+    });
   }
 
   /* Tables with class "sortable": a click on a header sorts by that column, using the
@@ -128,10 +159,11 @@
     });
   }
 
-  /* Paper gets everything: the folded evidence opens before printing. */
+  /* Paper gets everything: the folded evidence opens before printing, and every chart is
+     drawn at the paper's width. */
   function openForPrint() {
     document.querySelectorAll("details.fold").forEach(function (d) { d.setAttribute("open", ""); });
-    resizeAll();
+    sizeForPrint();
   }
 
   /* A select with data-autosubmit sends its form when changed (axis pickers). */
@@ -152,4 +184,5 @@
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", init); } else { init(); }
   window.addEventListener("beforeprint", openForPrint);
+  window.addEventListener("afterprint", sizeForScreen);
 })();
