@@ -96,6 +96,27 @@ class Part(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, str_max_length=MAX_TEXT)
 
 
+BoundaryName = Literal["device", "host", "facility"]
+
+
+class Boundary(Part):
+    """One boundary of an energy figure (workers/engine/meters/boundary.py): its joules per
+    inference, how they were obtained, and for host and facility the basis of the share / PUE."""
+    j_per_inference: Energy
+    method: Annotated[str, Field(max_length=120)]
+    estimated: bool
+    share: Optional[Share] = None
+    share_source: Optional[Text] = None
+    rule: Optional[Text] = None
+    host_reading: Optional[Token] = None
+    host_estimated: Optional[bool] = None
+    cpu_j_per_inference: Optional[Energy] = None
+    dram_j_per_inference: Optional[Energy] = None
+    pue: Optional[_float(1.0, 10.0)] = None
+    pue_known: Optional[bool] = None
+    pue_source: Optional[Text] = None
+
+
 class Measurement(Part):
     batch_size: Positive32
     input_shape: Annotated[dict[Key, _list(Count32, 16)], Field(max_length=MAX_MAP)] = {}
@@ -149,6 +170,11 @@ class Measurement(Part):
     flags: _list(Token, MAX_TEXTS) = []
     quality_reasons: Texts = []
     energy_domains: Annotated[dict[Key, Energy], Field(max_length=16)] = {}
+    # which boundary energy_j_per_inference is, every boundary measured or estimated, and the one
+    # the grams of CO2e rest on (issue 23)
+    energy_boundary: Optional[BoundaryName] = None
+    energy_boundaries: Optional[dict[BoundaryName, Boundary]] = None
+    co2e_boundary: Optional[BoundaryName] = None
     window_means_ms: _list(Ms, MAX_SERIES) = []
     window_energy_j: _list(Energy, MAX_SERIES) = []
     scenario: Literal["forward", "generation"] = "forward"

@@ -28,6 +28,8 @@ ENGINE_OPTION_KEYS = (
     "load_levels", "serving_max_rounds",
     # the latency targets the trade-off judges against, and the GPU sweep (workers/power.py)
     "latency_target_ms_p95", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
+    # energy boundaries (workers/engine/meters/boundary.py) and the CPU estimate's identification
+    "pue_known", "pue_source", "host_share", "cloud_instance_type",
     "power_limit_sweep", "power_limit_steps", "gpu_uuid",
     # the constraints of the recommendation and the SLO answer (workers/engine/constraints.py);
     # min_saving and equivalence_margin also decide the paired verdicts (rounds.py)
@@ -224,6 +226,8 @@ def carbon_basis(options: dict) -> dict:
         "intensity_g_per_kwh": float(options["grid_intensity_g_per_kwh"]),
         "pue": float(options.get("pue") or 1.0),
         "source": str(options.get("carbon_source") or "request"),
+        # whether the PUE was set (team or site); without one the grams rest on the host boundary
+        "pue_known": bool(options.get("pue_known", float(options.get("pue") or 1.0) != 1.0)),
     }
     for key in ("region", "year", "kind", "licence", "source_url"):
         if options.get(f"carbon_{key}") is not None:
@@ -260,8 +264,8 @@ def accept_result(result: dict, request: dict) -> dict:
     for variant in doc.get("variants") or []:
         for m in (variant.get("measurements") or []) + (variant.get("sweep_measurements") or []):
             if isinstance(m.get("energy_j_per_inference"), float | int):
-                m["co2e_g_per_inference"] = carbon_table.co2e_g(
-                    m["energy_j_per_inference"], doc["carbon"]["intensity_g_per_kwh"], doc["carbon"]["pue"])
+                m["co2e_g_per_inference"], m["co2e_boundary"] = carbon_table.boundary_co2e(
+                    m, doc["carbon"]["intensity_g_per_kwh"], doc["carbon"]["pue"], doc["carbon"]["pue_known"])
     _summaries(doc, options)
     result_schema.check_size(doc)
     return doc

@@ -74,3 +74,23 @@ def co2e_g(energy_j: float, intensity_g_per_kwh: float, pue: float = 1.0) -> flo
 def world_g_per_kwh() -> float:
     """The table's world average: the intensity used where nobody named a region."""
     return float(table()["WORLD"]["g_per_kwh"])
+
+
+def boundary_co2e(measurement: dict, intensity_g_per_kwh: float, pue: float, pue_known: bool) -> tuple[float, str]:
+    """Grams of CO2e per inference and the boundary they rest on, for a measurement that names
+    its boundaries (``energy_boundaries``, workers/engine/meters/boundary.py): the facility figure
+    (host x ``pue``, set again here from the worker's own PUE) when a PUE is known, the host figure
+    when none is (the facility would only be host x 1.0). A measurement without boundaries (older
+    results) keeps the device figure x PUE, labelled "device"."""
+    bounds = measurement.get("energy_boundaries") or {}
+    host = (bounds.get("host") or {}).get("j_per_inference")
+    if not isinstance(host, (int, float)):
+        return co2e_g(float(measurement["energy_j_per_inference"]), intensity_g_per_kwh, pue), "device"
+    facility = dict(bounds.get("facility") or {})
+    facility.update({"j_per_inference": host * pue, "pue": pue, "pue_known": bool(pue_known),
+                     "method": f"host x PUE {pue:g}"})
+    bounds["facility"] = facility
+    measurement["energy_boundaries"] = bounds
+    if pue_known:
+        return co2e_g(host * pue, intensity_g_per_kwh), "facility"
+    return co2e_g(host, intensity_g_per_kwh), "host"

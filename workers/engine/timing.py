@@ -214,6 +214,7 @@ class Sampler:
         self.meter_overhead_s = 0.0  # reading the meter, taken out of the energy
         self.assumptions: dict | None = None
         self.domains_j: dict[str, float] = {}
+        self.boundaries_j: dict[str, float] = {}  # device / host / facility joules (meters/boundary.py)
         self._peak_memory = 0
         self.device_states: list[dict] = []  # one gpu_state.snapshot per window (NVML meters)
 
@@ -256,6 +257,10 @@ class Sampler:
             self.assumptions = dict(assumptions)
         for name, joules in (getattr(reading, "domains", None) or {}).items():
             self.domains_j[name] = self.domains_j.get(name, 0.0) + float(joules)
+        # every boundary keeps the share of the reading the timed calls took, as the device figure does
+        trim = energy_j / reading.energy_j if reading.energy_j > 0 else 1.0
+        for name, joules in (getattr(reading, "boundaries", None) or {}).items():
+            self.boundaries_j[name] = self.boundaries_j.get(name, 0.0) + float(joules) * trim
         self._peak_memory = max(self._peak_memory, peak_memory_bytes(self.device))
         self._snapshot_device()
         return mean_ms, per_call_j
@@ -300,6 +305,23 @@ def measure(fn, *, batch_size: int, device: str, meter, idle_power_w: float, opt
         if sampler.enough() or sampler.capped():
             break
     return sampler.summary()
+
+
+def _boundaries(s: Sampler, n: int) -> dict:
+    """``energy_boundaries`` (device, host, facility: J per inference, method, estimated, basis) and
+    the grams of CO2e from the facility figure, where the meter names boundaries (boundary.py)."""
+    describe = getattr(s.meter, "describe", None)
+    if not s.boundaries_j or not callable(describe) or n <= 0:
+        return {}
+    basis = describe()
+    out = {}
+    for name in ("device", "host", "facility"):
+        out[name] = {"j_per_inference": s.boundaries_j.get(name, 0.0) / n, **basis[name]}
+    out["host"]["cpu_j_per_inference"] = s.boundaries_j.get("host_cpu", 0.0) / n
+    out["host"]["dram_j_per_inference"] = s.boundaries_j.get("host_dram", 0.0) / n
+    co2e_boundary = "facility" if basis["facility"]["pue_known"] else "host"
+    return {"energy_boundary": "device", "energy_boundaries": out, "co2e_boundary": co2e_boundary,
+            "co2e_g_per_inference": out[co2e_boundary]["j_per_inference"] / 3.6e6 * s.intensity}
 
 
 def _summarize(s: Sampler) -> dict:
@@ -392,6 +414,7 @@ def _summarize(s: Sampler) -> dict:
         "peak_memory_bytes": max(s._peak_memory, peak_memory_bytes(s.device)),
         "energy_assumptions": s.assumptions,
         "energy_domains": {k: v / n for k, v in s.domains_j.items()},
+        **_boundaries(s, n),
         "power_trace": downsample(s.trace),
         "flags": flags,
         "window_means_ms": list(s.window_means),

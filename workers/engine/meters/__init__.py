@@ -23,9 +23,18 @@ Rule for DRAM (both for RAPL and the estimate): the energy figure
 ``Reading.domains["dram"]`` and not added, so a RAPL figure, an estimate and
 earlier package-only results compare like with like.
 - ``estimate-tdp`` (CPU, nothing readable): a documented model (see
-  ``TdpEstimateMeter``): the package's idle share + this process's CPU time x
-  the dynamic W per logical CPU; DRAM from resident memory x W/GB beside it.
-  Always ``estimated=True``; every assumed figure is in ``Reading.assumptions``.
+  ``TdpEstimateMeter``): the TDP share of the logical CPUs the OS shows (the CPU
+  identified by name, CPUID or cloud instance type in CodeCarbon's tables,
+  ``cpu_table.py``) x a load curve measured with RAPL; DRAM from resident memory
+  x W/GB beside it. Always ``estimated=True``; every assumed figure is in
+  ``Reading.assumptions``; the uncertainty is an asymmetric interval.
+- ``amdsmi-counter`` (ROCm): difference of amdsmi's energy counter (``amdsmi.py``).
+
+Boundaries (``boundary.py``): ``select_meter`` wraps the device meter in a
+``BoundaryMeter`` that reads the host's CPU package and DRAM over the same
+windows (powercap, or the estimate where it is unreadable) and gives every
+reading ``boundaries``: device, host (device + the audit's share of package +
+DRAM) and facility (host x PUE).
 
 Nothing here imports torch or pynvml at module import time: the web process
 imports this module (through the fingerprint) without paying for either.
@@ -39,19 +48,19 @@ from .base import (  # noqa: F401 - the interface, imported from here
     Reading,
     plausibility_flags,
 )
+from . import cpu_table  # noqa: F401
 from .cpu_estimate import (  # noqa: F401
     CPU_TIME_OVER_THREADS_TOLERANCE,
-    DEFAULT_W_PER_LOGICAL_CPU,
-    ESTIMATE_UNKNOWN_CPU_UNCERTAINTY,
-    IDLE_FRACTION_OF_TDP,
     IDLE_FRACTION_SOURCE,
-    KNOWN_CPU_TDP,
     MEMORY_W_PER_GB,
     MEMORY_W_SOURCE,
     OTHER_PROCESSES_CONTENDED_CPUS,
     TdpEstimateMeter,
     cpu_tdp_per_logical_cpu,
+    idle_fraction_of_tdp,
 )
+from .amdsmi import AmdSmiCounterMeter, select_amdsmi_meter  # noqa: F401
+from .boundary import BOUNDARIES, HOST_SHARE_RULE, BoundaryMeter  # noqa: F401
 from .gpu_estimate import GPU_DEFAULT_TDP_W, GpuTdpEstimateMeter  # noqa: F401
 from .nvml_common import (  # noqa: F401
     CONTENTION_CHECK_EVERY_S,
@@ -66,6 +75,7 @@ from .nvml_common import (  # noqa: F401
 )
 from .nvml_counter import NVML_COUNTER_RESOLUTION_S, NvmlCounterMeter  # noqa: F401
 from .nvml_sampling import NvmlSamplingMeter  # noqa: F401
+from .powercap import PowercapHostMeter, select_host_meter  # noqa: F401
 from .rapl import (  # noqa: F401
     CPU_MAX_PLAUSIBLE_W_PER_PACKAGE,
     RAPL_POLL_S,
@@ -82,6 +92,10 @@ def select_nvml_meter(device: str, options: dict) -> Meter:
         nvml = nvml_module()
         nvml.nvmlInit()
     except Exception as exc:  # noqa: BLE001 - ImportError, NVMLError, OSError...
+        try:  # torch on ROCm names its GPUs "cuda": an AMD GPU with amdsmi is measured by its counter
+            return select_amdsmi_meter(device, options)
+        except MeterError:
+            pass
         return GpuTdpEstimateMeter(options, "nvml-unavailable", str(exc))
     try:
         handle, uuid = resolve_nvml_handle(nvml, device, options)
@@ -107,15 +121,32 @@ def select_nvml_meter(device: str, options: dict) -> Meter:
 
 
 def select_meter(device: str, options: dict) -> Meter:
-    """The best meter available for ``device`` ("cpu", "cuda", "cuda:N").
+    """The best meter available for ``device`` ("cpu", "cuda", "cuda:N", "rocm", "rocm:N"), in a
+    ``BoundaryMeter`` that adds the host and facility boundaries to every reading (``boundary.py``;
+    ``options["boundaries"] = False`` returns the device meter alone).
 
     options: cpu_tdp_w, cpu_idle_w, memory_w_per_gb, threads, gpu_tdp_w, gpu_uuid, powercap_root, rapl_poll_s,
-    nvml_sample_interval_s, and energy_method to force "estimate-tdp".
+    nvml_sample_interval_s, cloud_instance_type, host_share, pue, pue_known, pue_source, and
+    energy_method to force "estimate-tdp".
     """
+    options = options or {}
+    meter = select_device_meter(device, options)
+    if options.get("boundaries") is False:
+        return meter
+    if device.startswith(("cuda", "rocm")):
+        host, how = select_host_meter(options)
+        return BoundaryMeter(meter, host, kind="gpu", options=options, host_how=how)
+    return BoundaryMeter(meter, None, kind="cpu", options=options)
+
+
+def select_device_meter(device: str, options: dict) -> Meter:
+    """The best meter of the device alone (see ``select_meter``)."""
     options = options or {}
     forced = options.get("energy_method")
     if device.startswith("cuda"):
         return select_nvml_meter(device, options)
+    if device.startswith("rocm"):
+        return select_amdsmi_meter(device, options)
     if forced == "estimate-tdp":
         return TdpEstimateMeter(options)
     root = powercap_root(options)

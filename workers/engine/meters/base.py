@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 #   RAPL is less validated. We use 5% on Intel, 10% when the CPU is AMD.
 #   RAPL covers the whole package, not only this process: idle subtraction
 #   handles the rest of the machine.
-# - estimate-tdp: an attribution, not a measurement. CPU time x TDP share
-#   ignores frequency, vector width and memory traffic; 50% for a CPU of the
-#   table in cpu_estimate.py. For a CPU not in the table the W per logical CPU is the
-#   table's median, and the uncertainty widens to cover the table's spread
-#   (ESTIMATE_UNKNOWN_CPU_UNCERTAINTY, computed from the table).
+# - estimate-tdp (CPU): an attribution, not a measurement. Its uncertainty is not this table's:
+#   TdpEstimateMeter states an asymmetric interval [x/k1, x*k2] (cpu_table.estimate_bounds: the
+#   load curve's error against CodeCarbon's RAPL profiles, times the spread of the candidate rows
+#   when the CPU is identified only by its generation) and uncertainty_rel is its half-width.
+#   The 0.5 below is kept for callers that ask for the method's nominal figure.
 UNCERTAINTY = {
     "nvml-counter": 0.05,
     "nvml-power-sampling": 0.15,

@@ -7,55 +7,23 @@ import time
 
 from workers.engine import cpuinfo
 
-from .base import UNCERTAINTY, Meter, Reading
+from . import cpu_table
+from .base import Meter, Reading
 
-# Known CPUs: substring of /proc/cpuinfo "model name" -> (TDP in W of one
-# package, logical CPUs of one package). Vendor spec sheets.
-KNOWN_CPU_TDP = {
-    "EPYC 9654": (360.0, 192),
-    "EPYC 7763": (280.0, 128),
-    "EPYC 7742": (225.0, 128),
-    "EPYC 7543": (225.0, 64),
-    "Xeon Platinum 8480": (350.0, 112),
-    "Xeon Platinum 8380": (270.0, 80),
-    "Xeon Gold 6248R": (205.0, 48),
-    "Xeon Gold 6248": (150.0, 40),
-    "i9-13900K": (125.0, 32),
-    "i7-12700K": (125.0, 20),
-    "Ryzen 9 7950X": (170.0, 32),
-    "Ryzen 9 5950X": (105.0, 32),
-}
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2.0
-
-
-# An unknown CPU gets the median TDP per logical CPU of the table above, and an
-# uncertainty that covers the whole table: the largest relative distance of any
-# known CPU's W per logical CPU from that median (never below the 50% of a
-# known CPU). Both are computed from the table, not chosen.
-_TABLE_W_PER_CPU = [tdp / threads for tdp, threads in KNOWN_CPU_TDP.values()]
-DEFAULT_W_PER_LOGICAL_CPU = _median(_TABLE_W_PER_CPU)
-ESTIMATE_UNKNOWN_CPU_UNCERTAINTY = max(
-    UNCERTAINTY["estimate-tdp"],
-    max(abs(w - DEFAULT_W_PER_LOGICAL_CPU) for w in _TABLE_W_PER_CPU) / DEFAULT_W_PER_LOGICAL_CPU,
-)
-
-# Idle (static) share of a package's power. Cloud Carbon Footprint's compute
-# coefficients, averaged from SPECpower_ssj2008 results of the CPUs each cloud
-# runs, give about 0.74 W per vCPU at 0% utilisation and 3.5 W at 100% (AWS
-# figures: https://www.cloudcarbonfootprint.org/docs/methodology/, Apache-2.0):
-# idle is 0.74 / 3.5 = 21% of full load. Quoted from that page as we know it;
-# no copy can be fetched here, re-check it there. options["cpu_idle_w"] or
-# AUDIT_CPU_IDLE_W (the whole machine's CPU packages at idle) replaces it.
-IDLE_FRACTION_OF_TDP = 0.74 / 3.5
+# Which CPU, its TDP and the load curve: cpu_table.py (CodeCarbon's tables, MIT; see
+# workers/engine/data/README.md). The hand-entered table of 12 CPUs this module used to carry
+# is gone.
 IDLE_FRACTION_SOURCE = (
-    "Cloud Carbon Footprint methodology: 0.74 W/vCPU idle vs 3.5 W/vCPU full load "
-    "(AWS averages of SPECpower_ssj2008), i.e. 21% of TDP"
+    "median over CodeCarbon's 5 RAPL load profiles of package power at 0% load over TDP "
+    "(cpu_load_profiles.csv)"
 )
+
+
+def idle_fraction_of_tdp() -> float:
+    """Package power at no load as a share of TDP, from the measured curve."""
+    return cpu_table.curve(0.0)
+
+
 # DRAM power per GB (1e9 bytes) resident: 0.3725 W/GB, the figure of Green Algorithms
 # (Lannelongue, Grealey & Inouye 2021, Advanced Science 8:2100707,
 # doi:10.1002/advs.202100707). options["memory_w_per_gb"] replaces it.
@@ -69,20 +37,10 @@ OTHER_PROCESSES_CONTENDED_CPUS = 0.5
 
 
 def cpu_tdp_per_logical_cpu(options: dict) -> tuple[float, str, bool]:
-    """(package TDP share per logical CPU in W, where that figure comes from, whether the
-    CPU is known: given by a setting or found in KNOWN_CPU_TDP)."""
-    given = options.get("cpu_tdp_w") or os.environ.get("AUDIT_CPU_TDP_W")
-    if given:
-        per_package = cpuinfo.logical_cpus_per_package()
-        return (float(given) / per_package,
-                f"setting cpu_tdp_w={float(given):g} W over {per_package} logical CPUs", True)
-    model = cpuinfo.cpu_model()
-    for key, (tdp, threads) in KNOWN_CPU_TDP.items():
-        if key.lower() in model.lower():
-            return tdp / threads, f"{key}: {tdp:g} W TDP over {threads} logical CPUs (vendor spec sheet)", True
-    return (DEFAULT_W_PER_LOGICAL_CPU,
-            f"unknown CPU {model!r}: median TDP per logical CPU of the {len(KNOWN_CPU_TDP)} known CPUs "
-            f"({DEFAULT_W_PER_LOGICAL_CPU:.3g} W)", False)
+    """(package TDP share per logical CPU in W, where that figure comes from, whether the CPU's
+    row is known exactly: given by a setting or a row of the table)."""
+    ident = cpu_table.identify(options)
+    return ident["w_per_logical_cpu"], ident["why"], ident["how"] in ("setting", "table-row")
 
 
 def _resident_gb() -> float:
@@ -122,19 +80,24 @@ def _threads(options: dict) -> int | None:
 class TdpEstimateMeter(Meter):
     """CPU energy where no counter is readable: a model, every figure of which is recorded.
 
-    Over a window of wall time ``t`` in which this process used ``c`` CPU-seconds
-    (user + system, all its threads):
+    Over a window of wall time ``t`` in which this process used ``c`` CPU-seconds (user +
+    system, all its threads) on ``v`` logical CPUs the OS shows:
 
-        package J = idle_w x t + c x w_per_core
-        dram J    = memory_w x t         (reported beside, not added: see the DRAM rule)
+        u         = c / (t x v)                   this process's load of the CPUs it sees
+        package J = t x v x w x curve(u)          (idle: t x v x w x curve(0))
+        dram J    = memory_w x t                  (reported beside, not added: see the DRAM rule)
 
-    - ``w_per_core``: the dynamic share of one logical CPU, (1 - idle fraction) x
-      package TDP / logical CPUs, the TDP from the setting ``cpu_tdp_w`` or the
-      table of known CPUs (else the table's median);
-    - ``idle_w``: the static share of all packages, idle fraction x TDP x packages
-      (or the setting ``cpu_idle_w``), so the idle baseline measured with this
-      meter is that share, not the near-zero CPU time of a sleeping process;
+    - ``w``: the package TDP per logical CPU of the identified row (``cpu_table.identify``:
+      the setting ``cpu_tdp_w``, a table row in the model name, the CPUID generation, the
+      cloud instance type), so a VM is charged for its vCPUs' share of the package only;
+    - ``curve``: package power over TDP against load, the median of CodeCarbon's RAPL load
+      profiles (``cpu_table.load_curve``): idle about 11% of TDP, full load about 72%;
+    - the setting ``cpu_idle_w`` replaces the idle share (t x v x w x curve(0));
     - ``memory_w``: resident memory of this process at the window's end x W/GB.
+
+    Uncertainty: the interval [x / k1, x * k2] of ``cpu_table.estimate_bounds`` (the curve's
+    error against the profiles, times the table's spread over the candidate rows when the
+    model name names none); ``uncertainty_rel`` is its half-width relative to x.
 
     Only this process's CPU time is counted, so other processes do not inflate it;
     they are measured (``other_processes_cpus``, from /proc/stat) and flag the
@@ -151,32 +114,43 @@ class TdpEstimateMeter(Meter):
         super().__init__()
         options = options or {}
         self.options = options
-        self.tdp_per_cpu, self.source, known = cpu_tdp_per_logical_cpu(options)
-        self.uncertainty_rel = UNCERTAINTY["estimate-tdp"] if known else ESTIMATE_UNKNOWN_CPU_UNCERTAINTY
-        self.w_per_cpu = self.tdp_per_cpu * (1.0 - IDLE_FRACTION_OF_TDP)
+        self.identification = cpu_table.identify(options)
+        ident = self.identification
+        self.tdp_per_cpu = ident["w_per_logical_cpu"]
+        self.source = ident["why"]
+        self.k1, self.k2 = cpu_table.estimate_bounds(ident)
+        self.uncertainty_rel = cpu_table.symmetric_rel(self.k1, self.k2)
         self.packages = cpuinfo.cpu_packages()
         self.logical_cpus = os.cpu_count() or 1
+        self.idle_fraction = idle_fraction_of_tdp()
+        self.full_w = self.tdp_per_cpu * self.logical_cpus  # TDP share of the CPUs the OS shows
         given_idle = options.get("cpu_idle_w") or os.environ.get("AUDIT_CPU_IDLE_W")
         if given_idle:
             self.idle_w = float(given_idle)
             self.idle_source = f"setting cpu_idle_w={self.idle_w:g} W"
         else:
-            per_package = cpuinfo.logical_cpus_per_package()
-            self.idle_w = IDLE_FRACTION_OF_TDP * self.tdp_per_cpu * per_package * self.packages
-            self.idle_source = (f"{IDLE_FRACTION_SOURCE}, of {self.tdp_per_cpu * per_package:.4g} W TDP "
-                                f"x {self.packages} package(s)")
+            self.idle_w = self.idle_fraction * self.full_w
+            self.idle_source = (f"{IDLE_FRACTION_SOURCE}: {self.idle_fraction:.1%} of {self.full_w:.4g} W "
+                                f"({self.logical_cpus} logical CPUs x {self.tdp_per_cpu:.3g} W)")
+        # the older name: the dynamic W of one fully busy logical CPU, curve(1) - curve(0) of its TDP share
+        self.w_per_cpu = self.tdp_per_cpu * (cpu_table.curve(1.0) - self.idle_fraction)
         self.memory_w_per_gb = float(options.get("memory_w_per_gb") or MEMORY_W_PER_GB)
         self.memory_source = (f"setting memory_w_per_gb={self.memory_w_per_gb:g}"
                               if options.get("memory_w_per_gb") else MEMORY_W_SOURCE)
         self.flags = list(flags)
-        self.max_w = (self.idle_w + self.w_per_cpu * self.logical_cpus) * 1.01 + 1e-9
+        self.max_w = max(self.idle_w, 0.0) + self.full_w * 1.01 + 1e-9
         self.stat_path = options.get("proc_stat_path") or "/proc/stat"
 
     @property
     def description(self) -> str:
-        return (f"estimate: idle {self.idle_w:.3g} W + process CPU time x {self.w_per_cpu:.3g} W per logical CPU "
-                f"({self.source}); DRAM {self.memory_w_per_gb:g} W/GB resident, reported beside; "
-                f"±{self.uncertainty_rel:.0%}")
+        return (f"estimate: {self.logical_cpus} logical CPUs x {self.tdp_per_cpu:.3g} W TDP share x the load curve "
+                f"(idle {self.idle_w:.3g} W) ({self.source}); DRAM {self.memory_w_per_gb:g} W/GB resident, "
+                f"reported beside; x/{self.k1:.2f} to x{self.k2:.2f}")
+
+    def package_w(self, load: float) -> float:
+        """Modelled package power (W) of the CPUs the OS shows at this process's load (0-1)."""
+        dynamic = self.full_w * (cpu_table.curve(load) - self.idle_fraction)
+        return self.idle_w + dynamic
 
     def begin(self) -> None:
         self._t0 = time.perf_counter()
@@ -187,11 +161,26 @@ class TdpEstimateMeter(Meter):
                         other_cpus: float | None) -> dict:
         threads = _threads(self.options)
         cores_used = cpu_s / duration_s if duration_s > 0 else 0.0
+        load = min(1.0, cores_used / self.logical_cpus)
+        ident = self.identification
         return {
-            "model": "idle_w x wall_s + cpu_s x w_per_core; dram = memory_w x wall_s (beside, not added)",
-            "w_per_core": self.w_per_cpu,
-            "w_per_core_source": f"{self.source}, less the idle share ({IDLE_FRACTION_OF_TDP:.0%})",
+            "model": "wall_s x logical_cpus x tdp_w_per_logical_cpu x curve(load); load = cpu_s / (wall_s x "
+                     "logical_cpus); dram = memory_w x wall_s (beside, not added)",
+            "cpu_row": ident.get("row"),
+            "cpu_identified_by": ident["how"],
+            "cpu_identification": ident["why"],
+            "cpu_microarchitecture": ident.get("microarchitecture"),
+            "cpu_candidates": ident["candidates"],
+            "cpu_row_tdp_w": ident["tdp_w"],
+            "cpu_row_threads": ident["threads"],
+            "cpu_table_source": ident["tdp_source"],
             "tdp_w_per_logical_cpu": self.tdp_per_cpu,
+            "logical_cpus": self.logical_cpus,
+            "load": load,
+            "curve_at_load": cpu_table.curve(load),
+            "curve_source": cpu_table.PROFILES_SOURCE,
+            "w_per_core": self.w_per_cpu,
+            "w_per_core_source": f"{self.source}; dynamic share curve(1) - curve(0) of the TDP share",
             "idle_w": self.idle_w,
             "idle_source": self.idle_source,
             "memory_w": memory_gb * self.memory_w_per_gb,
@@ -205,10 +194,15 @@ class TdpEstimateMeter(Meter):
             "cpu_time_over_wall_x_threads": (cpu_s / (duration_s * threads)) if threads and duration_s > 0 else None,
             "other_processes_cpus": other_cpus,
             "uncertainty_rel": self.uncertainty_rel,
-            "uncertainty_source": ("50% for a CPU of the table or a given TDP" if self.uncertainty_rel
-                                   == UNCERTAINTY["estimate-tdp"] else
-                                   "largest relative distance of a known CPU's W per logical CPU from the "
-                                   "table median"),
+            "uncertainty_k1": self.k1,
+            "uncertainty_k2": self.k2,
+            "uncertainty_source": (
+                f"interval [x/{self.k1:.2f}, x*{self.k2:.2f}]: the load curve's worst under- and overestimate "
+                f"against CodeCarbon's RAPL profiles (x/{cpu_table.model_error()[0]:.2f}, "
+                f"x{cpu_table.model_error()[1]:.2f})"
+                + (f" times the spread of the {ident['candidates']} candidate rows' W per logical CPU around the "
+                   f"median (x/{ident['k1_table']:.2f}, x{ident['k2_table']:.2f})" if ident["candidates"] > 1 else "")
+                + "; uncertainty_rel is the interval's half-width over x"),
         }
 
     def end(self) -> Reading:
@@ -219,9 +213,9 @@ class TdpEstimateMeter(Meter):
         if self._m0 is not None and m1 is not None and duration > 0:
             other = max(0.0, (m1 - self._m0 - cpu_s) / duration)
         memory_gb = _resident_gb()
-        package = self.idle_w * duration + cpu_s * self.w_per_cpu
         assumptions = self.assumptions_for(cpu_s=cpu_s, duration_s=duration, memory_gb=memory_gb,
                                            other_cpus=other)
+        package = self.package_w(assumptions["load"]) * duration
         flags = []
         ratio = assumptions["cpu_time_over_wall_x_threads"]
         if ratio is not None and ratio > CPU_TIME_OVER_THREADS_TOLERANCE:
