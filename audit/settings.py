@@ -159,6 +159,9 @@ DEFAULT_CARBON_SOURCE = env.str(
 # Savings calculator on the report: electricity price per kWh and its currency.
 ELECTRICITY_PRICE_PER_KWH = env.float("ELECTRICITY_PRICE_PER_KWH", default=0.15)
 ELECTRICITY_CURRENCY = env.str("ELECTRICITY_CURRENCY", default="USD")
+# Energy ratings (audit/reports/ratings.py): a class (task, hardware, measured or estimated) is
+# rated only once it holds this many audited versions; below it pages and badges say "not rated".
+ENERGY_RATING_MIN_GROUP = env.int("ENERGY_RATING_MIN_GROUP", default=5)
 ENGINE_WINDOW_S = env.float("ENGINE_WINDOW_S", default=1.0)
 ENGINE_TIME_CAP_S = env.float("ENGINE_TIME_CAP_S", default=20.0)
 ENGINE_IDLE_S = env.float("ENGINE_IDLE_S", default=2.0)

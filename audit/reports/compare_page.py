@@ -3,28 +3,40 @@ as ratios against a reference row, and what makes the audits' figures not compar
 from __future__ import annotations
 
 from ..models import Audit
-from . import figures, formatting as units
+from . import figures, formatting as units, ratios
 from .quantities import AXIS_CHOICES, QUANTITIES
 from .rows import _audit_summaries, _better_from_interval
 from .tradeoff import finite
+from .uncertainty import audit_energy_uncertainty
 
 MAX_COMPARE = 6
+# The quantities a same-audit paired ratio divides (at one batch size, per sample and per
+# inference are the same ratio; latency p50 and mean are both read from the ratio of means and
+# labelled so).
+PAIRED_KIND = {"energy": "energy", "energy_per_sample": "energy", "j_per_token": "energy",
+               "latency": "latency", "latency_mean": "latency"}
 
 
 def audit_label(audit: Audit) -> str:
     return f"#{audit.pk} {audit.model_version.asset.name} {audit.model_version.label}"
 
 
-def _ratio_cell(value, ref_value, *, lower_is_better: bool, paired: dict | None = None) -> dict:
+def _ratio_cell(value, ref_value, *, lower_is_better: bool, paired: tuple | None = None, kind: str = "energy",
+                comparison: dict | None = None) -> dict:
     """A change as a ratio (×0.42), never a percentage (+513744%); with the paired 95% interval
-    when the two rows were measured in the same audit's interleaved rounds."""
+    when the two rows were measured in the same audit's interleaved rounds. Each says what it
+    divides (``title``); a paired one that parts from the ratio of the figures shown carries
+    that too (``figures``), as on the report (ratios.py)."""
+    figures = value / ref_value if finite(value) and finite(ref_value) and ref_value else None
     if paired is not None:
+        parted = not ratios.agree(paired[0], figures)
         return {"text": units.ratio(paired[0], paired[1]), "better": _better_from_interval(paired[1], lower_is_better),
-                "paired": True}
-    if not finite(value) or not finite(ref_value) or ref_value == 0:
-        return {"text": None, "better": None, "paired": False}
-    r = value / ref_value
-    return {"text": units.ratio(r), "better": None if abs(r - 1) < 1e-9 else (r < 1) == lower_is_better, "paired": False}
+                "paired": True, "title": ratios.paired_title(kind, comparison),
+                "figures": units.ratio(figures) if parted and figures is not None else None}
+    if figures is None:
+        return {"text": None, "better": None, "paired": False, "title": "", "figures": None}
+    return {"text": units.ratio(figures), "better": None if abs(figures - 1) < 1e-9 else (figures < 1) == lower_is_better,
+            "paired": False, "title": ratios.FIGURES_TITLE, "figures": None}
 
 
 def _differences(summaries: list[dict]) -> list[str]:
@@ -64,6 +76,7 @@ def compare_context(audits: list[Audit], *, x: str | None = None, y: str | None 
         columns.append({
             **summary, "label": audit_label(summary["audit"]),
             "by_batch": {m.batch_size: m for m in (base.measurements if base else [])},
+            "uncertainty": audit_energy_uncertainty(summary["rows"]),
         })
     # Every variant of every audit, one row each.
     entries = [{"id": f"{c['audit'].pk}:{r.key}", "label": f"#{c['audit'].pk} {r.key}", "column": c, "row": r}
@@ -76,16 +89,19 @@ def compare_context(audits: list[Audit], *, x: str | None = None, y: str | None 
         r, cells = e["row"], []
         for q in table_qs:
             value = q.value(r, r.ref)
-            cell = {"value": q.fmt(value), "change": None, "better": None, "paired": False}
+            cell = {"value": q.fmt(value), "change": None, "better": None, "paired": False, "title": "", "figures": None}
             if reference is not None and e is not reference and q.key not in ("accuracy", "fidelity"):
                 ref_row = reference["row"]
                 paired = None
                 same_audit = reference["column"] is e["column"] and ref_row.is_baseline and r.comparison
-                if same_audit and q.key in ("energy", "j_per_token", "latency", "latency_mean"):
-                    kind = "energy" if q.key in ("energy", "j_per_token") else "latency"
+                # One pair of rows, one paired ratio: energy per sample at the same batch size
+                # divides exactly as energy per inference does (it was ×0.63 beside ×0.85).
+                kind = PAIRED_KIND.get(q.key)
+                if same_audit and kind:
                     paired = (r.comparison.get(f"{kind}_ratio"), r.comparison.get(f"{kind}_ratio_ci95"))
                 cell.update(_ratio_cell(value, q.value(ref_row, ref_row.ref), lower_is_better=q.lower_is_better,
-                                        paired=paired if paired and finite(paired[0]) else None))
+                                        paired=paired if paired and finite(paired[0]) else None, kind=kind or "energy",
+                                        comparison=r.comparison))
             elif reference is not None and e is not reference and q.key == "accuracy":
                 ref_acc = reference["row"].accuracy_pct
                 if finite(value) and finite(ref_acc):

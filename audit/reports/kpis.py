@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import formatting as units
+from . import formatting as units, ratios
 from .quantities import QUANTITIES, Quantity
 from .rows import VariantRow, _better_from_interval
 from .tradeoff import finite, relative_change
@@ -84,6 +84,10 @@ def kpis(baseline: VariantRow | None, chosen: VariantRow | None, *, generation: 
                 r, ci = chosen.comparison.get(f"{ratio_kind}_ratio"), chosen.comparison.get(f"{ratio_kind}_ratio_ci95")
                 kpi.change, kpi.paired = units.ratio(r, ci), True
                 kpi.better = _better_from_interval(ci, lower_is_better)
+                if finite(value) and finite(base_value) and base_value and not ratios.agree(r, value / base_value):
+                    what = "energy per call" if ratio_kind == "energy" else "mean time per call"
+                    kpi.note = (f"paired ratio of each round's {what}; the figures shown divide to "
+                                f"{units.ratio(value / base_value)} (the variants table says why)")
             elif (paired or ratio_kind == "exact") and finite(value) and finite(base_value) and base_value:
                 kpi.change = units.ratio(value / base_value)
                 kpi.better = None if value == base_value else (value < base_value) == lower_is_better

@@ -20,17 +20,25 @@ The ranking is kept in the process until the set of succeeded audits changes (se
   the cheapest is 5 and the dearest 1 (n >= 2).
 - The population is every team's audits (the rating is a label, like an appliance's); a
   page shows only the ratings of its user's teams.
+- Shown only once the group holds ``settings.ENERGY_RATING_MIN_GROUP`` audits (five by
+  default): below that a quintile says nothing (the first audit of a class would be "5/5"),
+  so pages and badges say "not rated: n of 5" in grey (`Rating.ranked`).
+- Never a verdict colour on an audit whose quality grade is below the grade verdicts need
+  (``workers.engine.quality.MIN_VERDICT_GRADE``, C): its rating is shown grey with the grade
+  (`Rating.conclusive`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Case, Count, F, Max, TextField, Value, When, Window
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce, NullIf, RowNumber
 
 from ..models import Audit, Measurement
+from workers.engine import quality
 
 UNKNOWN_HARDWARE = "unknown hardware"
 
@@ -45,10 +53,53 @@ class Rating:
     rating: int
     group_size: int
     estimated: bool = False  # estimated energy is ranked only against estimated energy
+    grade: str = ""  # the rated audit's quality grade ("" for a v1 result)
+
+    @property
+    def min_group(self) -> int:
+        return min_group_size()
+
+    @property
+    def ranked(self) -> bool:
+        """Enough audits in the group for a quintile to mean something."""
+        return self.group_size >= self.min_group
+
+    @property
+    def conclusive(self) -> bool:
+        """The rated audit's evidence is good enough for a verdict (grade C or better, or a v1
+        result, which has no grade)."""
+        return not self.grade or quality.at_least(self.grade)
+
+    @property
+    def shown(self) -> bool:
+        """A rating in colour: ranked among enough audits, on conclusive evidence."""
+        return self.ranked and self.conclusive
 
     @property
     def label(self) -> str:
+        """What a page or badge says: "4/5", "not rated: 1 of 5", or "4/5 (grade D, inconclusive)"."""
+        if not self.ranked:
+            return f"not rated: {self.group_size} of {self.min_group}"
+        if not self.conclusive:
+            return f"{self.rating}/5 (grade {self.grade}, inconclusive)"
         return f"{self.rating}/5"
+
+    @property
+    def explanation(self) -> str:
+        group = (f"{self.group_size} audited version{'s' if self.group_size != 1 else ''} of the same task on "
+                 f"{self.hardware_class}{' with estimated energy' if self.estimated else ''}")
+        if not self.ranked:
+            return (f"Not rated: {group}; a rating (quintile of Wh per 1,000 samples) needs {self.min_group} "
+                    "in the class")
+        text = f"Energy rating among {group}: 5 is the most efficient fifth"
+        if not self.conclusive:
+            text += (f"; this audit's quality grade is {self.grade}, below the {quality.MIN_VERDICT_GRADE} a verdict "
+                     "needs, so the rating is shown without its colour")
+        return text
+
+
+def min_group_size() -> int:
+    return max(1, int(getattr(settings, "ENERGY_RATING_MIN_GROUP", 5)))
 
 
 def hardware_class(fingerprint: dict | None, device: str = "cpu") -> str:
@@ -97,6 +148,7 @@ def candidates():
             hw=hardware_class_expression(audit),
             j_per_sample=F("energy_j_per_sample"),
             est=F("energy_estimated"),
+            grade=F(f"{audit}quality_grade"),
             pick=Window(
                 RowNumber(),
                 # A version audited on two hardware classes is rated in each.
@@ -105,7 +157,7 @@ def candidates():
             ),
         )
         .order_by()
-        .values("model_version_id", "audit_id", "team_id", "task", "hw", "est", "j_per_sample", "pick")
+        .values("model_version_id", "audit_id", "team_id", "task", "hw", "est", "grade", "j_per_sample", "pick")
     )
     return ranked
 
@@ -115,14 +167,15 @@ def _ranked_sql(inner_qs) -> tuple[str, list]:
     q = connection.ops.quote_name
     ranked = (
         f"SELECT c.{q('model_version_id')} AS mv, c.{q('audit_id')} AS audit_id, c.{q('team_id')} AS team_id, "
-        f"c.{q('task')} AS task, c.{q('hw')} AS hw, c.{q('est')} AS est, "
+        f"c.{q('task')} AS task, c.{q('hw')} AS hw, c.{q('est')} AS est, c.{q('grade')} AS grade, "
         f"c.{q('j_per_sample')} * 1000.0 / 3600.0 AS wh, "
         f"PERCENT_RANK() OVER (PARTITION BY c.{q('task')}, c.{q('hw')}, c.{q('est')} "
         f"ORDER BY c.{q('j_per_sample')}) AS pr, "
         f"COUNT(*) OVER (PARTITION BY c.{q('task')}, c.{q('hw')}, c.{q('est')}) AS n "
         f"FROM ({sql}) c WHERE c.{q('pick')} = 1"
     )
-    return (f"SELECT mv, audit_id, team_id, task, hw, est, wh, pr, n FROM ({ranked}) r ORDER BY wh DESC, audit_id",
+    return (f"SELECT mv, audit_id, team_id, task, hw, est, grade, wh, pr, n FROM ({ranked}) r "
+            "ORDER BY wh DESC, audit_id",
             list(params))
 
 
@@ -159,10 +212,10 @@ def ranking() -> _Ranking:
     rows = []
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for mv, audit_id, team_id, task, hw, est, wh, pr, n in cursor.fetchall():
+        for mv, audit_id, team_id, task, hw, est, grade, wh, pr, n in cursor.fetchall():
             rows.append((team_id, Rating(model_version_id=mv, audit_id=audit_id, task=task, hardware_class=hw,
                                          wh_per_1000=wh, rating=_rating_from_rank(pr or 0.0), group_size=n,
-                                         estimated=bool(est))))
+                                         estimated=bool(est), grade=grade or "")))
     by_version: dict[int, list[Rating]] = {}
     for _, rating in rows:
         by_version.setdefault(rating.model_version_id, []).append(rating)
@@ -195,7 +248,10 @@ def ratings_for_teams(team_ids: list[int]) -> list[Rating]:
 
 
 def rating_spread(ratings: list[Rating]) -> dict[int, int]:
+    """How many versions hold each rating; those not rated (too few in their class) and those
+    on inconclusive evidence are left out, as their badges show no rating colour."""
     spread = {r: 0 for r in range(1, 6)}
     for rating in ratings:
-        spread[rating.rating] += 1
+        if rating.shown:
+            spread[rating.rating] += 1
     return spread

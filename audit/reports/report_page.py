@@ -13,6 +13,8 @@ from .quantities import QUANTITIES, Quantity
 from .decision import Verdict, paired_verdict
 from .kpis import kpis
 from .ratings import hardware_class, rating_for_version
+from .ratios import ratio_note
+from .uncertainty import energy_uncertainty
 from .release import release_summary
 from .rows import VariantRow, _estimated, is_generation, latency_quantity, reference_batch, variant_rows, variants_with_results
 from workers.engine import tradeoff as engine_tradeoff
@@ -40,17 +42,41 @@ def _rows_section(audit: Audit, batch: int | None) -> dict:
                 r.accuracy_change_pts = r.accuracy_pct - baseline.accuracy_pct
     all_ms = [m for r in rows for m in r.measurements]
     generation = is_generation(audit, rows)
+    latency_q = latency_quantity(rows)
+    if baseline:
+        _label_ratios(rows, baseline, generation, latency_q)
     return {
         "variants": variants, "rows": rows, "ref_batch": ref_batch, "baseline": baseline,
         "batch_sizes": sorted({m.batch_size for m in all_ms}), "generation": generation,
         "paired": audit.schema_version >= 2 and any(r.comparison for r in rows),
-        "estimated": _estimated(rows), "latency_q": latency_quantity(rows),
+        "estimated": _estimated(rows), "latency_q": latency_q,
         "energy_q": QUANTITIES["j_per_token"] if generation else QUANTITIES["energy"],
         "flags": sorted({f for m in all_ms for f in (m.flags or [])}),
         "methods": sorted({m.energy_method for m in all_ms if m.energy_method}),
-        "max_uncertainty": max((m.energy_uncertainty_rel for m in all_ms if finite(m.energy_uncertainty_rel)),
-                               default=None),
+        "uncertainty": energy_uncertainty(all_ms),
+        "ratio_notes": [
+            {"key": r.key, "kind": kind, "paired": text, "figures": note["figures"], "why": note["why"]}
+            for r in rows for kind, note, text in (("energy", r.energy_note, r.energy_ratio_text),
+                                                   ("latency", r.latency_note, r.latency_ratio_text))
+            if note and note["figures"]],
     }
+
+
+def _label_ratios(rows: list[VariantRow], baseline: VariantRow, generation: bool, latency_q: Quantity) -> None:
+    """Each paired ratio says what it divides; where the figures shown divide to something else,
+    the row carries that ratio too, and why (ratios.py)."""
+    b = baseline.ref
+    energy_q = QUANTITIES["j_per_token"] if generation else QUANTITIES["energy"]
+    lat_q = QUANTITIES["tpot"] if generation else latency_q
+    shown = ("times per output token (p95)" if generation
+             else "medians (p50) of single calls" if latency_q.key == "latency" else "mean")
+    for r in rows:
+        if r.is_baseline or not r.comparison or not r.ref:
+            continue
+        r.energy_note = ratio_note("energy", r.comparison, energy_q.value(r, r.ref), energy_q.value(baseline, b),
+                                   r.ref, b, generation=generation)
+        r.latency_note = ratio_note("latency", r.comparison, lat_q.value(r, r.ref), lat_q.value(baseline, b),
+                                    r.ref, b, shown=shown, generation=generation)
 
 
 def _v1_verdict(audit: Audit, rows: list[VariantRow], max_drop_pts) -> tuple[Verdict, Recommendation]:

@@ -52,6 +52,10 @@ class VariantRow:
     fidelity: float | None = None
     fidelity_metric: str = ""
     comparison: dict | None = None
+    # what the paired ratios divide, and the ratio of the figures shown where it differs
+    # (ratios.ratio_note; set by the report page for variants with a comparison)
+    energy_note: dict | None = None
+    latency_note: dict | None = None
 
     @property
     def key(self) -> str:

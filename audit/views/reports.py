@@ -2,19 +2,20 @@
 overview and the embeddable energy badge."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from ..models import Audit, ModelVersion
-from ..reports.ratings import rating_for_version, rating_spread, ratings_for_teams
+from ..reports.ratings import min_group_size, rating_for_version, rating_spread, ratings_for_teams
 from ..reports.report_page import audit_report_context
 from ..reports.compare_page import MAX_COMPARE, compare_context
 from ..reports.history_page import model_history_context
-from ..reports import figures, formatting as units
+from ..reports import figures
 from ..reports.overview import team_overview_context
 from ..reports.progress import running_hardware
+from ..services import badges
 from ..selectors import (
     audits_for_user, flatten_fingerprint, live_queues, model_assets_for_user, teams_for_user,
 )
@@ -51,6 +52,7 @@ def home(request):
             "figures": {"chart-ratings": figures.rating_spread_figure(spread), **overview["overview_figures"]},
             "overview_models": overview["overview_models"],
             "overview_weeks": overview["overview_weeks"],
+            "rating_min_group": min_group_size(),
         },
     )
 
@@ -72,6 +74,7 @@ def audit_detail(request, pk: int):
         "estimated": report["estimated"],
         "hardware": running_hardware(audit),
         "fingerprint_rows": flatten_fingerprint(audit.fingerprint),
+        "can_manage_badge": bool(report["rating"]) and badges.is_lead(request.user, audit),
     }
     return render(request, "audit/audit_detail.html", context)
 
@@ -111,13 +114,11 @@ def model_history(request, pk: int):
                   {"asset": asset, **model_history_context(asset, figure=request.GET.get("figure"))})
 
 
-BADGE_COLORS = {1: "#b42318", 2: "#dc6803", 3: "#b98900", 4: "#4c8c16", 5: "#0b6e4f"}
-
-
 @require_GET
 def badge(request, version_id: int):
     """An SVG badge with a model version's energy rating. Private to the team unless the
-    team publishes its badges: anyone else gets a 404, as for any other team's object."""
+    team publishes its badges: anyone else gets a 404, as for any other team's object. To
+    embed one anywhere, a lead issues the audit's public link (`public_badge`)."""
     version = ModelVersion.objects.select_related("asset__team").filter(pk=version_id).first()
     if version is None:
         raise Http404("No such badge.")
@@ -125,23 +126,43 @@ def badge(request, version_id: int):
     member = request.user.is_authenticated and team.memberships.filter(user=request.user).exists()
     if not (team.publish_badges or member):
         raise Http404("No such badge.")
-    rating = rating_for_version(version.pk, task=version.asset.task)
-    if rating is None:
-        value, color = "unrated", "#5b6475"
-    else:
-        estimated = " est." if rating.estimated else ""
-        value = f"{rating.rating}/5 · {units.wh(rating.wh_per_1000)}/1k samples{estimated}"
-        color = BADGE_COLORS[rating.rating]
-    label = "energy"
-    # Roughly 6.5 px per character at 11 px Verdana, as shields-style badges do.
-    label_w, value_w = 10 + int(6.5 * len(label)), 10 + int(6.5 * len(value))
-    svg = render_to_string(
-        "audit/badge.svg",
-        {"label": label, "value": value, "color": color, "label_w": label_w, "value_w": value_w,
-         "width": label_w + value_w, "label_x": label_w / 2, "value_x": label_w + value_w / 2,
-         "title": f"{version}: energy rating {value}"},
-    )
+    svg = badges.badge_svg(rating_for_version(version.pk, task=version.asset.task), str(version))
+    return _svg_response(svg, "public, max-age=300" if team.publish_badges else "private, no-store")
+
+
+@require_GET
+def public_badge(request, token: str):
+    """The audit's badge at its public, unguessable link: no login; 404 once a lead revokes it."""
+    audit = badges.audit_by_badge_token(token)
+    if audit is None:
+        raise Http404("No such badge.")
+    svg = badges.badge_svg(badges.audit_rating(audit), f"{audit.model_version} (audit #{audit.pk})")
+    # Caches must ask again each time, so that a revoked link stops answering at once.
+    return _svg_response(svg, "public, no-cache")
+
+
+@login_required
+@require_POST
+def badge_link(request, pk: int):
+    """Issue (or re-issue) or revoke the audit's public badge link; leads only."""
+    audit = get_object_or_404(audits_for_user(request.user), pk=pk)
+    action = request.POST.get("action")
+    try:
+        if action == "issue":
+            badges.issue_badge_link(request.user, audit)
+            messages.success(request, "Public badge link issued; any earlier link no longer works.")
+        elif action == "revoke":
+            badges.revoke_badge_link(request.user, audit)
+            messages.success(request, "Public badge link revoked: it now answers 404.")
+        else:
+            return HttpResponseBadRequest("action must be issue or revoke")
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    return redirect(f"{audit.get_absolute_url()}#badge-link")
+
+
+def _svg_response(svg: str, cache_control: str) -> HttpResponse:
     response = HttpResponse(svg, content_type="image/svg+xml")
-    response["Cache-Control"] = "public, max-age=300" if team.publish_badges else "private, no-store"
+    response["Cache-Control"] = cache_control
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -39,7 +39,8 @@ def test_report_without_evaluation_says_accuracy_unknown(member_client, team):
     assert "No recommendation" in page and "Accuracy is unknown" in page
     assert "estimate-tdp · estimated" in page and 'id="estimated-notice"' in page
     assert "2 mJ" in page and "4.67 kFLOPs" in page and "FLOPs / sample" in page
-    assert "rating 5/5" in page  # the only audit of its class
+    # the only audit of its class: no rating until the class holds ENERGY_RATING_MIN_GROUP (issue 22)
+    assert "rating not rated: 1 of 5" in page and "rating 5/5" not in page
     assert 'id="savings-form"' in page and "kWh" in page and "USD" in page
     assert "vendor/plotly.min.js" in page and "cdn" not in page.lower()
 
@@ -185,7 +186,9 @@ def test_badge_is_private_unless_published(client, member_client, team, outsider
     response = member_client.get(url)
     assert response.status_code == 200 and response["Content-Type"] == "image/svg+xml"
     svg = response.content.decode()
-    assert svg.startswith("<svg") and "5/5 · 556 µWh/1k" in svg and "private" in response["Cache-Control"]
+    # the only audit of its class: grey and "not rated" (issue 22), never "5/5"
+    assert svg.startswith("<svg") and "not rated: 1 of 5 · 556 µWh/1k" in svg and "5/5" not in svg
+    assert 'fill="#5b6475"' in svg and "private" in response["Cache-Control"]
     client.logout()
     assert client.get(url).status_code == 404
     client.force_login(outsider)
