@@ -17,6 +17,12 @@ class Team(models.Model):
     grid_region = models.CharField(max_length=20, blank=True)
     # Energy badges of the team's model versions are private unless the team publishes them.
     publish_badges = models.BooleanField(default=False)
+    # The energy boundary the team's budgets limit unless a budget names its own (issue 23):
+    # device (the accelerator or CPU package), host (+ CPU and DRAM share), facility (host x PUE).
+    energy_boundary = models.CharField(
+        max_length=10, default="device", choices=[("device", "device"), ("host", "host"), ("facility", "facility")],
+        help_text="The boundary budgets limit unless a budget names its own.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -308,6 +314,11 @@ class Measurement(models.Model):
     # every assumed figure of an estimate (None for a hardware meter); RAPL domains per inference
     energy_assumptions = models.JSONField(null=True, blank=True)
     energy_domains = models.JSONField(default=dict, blank=True)
+    # issue 23: which boundary energy_j_per_inference is, every boundary measured or estimated
+    # with its method (workers/engine/meters/boundary.py), and the one the grams of CO2e rest on
+    energy_boundary = models.CharField(max_length=10, default="device")
+    energy_boundaries = models.JSONField(default=dict, blank=True)
+    co2e_boundary = models.CharField(max_length=10, default="device")
     meter_resolution_s = models.FloatField(null=True)
     meter_overhead_s = models.FloatField(null=True)
     # the evidence behind the interval: one mean per window
@@ -336,6 +347,15 @@ class Measurement(models.Model):
 
     class Meta:
         ordering = ["variant", "batch_size"]
+
+    def boundary_figure(self, boundary: str) -> dict | None:
+        """{"j_per_inference", "method", "estimated", "uncertainty_rel", ...} of one boundary, or
+        None where the audit did not record it (results before issue 23 know the device only)."""
+        entry = (self.energy_boundaries or {}).get(boundary)
+        if entry is None and boundary == (self.energy_boundary or "device"):
+            return {"j_per_inference": self.energy_j_per_inference, "method": self.energy_method,
+                    "estimated": self.energy_estimated, "uncertainty_rel": self.energy_uncertainty_rel}
+        return entry
 
     def __str__(self) -> str:
         return f"{self.variant} @ batch {self.batch_size}"
@@ -432,6 +452,12 @@ class EnergyBudget(models.Model):
     max_latency_regression = models.FloatField(
         null=True, blank=True, verbose_name="Max latency regression against the reference (e.g. 0.05 = 5%)",
         help_text="As the energy regression, on the latency ratio.",
+    )
+    # The energy boundary the energy limits apply to (issue 23); empty: the team's.
+    boundary = models.CharField(
+        max_length=10, blank=True, choices=[("device", "device"), ("host", "host"), ("facility", "facility")],
+        help_text="The energy boundary the energy limits apply to: device, host (+ CPU and DRAM share) or "
+                  "facility (host x PUE). Empty: the team's.",
     )
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)

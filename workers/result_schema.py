@@ -115,6 +115,8 @@ class Boundary(Part):
     pue: Optional[_float(1.0, 10.0)] = None
     pue_known: Optional[bool] = None
     pue_source: Optional[Text] = None
+    uncertainty_rel: Optional[Rel] = None
+    host_uncertainty_rel: Optional[Rel] = None
 
 
 class Measurement(Part):

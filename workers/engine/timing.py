@@ -319,6 +319,17 @@ def _boundaries(s: Sampler, n: int) -> dict:
         out[name] = {"j_per_inference": s.boundaries_j.get(name, 0.0) / n, **basis[name]}
     out["host"]["cpu_j_per_inference"] = s.boundaries_j.get("host_cpu", 0.0) / n
     out["host"]["dram_j_per_inference"] = s.boundaries_j.get("host_dram", 0.0) / n
+    # one standard uncertainty of each figure: the device meter's; the host's adds the host
+    # meter's on its own part (package + DRAM) in quadrature; the facility's is the host's (the
+    # PUE is taken as given)
+    u_dev = float(s.meter.uncertainty_rel)
+    out["device"]["uncertainty_rel"] = u_dev
+    dev, host = out["device"]["j_per_inference"], out["host"]["j_per_inference"]
+    extra = host - dev
+    u_host = (math.sqrt((u_dev * dev) ** 2 + (basis["host"]["host_uncertainty_rel"] * extra) ** 2) / host
+              if host > 0 and getattr(s.meter, "kind", "") != "cpu" else u_dev)
+    out["host"]["uncertainty_rel"] = u_host
+    out["facility"]["uncertainty_rel"] = u_host
     co2e_boundary = "facility" if basis["facility"]["pue_known"] else "host"
     return {"energy_boundary": "device", "energy_boundaries": out, "co2e_boundary": co2e_boundary,
             "co2e_g_per_inference": out[co2e_boundary]["j_per_inference"] / 3.6e6 * s.intensity}

@@ -101,7 +101,8 @@ class BoundaryMeter:
             "host": {"method": self.host_method, "estimated": self.host_estimated, "share": self.share,
                      "share_source": self.share_source, "rule": HOST_SHARE_RULE,
                      "host_reading": self.host_how or (host_meter.method if host_meter is not None else "none"),
-                     "host_estimated": bool(host_meter is None or host_meter.estimated)},
+                     "host_estimated": bool(host_meter is None or host_meter.estimated),
+                     "host_uncertainty_rel": float(getattr(host_meter, "uncertainty_rel", 1.0) or 0.0)},
             "facility": {"method": f"host x PUE {self.pue:g}", "estimated": self.host_estimated,
                          "pue": self.pue, "pue_known": self.pue_known, "pue_source": self.pue_source},
         }
