@@ -28,7 +28,11 @@ MLP_CONFIG = {"in_features": 64, "hidden": [256, 128], "num_classes": 10, "activ
 DEMO_BATCH_SIZES = [1, 8, 32]
 # Shorter windows than a real audit's, so the first report is there in a few minutes on a
 # laptop; the report shows the windows, iterations and confidence each figure came from.
-DEMO_ENGINE_OPTIONS = {"window_s": 0.5, "time_cap_s": 3.0, "idle_s": 1.0}
+# One torch thread: `make run` puts the web server, beat and the worker on the same machine, and
+# a tiny MLP gains nothing from a thread pool. With one thread per core, every call waits for
+# whichever thread another process has descheduled: on a busy 2-core host the mean call was 70
+# times the median and the fp16 row read x30 energy against x1.08 with one thread (issue 22).
+DEMO_ENGINE_OPTIONS = {"window_s": 0.5, "time_cap_s": 3.0, "idle_s": 1.0, "threads": 1}
 
 
 def demo_recipes() -> list[str]:
