@@ -147,3 +147,36 @@ def test_outsiders_cannot_manage_a_badge_link(client, team, outsider):
     client.logout()
     response = _manage(client, audit, "issue")
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_the_badge_link_through_the_api(team, lead, member):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def api(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        return client
+
+    audit = audit_with_energy(team, 0.002, name="pipeline")
+    url = f"/api/v1/audits/{audit.pk}/badge-link/"
+    lead_api, member_api = api(lead), api(member)
+    assert lead_api.get(url).json() == {"badge_url": None}
+    assert member_api.post(url, {"action": "issue"}, format="json").status_code == 403
+    assert lead_api.post(url, {"action": "explode"}, format="json").status_code == 400
+    issued = lead_api.post(url, {"action": "issue"}, format="json")
+    assert issued.status_code == 200
+    badge_url = issued.json()["badge_url"]
+    token = Audit.objects.get(pk=audit.pk).badge_token
+    assert badge_url == "http://testserver" + reverse("badge-public", args=[token])
+    assert member_api.get(url).json() == {"badge_url": badge_url}  # members may read it
+    anonymous = Client()
+    svg = anonymous.get(badge_url)
+    assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml" and b"<svg" in svg.content
+    assert lead_api.post(url, {"action": "revoke"}, format="json").json() == {"badge_url": None}
+    assert anonymous.get(badge_url).status_code == 404
+    # a running audit has no badge to link
+    running = audit_with_energy(team, 0.002, name="later")
+    Audit.objects.filter(pk=running.pk).update(status=Audit.Status.RUNNING)
+    refused = lead_api.post(f"/api/v1/audits/{running.pk}/badge-link/", {"action": "issue"}, format="json")
+    assert refused.status_code == 400 and "succeeded" in str(refused.json())

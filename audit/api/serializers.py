@@ -255,6 +255,26 @@ class AuditSerializer(serializers.ModelSerializer):
         return f"/api/v1/audits/{audit.pk}/"
 
 
+class BadgeLinkRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["issue", "revoke"])
+
+
+class BadgeLinkSerializer(serializers.Serializer):
+    """The audit's public badge link (issue 22): null until a lead issues one."""
+
+    badge_url = serializers.SerializerMethodField(
+        help_text="Absolute URL of the audit's energy badge (SVG, no login), or null when none is issued.")
+
+    def get_badge_url(self, audit) -> str | None:
+        if not audit.badge_token:
+            return None
+        from django.urls import reverse
+
+        path = reverse("badge-public", args=[audit.badge_token])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
 class AuditStatusSerializer(serializers.ModelSerializer):
     finished = serializers.BooleanField(source="is_finished", read_only=True)
 

@@ -168,6 +168,27 @@ class AuditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return Response(s.AuditStatusSerializer(audit).data)
 
     @extend_schema(
+        summary="The public link of the audit's energy badge: read it (GET), issue a new one or revoke it (POST, leads)",
+        description="POST {\"action\": \"issue\"} gives the audit a new random link (any earlier one answers 404 "
+        "from then on); {\"action\": \"revoke\"} removes it. The link needs no login: embed it in a README. "
+        "Only a succeeded audit has a badge; a member gets 403.",
+        request=s.BadgeLinkRequestSerializer, responses=s.BadgeLinkSerializer,
+    )
+    @action(detail=True, methods=["get", "post"], url_path="badge-link")
+    def badge_link(self, request, pk=None):
+        from ..services import badges
+
+        audit = self.get_object()
+        if request.method == "POST":
+            body = s.BadgeLinkRequestSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            if body.validated_data["action"] == "issue":
+                badges.issue_badge_link(request.user, audit)
+            else:
+                badges.revoke_badge_link(request.user, audit)
+        return Response(s.BadgeLinkSerializer(audit, context={"request": request}).data)
+
+    @extend_schema(
         summary="Audits awaiting your review (teams you lead), oldest first, with their budget verdicts",
         responses=s.AuditSerializer(many=True),
     )

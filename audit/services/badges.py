@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.loader import render_to_string
 
 from ..models import Audit, Membership
@@ -37,7 +37,7 @@ def issue_badge_link(user, audit: Audit) -> str:
     if not is_lead(user, audit):
         raise PermissionDenied("Only a lead of the audit's team can issue its public badge link.")
     if audit.status != Audit.Status.SUCCEEDED:
-        raise PermissionDenied("Only a succeeded audit has a badge.")
+        raise ValidationError("Only a succeeded audit has a badge.")
     audit.badge_token = secrets.token_urlsafe(TOKEN_BYTES)
     audit.save(update_fields=["badge_token"])
     return audit.badge_token

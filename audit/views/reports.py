@@ -2,7 +2,7 @@
 overview and the embeddable energy badge."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -158,6 +158,8 @@ def badge_link(request, pk: int):
             return HttpResponseBadRequest("action must be issue or revoke")
     except PermissionDenied as exc:
         messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
     return redirect(f"{audit.get_absolute_url()}#badge-link")
 
 
