@@ -287,7 +287,10 @@ def power_trace_figure(traces: list[dict], *, idle_w, estimated: bool) -> dict:
     return {"data": data, "layout": layout(title, height=340 + 22 * (rows - 1),
                                            margin={"l": 64, "r": 20, "t": 56 if len(traces) > POWER_TRACES_SHOWN else 44,
                                                    "b": 60},
-                                           xaxis=axis("Time (s)"), yaxis=axis("Power (W)", rangemode="tozero"))}
+                                           # both axes start at 0: the labels step back from the
+                                           # corner, or the two zeros sit on one another
+                                           xaxis=axis("Time (s)", ticklabelstandoff=4),
+                                           yaxis=axis("Power (W)", rangemode="tozero", ticklabelstandoff=6))}
 
 
 def layers_figure(layer_profile: list[dict], *, top: int = 15) -> dict:
@@ -424,7 +427,10 @@ def weekly_bars_figure(series: list[dict], *, title: str) -> dict:
     series = [s for s in series if s.get("x")]
     if not series:
         return empty_figure(title, "No audit in this period.")
+    # a bar is most of a week wide: on a date axis plotly sizes bars from the gaps between them,
+    # and a single week's bar came out a hairline
     data = [{"type": "bar", "name": s["name"], "x": s["x"], "y": s["y"], "marker": {"color": PALETTE[i % len(PALETTE)]},
+             "width": [0.8 * WEEK_MS] * len(s["x"]),
              "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{y}} audit(s)<extra></extra>",
              "meta": {"x": "week", "y": "audits"}} for i, s in enumerate(series)]
     top = max(sum(s["y"][s["x"].index(w)] for s in series if w in s["x"]) for w in {w for s in series for w in s["x"]})

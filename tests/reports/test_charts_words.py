@@ -107,6 +107,8 @@ def test_the_week_charts_label_each_tick_once_on_a_monday(member_client, team, d
         # every point drawn, none on the y-axis: half a week of room each side
         assert start <= weeks[0] - timedelta(days=3) and weeks[-1] + timedelta(days=3) <= end, chart
         assert fig["layout"]["yaxis"].get("ticklabelstandoff", 0) > 0, chart
+    # a week's bar is most of a week wide (plotly's own width for a lone bar is a hairline)
+    assert all(w == 0.8 * WEEK_MS for t in figs["chart-week-audits"]["data"] for w in t["width"])
 
 
 # --- the report's evidence charts ----------------------------------------------------------
