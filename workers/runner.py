@@ -266,6 +266,8 @@ def accept_result(result: dict, request: dict) -> dict:
             if isinstance(m.get("energy_j_per_inference"), float | int):
                 m["co2e_g_per_inference"], m["co2e_boundary"] = carbon_table.boundary_co2e(
                     m, doc["carbon"]["intensity_g_per_kwh"], doc["carbon"]["pue"], doc["carbon"]["pue_known"])
+    if (doc.get("scenario") or {}).get("kind") == "serving":  # the audit's targets, not the child's say
+        doc["scenario"]["slo"] = {"ttft_ms": options.get("slo_ttft_ms_p95"), "tpot_ms": options.get("slo_tpot_ms_p95")}
     _summaries(doc, options)
     result_schema.check_size(doc)
     return doc

@@ -68,11 +68,25 @@ def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]
     levels = load_levels(options)
     about["prompt_tokens"] = _token_stats([len(p) for p in prompts])
     about["tokenized_with"] = "the model's tokenizer" if tokenizer is not None else "no tokenizer (token ids given)"
+    about.update(_flops(loaded, prompts, max_news))
     scenario = {"kind": "serving", "prompt_tokens": None, "new_tokens": None, "backend": BACKEND,
                 "backend_version": backend_version(), "workload": about, "load_levels": levels,
                 "slo": {"ttft_ms": options.get("slo_ttft_ms_p95"), "tpot_ms": options.get("slo_tpot_ms_p95")},
                 "energy_attribution": "tokens"}
     return scenario, prompts, max_news
+
+
+def _flops(loaded, prompts, max_news) -> dict:
+    from .serving_flops import workload_flops
+    from .workload import context_positions
+
+    context = context_positions(loaded.config)
+    try:
+        return workload_flops(loaded.module, prompts, max_news, context=context[1] if context else None,
+                              device=loaded.device)
+    except Exception as exc:  # noqa: BLE001 - the measurements do not need the count
+        return {"flops_per_request": None, "flops_per_output_token": None,
+                "flops_method": f"the FLOP count failed: {type(exc).__name__}: {exc}"[:500]}
 
 
 def _token_stats(values: list[int]) -> dict:
