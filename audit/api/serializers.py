@@ -453,7 +453,7 @@ class BudgetSerializer(serializers.ModelSerializer):
     class Meta:
         model = EnergyBudget
         fields = [
-            "id", "team", "model", "name", "batch_size", "max_j_per_inference", "max_wh_per_1000_inferences",
+            "id", "team", "model", "name", "batch_size", "boundary", "max_j_per_inference", "max_wh_per_1000_inferences",
             "max_latency_p95_ms", "max_accuracy_drop", "max_j_per_output_token", "max_ttft_ms_p95", "max_tpot_ms_p95",
             "min_fidelity", "max_energy_regression", "max_latency_regression", "active", "created_by", "created_at",
         ]

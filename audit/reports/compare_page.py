@@ -6,6 +6,7 @@ from ..models import Audit
 from . import figures, formatting as units, ratios
 from .quantities import AXIS_CHOICES, QUANTITIES
 from .rows import _audit_summaries, _better_from_interval
+from .boundaries import compare_boundary_differences
 from .tradeoff import finite
 from .uncertainty import audit_energy_uncertainty
 
@@ -60,6 +61,7 @@ def _differences(summaries: list[dict]) -> list[str]:
                    "not the same quantity.")
     if len({bool(s["estimated"]) for s in summaries}) > 1:
         out.append("Some energy figures are estimated and others measured by a hardware counter.")
+    out += compare_boundary_differences(summaries)  # figures of different boundaries on one axis (issue 23)
     return out
 
 

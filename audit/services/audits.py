@@ -114,21 +114,26 @@ def carbon_settings(team, grid_region: str | None = None) -> dict:
     table; the source, year, kind, licence and region travel with the audit's options.
     """
     pue = team.pue if team.pue is not None else settings.DEFAULT_PUE
+    # Whether a PUE was set (team, or a site default other than 1.0): the grams of CO2e then rest on
+    # the facility boundary (host x PUE), else on the host (workers/engine/meters/boundary.py).
+    pue_opts = {"pue": pue, "pue_known": team.pue is not None or settings.DEFAULT_PUE != 1.0,
+                "pue_source": (f"team setting ({team.name})" if team.pue is not None else
+                               f"site default DEFAULT_PUE={settings.DEFAULT_PUE:g}")}
     if grid_region:
-        return {**_region_carbon(grid_region), "pue": pue}
+        return {**_region_carbon(grid_region), **pue_opts}
     if team.grid_intensity_g_per_kwh is not None:
         return {
             "grid_intensity_g_per_kwh": team.grid_intensity_g_per_kwh,
-            "pue": pue,
+            **pue_opts,
             "carbon_source": team.carbon_source or f"team setting ({team.name})",
             "carbon_region": carbon.normalise(team.grid_region) or None,
         }
     region = team.grid_region or settings.DEFAULT_GRID_REGION
     if region:
-        return {**_region_carbon(region), "pue": pue}
+        return {**_region_carbon(region), **pue_opts}
     return {
         "grid_intensity_g_per_kwh": settings.DEFAULT_GRID_INTENSITY_G_PER_KWH,
-        "pue": pue,
+        **pue_opts,
         "carbon_source": settings.DEFAULT_CARBON_SOURCE,
     }
 

@@ -33,6 +33,11 @@ Rules (docs/ARCHITECTURE.md, "Review, budgets and the API"):
 - Release limits (``max_energy_regression``, ``max_latency_regression``) are judged on the
   paired ratios against the audit's reference version (services/budget_regression.py); on an
   audit without a reference they are "not applicable" and take no part in the verdict.
+- Energy boundary (issue 23): J and Wh per inference are read at the budget's boundary (its own
+  ``boundary``, else the team's ``energy_boundary``, else device): device, host or facility, as
+  the measurement recorded them (``Measurement.energy_boundaries``), with that figure's own
+  uncertainty; a measurement without that boundary is "not measured" at it. Every entry names
+  its ``boundary``.
 - Verdict: "fail" when any limit failed decisively, "inconclusive" when none failed but some
   could not be decided, "pass" when budgets apply and every checked limit passed, "" when no
   budget applies.
@@ -180,12 +185,34 @@ def _energy_uncertainty(m, attribute: str) -> float:
     return m.energy_uncertainty_rel
 
 
-def _judge_measurement(m, attribute: str, unit: str, threshold: float) -> Judgement:
-    value = getattr(m, attribute)
+# Limits read at the budget's energy boundary (issue 23): J and Wh per inference. The per-token
+# limits stay on the device figure (the boundaries are recorded per inference).
+BOUNDARY_ATTRIBUTES = {"energy_j_per_inference": 1.0, "wh_per_1000_inferences": 1000.0 / 3600.0}
+
+
+def budget_boundary(budget) -> str:
+    """The boundary a budget's energy limits apply to: its own, else its team's, else device."""
+    return budget.boundary or getattr(budget.team, "energy_boundary", "") or "device"
+
+
+def _at_boundary(m, attribute: str, boundary: str) -> tuple[float | None, float | None, bool, str]:
+    """(value, relative uncertainty, estimated, why not) of an energy figure at ``boundary``."""
+    if attribute not in BOUNDARY_ATTRIBUTES or boundary == (m.energy_boundary or "device"):
+        return getattr(m, attribute), _energy_uncertainty(m, attribute), bool(m.energy_estimated), ""
+    figure = m.boundary_figure(boundary)
+    if not figure or not isinstance(figure.get("j_per_inference"), (int, float)):
+        return None, None, False, (f"not measured: this audit recorded no {boundary} figure (its energy figures "
+                                   f"are at the {m.energy_boundary or 'device'} boundary)")
+    uncertainty = figure.get("uncertainty_rel")
+    return (figure["j_per_inference"] * BOUNDARY_ATTRIBUTES[attribute],
+            m.energy_uncertainty_rel if uncertainty is None else uncertainty, bool(figure.get("estimated")), "")
+
+
+def _judge_measurement(m, attribute: str, unit: str, threshold: float, boundary: str = "device") -> Judgement:
+    value, uncertainty, _, why_not = _at_boundary(m, attribute, boundary)
     if value is None or not math.isfinite(value):
-        return Judgement(None, reason="not measured: this measurement has no such figure")
+        return Judgement(None, reason=why_not or "not measured: this measurement has no such figure")
     if unit in ("J", "Wh"):
-        uncertainty = _energy_uncertainty(m, attribute)
         if not math.isfinite(uncertainty):  # a row stored before results were validated
             return Judgement(None, True, reason=f"{_figure(value, unit)} vs {_figure(threshold, unit)}: "
                                                 "inconclusive (its energy uncertainty is not a number)")
@@ -196,9 +223,10 @@ def _judge_measurement(m, attribute: str, unit: str, threshold: float) -> Judgem
 
 
 def _entry(budget, limit, variant, batch_size, value, threshold, unit, judgement: Judgement, *,
-           estimated=False, grade="") -> dict:
+           estimated=False, grade="", boundary=None) -> dict:
     return {
         "budget": budget.name,
+        "boundary": boundary,  # the energy boundary the limit was read at (energy limits only)
         "budget_id": budget.pk,
         "limit": limit,
         "variant": variant,
@@ -252,11 +280,14 @@ def _measurement_entries(budget, limits, variant, *, generation_only=False) -> l
         if not rows and not generation_only:
             out.append(_entry(budget, limit, variant.recipe, budget.batch_size, None, threshold, unit,
                               Judgement(None, reason=f"not measured: batch {budget.batch_size} was not measured")))
+        boundary = budget_boundary(budget) if attribute in BOUNDARY_ATTRIBUTES else None
         for m in sorted(rows, key=lambda m: m.batch_size):
-            estimated = m.energy_estimated if unit in ("J", "Wh") else False
-            out.append(_entry(budget, limit, variant.recipe, m.batch_size, getattr(m, attribute), threshold, unit,
-                              _judge_measurement(m, attribute, unit, threshold),
-                              estimated=estimated, grade=m.quality_grade))
+            value, _, estimated, _ = _at_boundary(m, attribute, boundary or "device")
+            estimated = estimated if unit in ("J", "Wh") else False
+            out.append(_entry(budget, limit, variant.recipe, m.batch_size, value, threshold, unit,
+                              _judge_measurement(m, attribute, unit, threshold, boundary or "device"),
+                              estimated=estimated, grade=m.quality_grade,
+                              boundary=boundary if unit in ("J", "Wh") else None))
     return out
 
 
@@ -395,14 +426,18 @@ def _clean(*, team: Team, model_asset: ModelAsset | None, values: dict) -> None:
         raise ValidationError("Set at least one limit.")
 
 
-BUDGET_FIELDS = ["name", "model_asset", "batch_size", *LIMIT_FIELDS, "active"]
+BUDGET_FIELDS = ["name", "model_asset", "batch_size", "boundary", *LIMIT_FIELDS, "active"]
+BOUNDARIES = ("", "device", "host", "facility")
 
 
 @transaction.atomic
 def budget_create(*, user, team: Team, name: str, model_asset: ModelAsset | None = None, batch_size: int | None = None,
-                  active: bool = True, **limits) -> EnergyBudget:
-    """``limits``: any of LIMIT_FIELDS (max_j_per_inference, ..., max_tpot_ms_p95, min_fidelity)."""
+                  active: bool = True, boundary: str = "", **limits) -> EnergyBudget:
+    """``limits``: any of LIMIT_FIELDS (max_j_per_inference, ..., max_tpot_ms_p95, min_fidelity);
+    ``boundary``: the energy boundary the energy limits apply to ("" = the team's)."""
     _require_lead(user, team)
+    if (boundary or "") not in BOUNDARIES:
+        raise ValidationError({"boundary": f"“{boundary}” is not an energy boundary: device, host or facility."})
     unknown = set(limits) - set(LIMIT_FIELDS)
     if unknown:
         raise ValueError(f"Unknown budget limits: {sorted(unknown)}")
@@ -410,7 +445,7 @@ def budget_create(*, user, team: Team, name: str, model_asset: ModelAsset | None
     _clean(team=team, model_asset=model_asset, values=values)
     budget = EnergyBudget.objects.create(
         team=team, model_asset=model_asset, name=name.strip(), batch_size=batch_size, active=active,
-        created_by=user, **values,
+        boundary=boundary or "", created_by=user, **values,
     )
     team_budgets_recheck(team=team)
     return budget
@@ -422,8 +457,10 @@ def budget_update(*, user, budget: EnergyBudget, **changes) -> EnergyBudget:
     unknown = set(changes) - set(BUDGET_FIELDS)
     if unknown:
         raise ValueError(f"Unknown budget fields: {sorted(unknown)}")
+    if (changes.get("boundary") or "") not in BOUNDARIES:
+        raise ValidationError({"boundary": f"“{changes['boundary']}” is not an energy boundary: device, host or facility."})
     for name, value in changes.items():
-        setattr(budget, name, value)
+        setattr(budget, name, value if name != "boundary" else (value or ""))
     _clean(team=budget.team, model_asset=budget.model_asset, values={f: getattr(budget, f) for f in LIMIT_FIELDS})
     budget.save()
     team_budgets_recheck(team=budget.team)

@@ -74,9 +74,10 @@ def audit_review(request, pk: int):
 class BudgetForm(forms.ModelForm):
     class Meta:
         model = EnergyBudget
-        fields = ["team", "name", "model_asset", "batch_size", *LIMIT_FIELDS]
+        fields = ["team", "name", "model_asset", "batch_size", "boundary", *LIMIT_FIELDS]
         labels = {
             "model_asset": "Model",
+            "boundary": "Energy boundary (empty: the team's)",
             "max_j_per_inference": "Max J per inference",
             "max_wh_per_1000_inferences": "Max Wh per 1,000 inferences",
             "max_latency_p95_ms": "Max latency p95 (ms)",
