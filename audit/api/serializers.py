@@ -169,13 +169,29 @@ class VariantSerializer(serializers.ModelSerializer):
     macs_per_sample = serializers.IntegerField(source="macs", read_only=True, allow_null=True)
     measurements = MeasurementSerializer(many=True, read_only=True)
     evaluations = EvaluationSerializer(many=True, read_only=True)
+    serving = serializers.SerializerMethodField(
+        help_text="A serving audit: the figures per load level (concurrency or request_rate, ttft/tpot/itl/e2e "
+                  "_ms_p50/p95/p99, requests_per_s, output_tokens_per_s, energy_j_per_output_token, "
+                  "energy_j_per_request, goodput_requests_per_s, energy_j_per_good_token, the steady window); "
+                  "null otherwise. docs/ENGINE.md names each.")
+    serving_comparison = serializers.SerializerMethodField(
+        help_text="A serving audit: the paired ratio to the baseline per load level (energy_ratio_ci95 of J per "
+                  "output token, latency_ratio_ci95 of TPOT p50, verdict, rounds); null otherwise.")
+
+    @extend_schema_field({"type": "array", "items": {"type": "object"}, "nullable": True})
+    def get_serving(self, obj):
+        return (obj.details or {}).get("serving")
+
+    @extend_schema_field({"type": "array", "items": {"type": "object"}, "nullable": True})
+    def get_serving_comparison(self, obj):
+        return (obj.details or {}).get("serving_comparison")
 
     class Meta:
         model = Variant
         fields = [
             "id", "position", "recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes",
             "flops_per_sample", "macs_per_sample", "layer_profile", "notes", "comparison", "details", "measurements",
-            "evaluations",
+            "evaluations", "serving", "serving_comparison",
         ]
         read_only_fields = fields
 

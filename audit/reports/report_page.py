@@ -20,6 +20,7 @@ from .rows import VariantRow, _estimated, is_generation, latency_quantity, refer
 from workers.engine import tradeoff as engine_tradeoff
 
 from .tradeoff import Recommendation, finite, pareto_frontier, recommend, relative_change, yearly_footprint
+from .serving import is_serving, serving_context
 
 DEFAULT_QUERIES_PER_DAY = 1_000_000
 
@@ -252,6 +253,10 @@ def audit_report_context(audit: Audit, *, batch: int | None = None, max_drop_pts
     ctx.update(_savings_section(audit, ctx, queries_per_day))
     ctx.update(_evidence_section(audit, ctx))
     ctx["figures"] = _report_figures(ctx)
+    ctx["serving"] = None
+    if is_serving(audit):  # issue 20: the serving section replaces the batch-size tables and charts
+        ctx["serving"] = serving_context(audit, [r.variant for r in ctx["rows"]] or audit.variants.all())
+        ctx["figures"] = ctx["serving"]["figures"]
     ctx["rating"] = None
     if audit.status == Audit.Status.SUCCEEDED and ctx["baseline"]:
         ctx["rating"] = rating_for_version(audit.model_version_id, task=audit.model_version.asset.task,
