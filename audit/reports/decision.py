@@ -42,6 +42,9 @@ class Verdict:
     slo_excluded: list = field(default_factory=list)
     frontier: list = field(default_factory=list)  # the Pareto frontier's recipes
     judged_by: str = ""  # "labelled", "fidelity" or "none"
+    # each variant's verdict on its paired energy ratio under the rule applied above (an audit
+    # stored under an older rule keeps its old words in `comparison`; the table shows these)
+    variant_verdicts: dict = field(default_factory=dict)
 
     @property
     def css(self) -> str:
@@ -122,7 +125,9 @@ def paired_verdict(audit, rows, ref_batch, max_drop_pts) -> Verdict:
     if max_drop_pts is not None and entry.get("judged_by") == "labelled":
         reason += f" (accuracy drop limit {max_drop_pts:g} points, asked on this page)"
     common.update(excluded=entry.get("excluded") or [], frontier=entry.get("frontier") or [],
-                  judged_by=entry.get("judged_by") or "")
+                  judged_by=entry.get("judged_by") or "",
+                  variant_verdicts={p["recipe"]: p["verdict"] for p in entry.get("points") or []
+                                    if p.get("verdict") and "energy_ratio_ci95" in p})
     if verdict == "recommended" and key:
         row = next((r for r in rows if r.key == key), None)
         c = (row.comparison if row else None) or {}

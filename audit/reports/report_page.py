@@ -106,6 +106,9 @@ def _verdict_section(audit: Audit, ctx: dict, max_drop_pts) -> dict:
         else:  # v1: "Recommended: baseline" when nothing beats the noise, as before
             r.is_recommended = r.key == verdict.key
         r.on_frontier = r.key in frontier_keys
+        # the verdict beside a paired ratio: by the rule the answer above applies, so the table
+        # never says "no measurable difference" beside an answer that calls the same interval inconclusive
+        r.verdict_word = verdict.variant_verdicts.get(r.key) or (r.comparison or {}).get("verdict") or ""
     recommended = next((r for r in rows if r.is_recommended), None)
     return {"verdict": verdict, "recommendation": rec, "recommended": recommended, "frontier_keys": frontier_keys}
 

@@ -299,3 +299,17 @@ def test_engine_sentences_are_rewritten_in_the_pages_units():
     assert formatting.fidelity(0.95, "embedding_cosine") == "cosine 0.95"
     assert formatting.fidelity(None, "embedding_cosine") == formatting.DASH
     assert formatting.fidelity_label("some_new_metric") == "some new metric"
+
+
+def test_the_tables_verdict_words_follow_the_answers_rule(member_client, team):
+    """The real digits result was stored under an older rule that called any interval holding 1
+    "no measurable difference": the table said so under ×1.10 [0.87, 1.40] while the answer above
+    called the same interval inconclusive. The table now says what the answer's rule says."""
+    audit = store(team, real_doc(DIGITS))
+    page = page_of(member_client, audit.get_absolute_url())
+    stored = next(c for c in audit.variants.get(recipe="prune-unstructured:0.5").comparison if c["batch_size"] == 1)
+    assert stored["verdict"] == "no measurable difference" and stored["energy_ratio_ci95"][1] > 1.05
+    assert "Inconclusive." in text_of(element(page, "answer", "section"))
+    row = text_of(element_row(page, "prune-unstructured:0.5"))
+    assert "inconclusive" in row and "no measurable difference" not in row.split("×", 1)[1].split("×", 1)[0]
+    assert "holds 1 is no measurable difference" not in page
