@@ -344,6 +344,24 @@ def test_an_audit_with_a_dataset_that_does_not_fit_is_refused_with_the_reason(cl
     assert not Audit.objects.exists()
 
 
+def test_the_api_refuses_an_unfit_dataset_with_the_same_reason_and_takes_one_that_fits(member, team, cpu_worker,
+                                                                                    monkeypatch):
+    from rest_framework.test import APIClient
+
+    monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: None)
+    lm = _text_lm(team)
+    digits = _dataset(team, "digits-test", fmt="npz", task="classification")
+    wiki = _dataset(team, "wiki-sample", fmt="text", task="language-modeling")
+    api = APIClient()
+    api.force_authenticate(member)
+    response = api.post("/api/v1/audits/", {"model_version": lm.pk, "dataset": digits.pk}, format="json")
+    assert response.status_code == 400
+    assert "digits-test does not fit this model: a classification dataset; this model's task is language modelling." \
+        in response.content.decode()
+    response = api.post("/api/v1/audits/", {"model_version": lm.pk, "dataset": wiki.pk}, format="json")
+    assert response.status_code == 201, response.content.decode()
+
+
 def test_the_dataset_upload_form_says_which_models_a_dataset_is_offered_to(client, member):
     client.force_login(member)
     html = client.get(reverse("dataset-list")).content.decode()

@@ -26,6 +26,7 @@ from ..models import Audit, Dataset, ModelVersion, Variant
 
 from .budgets import audit_budgets_check
 from .options import clean_engine_options
+from .dataset_fit import check_dataset_fits
 from .redact import hide_storage_paths, hide_storage_paths_in
 from .serving import check_serving
 from .release import APPROVED, resolve_reference
@@ -168,6 +169,7 @@ def audit_request(
     if dataset is not None and dataset.team_id != model_version.asset.team_id:
         raise ValidationError("The dataset belongs to another team.")
     check_serving(model_version, dataset, measurement)
+    check_dataset_fits(model_version, dataset)  # the form offers only those; the API is told why
     options = {
         "batch_sizes": batch_sizes,
         "recipes": list(dict.fromkeys(recipes or DEFAULT_RECIPES)),

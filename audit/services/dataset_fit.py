@@ -12,7 +12,8 @@ workers/engine/datasets.py ``check_dataset_for_model``).
 - The inputs must fit: text (CSV/JSONL with labels, plain text) is tokenised by the model's own
   tokenizer, which only a Hugging Face model brings; plain text measures a language model's
   perplexity; an image model takes arrays (NPZ). Arrays (NPZ, the built-in sets) fit any model
-  whose inputs they name (token ids as ``input_ids`` for a text model)."""
+  whose inputs they name (token ids as ``input_ids`` for a text model).
+- A serving workload (JSONL requests) is served by a language model."""
 from dataclasses import dataclass
 
 from ..models import Dataset, ModelVersion, Task
@@ -27,8 +28,7 @@ TASKS_FITTING = {
     Task.LANGUAGE_MODELING: {Task.LANGUAGE_MODELING},
     Task.FEATURE_EXTRACTION: {Task.FEATURE_EXTRACTION},
 }
-FORMAT_WORDS = {"csv": "CSV text", "jsonl": "JSONL text", "text": "plain text", "npz": "NPZ arrays",
-                "builtin": "built-in arrays"}
+FORMAT_WORDS = {"csv": "CSV text", "jsonl": "JSONL text", "text": "plain text"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ def _task_label(task: str) -> str:
 def why_not(version: ModelVersion, dataset: Dataset) -> str | None:
     """None when ``dataset`` can evaluate ``version``; else why not, in a few words."""
     model_task, data_task = version.asset.task, dataset.task
+    if dataset.format == "workload":  # requests to serve (audit/services/serving.py), whatever task it was given
+        if model_task != Task.LANGUAGE_MODELING:
+            return f"a serving workload needs a language model; this model's task is {_task_label(model_task)}"
+        return None
     if Task.OTHER not in (model_task, data_task) and data_task not in TASKS_FITTING.get(model_task, {model_task}):
         return (f"a {_task_label(data_task)} dataset; this model's task is {_task_label(model_task)}")
     data = FORMAT_WORDS.get(dataset.format, dataset.format)
@@ -68,3 +72,11 @@ def dataset_menu(version: ModelVersion, datasets) -> tuple[list[Dataset], list[H
         else:
             hidden.append(Hidden(dataset, reason))
     return offered, hidden
+
+
+def check_dataset_fits(version: ModelVersion, dataset: Dataset | None) -> None:
+    """Raise ValidationError (code ``dataset_unfit``) when ``dataset`` cannot evaluate ``version``."""
+    from django.core.exceptions import ValidationError  # noqa: PLC0415
+
+    if dataset is not None and (reason := why_not(version, dataset)):
+        raise ValidationError(f"{dataset.name} does not fit this model: {reason}.", code="dataset_unfit")
