@@ -275,6 +275,25 @@ def test_a_claimed_audits_header_names_the_workers_hardware(client, member, team
     assert "Test CPU" in header and "not known" not in page
 
 
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_an_open_pages_header_follows_the_claim(browser_page, live_server, member, team, cpu_worker, transactional_db):
+    from .factories import make_audit
+    from .integration.test_browser_reports import login
+
+    audit = make_audit(team, requested_by=member)
+    page = browser_page
+    login(page, live_server, member)
+    page.goto(f"{live_server.url}{audit.get_absolute_url()}")
+    assert page.inner_text("#report-hardware") == "not known until a worker claims the audit"
+    services.audit_claim(audit_id=audit.pk, hostname=cpu_worker.hostname)
+    page.wait_for_function("() => document.querySelector('#report-hardware').textContent.includes('Test CPU')",
+                           timeout=10_000)
+    assert page.locator("#report-hardware").count() == 1  # replaced, not added
+    assert page.console_errors == []
+
+
 # --- 5. the dataset menu offers what fits the model ------------------------------------------------
 
 
