@@ -297,12 +297,33 @@ def test_an_open_pages_header_follows_the_claim(browser_page, live_server, membe
 # --- 5. the dataset menu offers what fits the model ------------------------------------------------
 
 
-def _dataset(team, name, *, fmt, task):
-    from .api.helpers import make_dataset
+def _npz(**arrays) -> bytes:
+    import io
 
-    dataset = make_dataset(team, name)
-    type(dataset).objects.filter(pk=dataset.pk).update(format=fmt, task=task)
-    dataset.refresh_from_db()
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+DIGITS_NPZ = {"inputs": [[0.0] * 64, [1.0] * 64], "labels": [3, 7]}
+TOKEN_IDS_NPZ = {"input_ids": [[15496, 995]], "labels": [1]}
+
+
+def _dataset(team, name, *, fmt, task, arrays=None):
+    """A dataset row as an upload makes it (an NPZ with real arrays: the menu reads their names)."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+
+    from audit.models import Dataset
+
+    content = _npz(**arrays) if fmt == "npz" else b"text,label\nhello,1\nworld,0\n"
+    dataset = Dataset(team=team, name=name, format=fmt, task=task, n_samples=2, size_bytes=len(content),
+                      sha256=hashlib.sha256(content + name.encode()).hexdigest())
+    dataset.file.save(f"{name}.{fmt}", ContentFile(content), save=False)
+    dataset.save()
     return dataset
 
 
@@ -329,10 +350,10 @@ def test_the_dataset_menu_offers_a_language_model_text_and_says_why_the_digits_a
 
     lm = _text_lm(team)
     mlp = make_version(team)  # digits-mlp: bare safetensors weights, a classifier
-    _dataset(team, "digits-test", fmt="npz", task="classification")
+    _dataset(team, "digits-test", fmt="npz", task="classification", arrays=DIGITS_NPZ)
     _dataset(team, "wiki-sample", fmt="text", task="language-modeling")
     _dataset(team, "reviews", fmt="csv", task="text-classification")
-    _dataset(team, "token-ids", fmt="npz", task="other")
+    _dataset(team, "token-ids", fmt="npz", task="other", arrays=TOKEN_IDS_NPZ)
     client.force_login(member)
 
     offered, hidden = _menu(client.get(reverse("model-detail", args=[lm.asset_id])).content.decode(), lm)
@@ -348,11 +369,28 @@ def test_the_dataset_menu_offers_a_language_model_text_and_says_why_the_digits_a
             "brings (this version is safetensors).") in hidden
 
 
+def test_a_language_model_uploaded_as_a_classifier_is_not_offered_the_digits_arrays(client, member, team):
+    """The task says classification (the upload form's first choice), but the model's head reads
+    token ids: the digits' float features do not fit it, token ids do."""
+    lm = _text_lm(team)
+    lm.asset.task = "classification"
+    lm.asset.save()
+    type(lm).objects.filter(pk=lm.pk).update(
+        format_detail="Hugging Face zip: model_type=gpt2, GPT2LMHeadModel, 1 safetensors file(s)")
+    _dataset(team, "digits-test", fmt="npz", task="classification", arrays=DIGITS_NPZ)
+    _dataset(team, "token-ids", fmt="npz", task="classification", arrays=TOKEN_IDS_NPZ)
+    client.force_login(member)
+    offered, hidden = _menu(client.get(reverse("model-detail", args=[lm.asset_id])).content.decode(), lm)
+    assert offered == ["token-ids"]
+    assert ("digits-test: NPZ arrays inputs, labels: a text model reads token ids, an array named input_ids "
+            "(or a text dataset its tokenizer reads).") in hidden
+
+
 def test_an_audit_with_a_dataset_that_does_not_fit_is_refused_with_the_reason(client, member, team, cpu_worker,
                                                                              monkeypatch):
     monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: None)
     lm = _text_lm(team)
-    digits = _dataset(team, "digits-test", fmt="npz", task="classification")
+    digits = _dataset(team, "digits-test", fmt="npz", task="classification", arrays=DIGITS_NPZ)
     client.force_login(member)
     response = client.post(reverse("audit-create", args=[lm.pk]),
                            {"target": "cpu", "batch_sizes": "1", "recipes": ["baseline"], "dataset": digits.pk})
@@ -369,7 +407,7 @@ def test_the_api_refuses_an_unfit_dataset_with_the_same_reason_and_takes_one_tha
 
     monkeypatch.setattr(services, "_dispatch", lambda audit_id, queue: None)
     lm = _text_lm(team)
-    digits = _dataset(team, "digits-test", fmt="npz", task="classification")
+    digits = _dataset(team, "digits-test", fmt="npz", task="classification", arrays=DIGITS_NPZ)
     wiki = _dataset(team, "wiki-sample", fmt="text", task="language-modeling")
     api = APIClient()
     api.force_authenticate(member)

@@ -11,9 +11,12 @@ workers/engine/datasets.py ``check_dataset_for_model``).
   leaves the task unjudged.
 - The inputs must fit: text (CSV/JSONL with labels, plain text) is tokenised by the model's own
   tokenizer, which only a Hugging Face model brings; plain text measures a language model's
-  perplexity; an image model takes arrays (NPZ). Arrays (NPZ, the built-in sets) fit any model
-  whose inputs they name (token ids as ``input_ids`` for a text model).
+  perplexity; an image model takes arrays (NPZ). A text model (a Hugging Face language model or
+  text classifier) reads token ids: an NPZ fits it when it holds an ``input_ids`` array (the
+  archive's directory is read, nothing loaded). Other arrays fit any model whose inputs they name.
 - A serving workload (JSONL requests) is served by a language model."""
+import re
+import zipfile
 from dataclasses import dataclass
 
 from ..models import Dataset, ModelVersion, Task
@@ -29,6 +32,30 @@ TASKS_FITTING = {
     Task.FEATURE_EXTRACTION: {Task.FEATURE_EXTRACTION},
 }
 FORMAT_WORDS = {"csv": "CSV text", "jsonl": "JSONL text", "text": "plain text"}
+
+
+# A Hugging Face model with one of these heads reads token ids (format_detail names the architectures).
+TEXT_HEADS = re.compile(r"(LMHead|CausalLM|MaskedLM|Seq2SeqLM|ForConditionalGeneration|ForSequenceClassification|"
+                        r"ForTokenClassification|ForQuestionAnswering)")
+TEXT_TASKS = {Task.LANGUAGE_MODELING, Task.TEXT_CLASSIFICATION}
+
+
+def takes_token_ids(version: ModelVersion) -> bool:
+    return version.format == "hf" and (version.asset.task in TEXT_TASKS or bool(TEXT_HEADS.search(version.format_detail)))
+
+
+def npz_arrays(dataset: Dataset) -> list[str] | None:
+    """The names of an NPZ dataset's arrays (its zip directory only; nothing is loaded), or None
+    when they cannot be read here (then nothing is judged on them)."""
+    if dataset.format != "npz":
+        return None
+    if not hasattr(dataset, "_npz_arrays"):
+        try:
+            with dataset.file.open("rb") as handle, zipfile.ZipFile(handle) as archive:
+                dataset._npz_arrays = [n.removesuffix(".npy") for n in archive.namelist()]
+        except (OSError, ValueError, zipfile.BadZipFile):
+            dataset._npz_arrays = None
+    return dataset._npz_arrays
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,10 @@ def why_not(version: ModelVersion, dataset: Dataset) -> str | None:
             return f"{data}; an image model takes arrays (NPZ)"
         if dataset.format == "text" and model_task not in (Task.LANGUAGE_MODELING, Task.OTHER):
             return "plain text measures a language model's perplexity; this model's task is " + _task_label(model_task)
+    arrays = npz_arrays(dataset)
+    if arrays is not None and "input_ids" not in arrays and takes_token_ids(version):
+        return (f"NPZ arrays {', '.join(arrays)}: a text model reads token ids, an array named input_ids "
+                f"(or a text dataset its tokenizer reads)")
     return None
 
 
