@@ -86,8 +86,8 @@ def why_not(version: ModelVersion, dataset: Dataset) -> str | None:
             return f"{data}; an image model takes arrays (NPZ)"
         if dataset.format == "text" and model_task not in (Task.LANGUAGE_MODELING, Task.OTHER):
             return "plain text measures a language model's perplexity; this model's task is " + _task_label(model_task)
-    arrays = npz_arrays(dataset)
-    if arrays is not None and "input_ids" not in arrays and takes_token_ids(version):
+    arrays = npz_arrays(dataset) if takes_token_ids(version) else None
+    if arrays is not None and "input_ids" not in arrays:
         return (f"NPZ arrays {', '.join(arrays)}: a text model reads token ids, an array named input_ids "
                 f"(or a text dataset its tokenizer reads)")
     return None
