@@ -48,7 +48,7 @@ def test_a_paired_ratio_that_parts_from_the_figures_shows_both_and_why(member_cl
     assert "over 6 interleaved rounds" in titles[0] and "energy per call" in titles[0]
     assert "mean time per call" in titles[1]
     # and under each, the ratio of the figures shown
-    assert "figures shown: ×1.26" in row and "figures shown: ×1.01" in row
+    assert "figures: ×1.26" in row and "figures: ×1.01" in row
     # the list under the table says why, in words a printed page keeps
     notes = re.search(r'<ul class="small muted" id="ratio-notes">(.*?)</ul>', page, re.S).group(1)
     energy = re.search(r'data-variant="prune-unstructured:0.5" data-kind="energy">(.*?)</li>', notes, re.S).group(1)
@@ -68,7 +68,7 @@ def test_ratios_that_agree_carry_no_second_figure(member_client, audit):
     row = _row(page, "prune-unstructured:0.5")
     assert "×1.10 [" in row
     energy_cell = row[row.index("×1.10 ["):row.index("×1.10 [") + 400]
-    assert "figures shown: ×1.1" not in energy_cell
+    assert "figures: ×1.1" not in energy_cell
     notes = page[page.find('id="ratio-notes"'):]
     assert 'data-variant="prune-unstructured:0.5" data-kind="energy"' not in notes
 
@@ -111,3 +111,20 @@ def test_energy_uncertainty_is_one_figure_on_report_and_compare(member_client, t
     shown = re.findall(r'<span class="energy-uncertainty" title="([^"]+)">(±\d+%) \(1σ\)</span>', compare)
     assert [s[1] for s in shown] == [expected, expected]
     assert unescape(shown[0][0]) == title
+
+
+def test_a_summary_card_says_when_its_paired_change_parts_from_its_figures(member_client, team):
+    """The recommended variant's card shows its figure beside the paired ratio: when they part,
+    the card says what the change divides and what the figures divide to."""
+    from .test_report_v2 import with_paired
+
+    doc = with_paired(real_doc("engine_result_digits_v2.json"), "prune-unstructured:0.5",
+                      ratio=0.64, ci=(0.61, 0.68), verdict="lower")
+    audit = store(team, doc)
+    page = member_client.get(audit.get_absolute_url()).content.decode()
+    kpi = re.search(r'id="kpi-j-per-inference">(.*?)</div>\s*</div>', page, re.S).group(1)
+    base, var = _ms(audit, "baseline", 1), _ms(audit, "prune-unstructured:0.5", 1)
+    figures = var.energy_j_per_inference / base.energy_j_per_inference
+    assert "×0.64 [0.61, 0.68]" in kpi
+    assert (f"paired ratio of each round's energy per call; the figures shown divide to ×{figures:.2f}"
+            in unescape(kpi))
