@@ -19,6 +19,8 @@ MEASUREMENT_FIELDS = {
     "scenario", "timing_mode", "rounds", "meter_resolution_s", "meter_overhead_s", "latency_ci95_rel", "target_rel_ci", "window_cv",
     "energy_uncertainty_method_rel", "energy_uncertainty_stat_rel", "energy_assumptions", "energy_domains",
     "window_means_ms", "window_energy_j", "quality_grade", "quality_reasons",
+    # issue 23: the boundaries (meters/boundary.py)
+    "energy_boundary", "energy_boundaries", "co2e_boundary",
 }
 VARIANT_FIELDS = {"recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes", "flops",
                   "macs", "layer_profile", "measurements", "comparison", "evaluation", "notes",
@@ -127,7 +129,12 @@ def test_carbon_settings_flow_into_the_document(mlp_safetensors):
     doc = profile_model(mlp_safetensors, options=options)
     assert doc["carbon"] == {"intensity_g_per_kwh": 100.0, "pue": 1.5, "source": "team setting"}
     x = doc["variants"][0]["measurements"][0]
-    assert x["co2e_g_per_inference"] == pytest.approx(x["energy_j_per_inference"] / 3.6e6 * 1.5 * 100.0)
+    # a PUE was set: the grams rest on the facility figure, host (package + DRAM) x PUE
+    b = x["energy_boundaries"]
+    assert x["co2e_boundary"] == "facility"
+    assert b["facility"]["j_per_inference"] == pytest.approx(b["host"]["j_per_inference"] * 1.5)
+    assert b["host"]["j_per_inference"] >= x["energy_j_per_inference"]
+    assert x["co2e_g_per_inference"] == pytest.approx(b["facility"]["j_per_inference"] / 3.6e6 * 100.0)
 
 
 def test_refusals_raise_before_measuring(tmp_path):
