@@ -136,7 +136,9 @@ def public_badge(request, token: str):
     audit = badges.audit_by_badge_token(token)
     if audit is None:
         raise Http404("No such badge.")
-    svg = badges.badge_svg(badges.audit_rating(audit), f"{audit.model_version} (audit #{audit.pk})")
+    rating = badges.audit_rating(audit)
+    # the rating is the version's on the audit's hardware class: that of its latest audit there
+    svg = badges.badge_svg(rating, f"{audit.model_version} (audit #{rating.audit_id if rating else audit.pk})")
     # Caches must ask again each time, so that a revoked link stops answering at once.
     return _svg_response(svg, "public, no-cache")
 
