@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, time, timedelta
 
+from . import formatting
 from .formatting import lower_first
 from .quantities import QUANTITIES, Quantity
 from .tradeoff import finite
@@ -91,9 +92,10 @@ def q_axis(q: Quantity, values, *, estimated: bool = False, **extra) -> dict:
                 **extra)
 
 
-def _hover(q: Quantity, var: str) -> str:
-    unit = f" {q.unit}" if q.unit and q.unit != "%" else ("%" if q.unit == "%" else "")
-    return f"{q.label}: %{{{var}:.4g}}{unit}"
+def _said(q: Quantity, value) -> str:
+    """A hover line in the page's own units: "Energy per inference: 48.6 mJ", never plotly's
+    "0.04862 J" (each point's text is written here, with the formatter the tables use)."""
+    return f"{q.label}: {q.fmt(value)}"
 
 
 def scatter_figure(series: list[dict], *, x: Quantity, y: Quantity, title: str, estimated: bool = False,
@@ -118,7 +120,8 @@ def scatter_figure(series: list[dict], *, x: Quantity, y: Quantity, title: str, 
             "textfont": {"size": 11}, "customdata": [p["label"] for p in pts],
             "marker": {"size": [15 if p.get("highlight") else 10 for p in pts],
                        "color": [p.get("color") or color for p in pts], "line": {"width": 1, "color": "#ffffff"}},
-            "hovertemplate": f"%{{customdata}}<br>{_hover(x, 'x')}<br>{_hover(y, 'y')}<extra>{s['name']}</extra>",
+            "hovertext": [f"{_said(x, p['x'])}<br>{_said(y, p['y'])}" for p in pts],
+            "hovertemplate": f"%{{customdata}}<br>%{{hovertext}}<extra>{s['name']}</extra>",
             "cliponaxis": False, "meta": {"x": x.key, "y": y.key},
         })
     if frontier:
@@ -172,7 +175,8 @@ def batch_lines_figure(series: list[dict], *, y: Quantity, title: str, estimated
         pts = sorted(s["points"])
         data.append({"type": "scatter", "mode": "lines+markers", "name": s["name"], "x": [b for b, _ in pts],
                      "y": [_clean(v) for _, v in pts], "line": {"color": color}, "marker": {"color": color, "size": 8},
-                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>{_hover(y, 'y')}<extra></extra>",
+                     "hovertext": [_said(y, v) for _, v in pts],
+                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>%{{hovertext}}<extra></extra>",
                      "meta": {"x": "batch_size", "y": y.key}})
     sizes = [b for s in series for b, _ in s["points"]]
     values = [v for s in series for _, v in s["points"]]
@@ -197,11 +201,12 @@ def batch_figure(series: list[dict], *, estimated: bool, latency: Quantity = QUA
         common = {"type": "scatter", "mode": "lines+markers", "x": s["batch_sizes"], "legendgroup": s["name"],
                   "line": {"color": color}, "marker": {"color": color}}
         data.append({**common, "name": s["name"], "y": [_clean(v) for v in s["energy_j"]], "xaxis": "x", "yaxis": "y",
-                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>{_hover(energy, 'y')}<extra></extra>",
+                     "hovertext": [_said(energy, v) for v in s["energy_j"]],
+                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>%{{hovertext}}<extra></extra>",
                      "meta": {"x": "batch_size", "y": energy.key}})
         data.append({**common, "name": s["name"], "showlegend": False, "y": [_clean(v) for v in s["latency_ms"]],
-                     "xaxis": "x2", "yaxis": "y2",
-                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>{_hover(latency, 'y')}<extra></extra>",
+                     "xaxis": "x2", "yaxis": "y2", "hovertext": [_said(latency, v) for v in s["latency_ms"]],
+                     "hovertemplate": f"{s['name']}<br>batch %{{x}}<br>%{{hovertext}}<extra></extra>",
                      "meta": {"x": "batch_size", "y": latency.key}})
     return {
         "data": data,
@@ -305,8 +310,8 @@ def layers_figure(layer_profile: list[dict], *, top: int = 15) -> dict:
         "data": [{
             "type": "bar", "orientation": "h", "x": [r["flops"] for r in rows], "y": labels,
             "marker": {"color": PALETTE[1]},
-            "customdata": [round(100 * (r.get("share") or 0), 1) for r in rows],
-            "hovertemplate": "%{y}<br>%{x:.3s} FLOPs (%{customdata}%)<extra></extra>",
+            "hovertext": [f"{formatting.flops(r['flops'])} ({100 * (r.get('share') or 0):.1f}% of the model)" for r in rows],
+            "hovertemplate": "%{y}<br>%{hovertext}<extra></extra>",
             "meta": {"x": "flops_layer", "y": "layer"},
         }],
         "layout": layout(f"FLOPs per layer, one sample (top {min(top, len(rows))})",
@@ -328,9 +333,11 @@ def breakdown_figure(rows: list[dict], *, estimated: bool) -> dict:
     return {
         "data": [
             {"type": "bar", "name": "active", "x": names, "y": active, "marker": {"color": PALETTE[0]},
-             "hovertemplate": "%{x}<br>active %{y:.3g} J<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
+             "hovertext": [f"active {formatting.joules(v)}" for v in active],
+             "hovertemplate": "%{x}<br>%{hovertext}<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
             {"type": "bar", "name": "idle share", "x": names, "y": idle, "marker": {"color": "#b8c2d1"},
-             "hovertemplate": "%{x}<br>idle %{y:.3g} J<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
+             "hovertext": [f"idle {formatting.joules(v)}" for v in idle],
+             "hovertemplate": "%{x}<br>%{hovertext}<extra></extra>", "meta": {"x": "variant", "y": "energy_part"}},
         ],
         # The y title is short enough for the plot's height (a long one ran past the top of the
         # plot, over the chart's title): what the parts are is in the chart's title and legend.
@@ -349,7 +356,8 @@ def compare_bars_figure(groups: list[dict], *, title: str, quantity: Quantity) -
         return empty_figure(title, "Nothing to compare.")
     data = [{"type": "bar", "name": g["name"], "x": [str(x) for x in g["x"]], "y": [_clean(v) for v in g["y"]],
              "marker": {"color": PALETTE[i % len(PALETTE)]},
-             "hovertemplate": f"{g['name']}<br>batch %{{x}}<br>{_hover(quantity, 'y')}<extra></extra>",
+             "hovertext": [_said(quantity, v) for v in g["y"]],
+             "hovertemplate": f"{g['name']}<br>batch %{{x}}<br>%{{hovertext}}<extra></extra>",
              "meta": {"x": "batch_size", "y": quantity.key}} for i, g in enumerate(groups)]
     values = [v for g in groups for v in g["y"]]
     categories = sorted({x for g in groups for x in g["x"]}, key=lambda x: (float(x) if finite(x) else 0, str(x)))
@@ -368,7 +376,8 @@ def versions_figure(series: list[dict], *, y: Quantity, title: str, estimated: b
         return empty_figure(title, empty_message)
     data = [{"type": "scatter", "mode": "lines+markers", "name": s["name"], "x": s["x"], "y": [_clean(v) for v in s["y"]],
              "line": {"color": PALETTE[i % len(PALETTE)]}, "marker": {"color": PALETTE[i % len(PALETTE)], "size": 9},
-             "connectgaps": True, "hovertemplate": f"%{{x}}<br>{_hover(y, 'y')}<extra>{s['name']}</extra>",
+             "connectgaps": True, "hovertext": [_said(y, v) for v in s["y"]],
+             "hovertemplate": f"%{{x}}<br>%{{hovertext}}<extra>{s['name']}</extra>",
              "meta": {"x": "version", "y": y.key}} for i, s in enumerate(series)]
     values = [v for s in series for v in s["y"]]
     return {"data": data, "layout": layout(title, xaxis=axis("Version", type="category"),
@@ -439,6 +448,9 @@ def weekly_bars_figure(series: list[dict], *, title: str) -> dict:
                                                       **({"dtick": 1} if top < 10 else {})))}
 
 
+_WEEKLY_FORMAT = {"Wh": formatting.wh, "g": formatting.grams}
+
+
 def weekly_lines_figure(series: list[dict], *, title: str, y_title: str, suffix: str) -> dict:
     """A figure per week and model; each point's hover names the grid intensity it used."""
     series = [s for s in series if s.get("x") and any(finite(v) for v in s["y"])]
@@ -447,7 +459,8 @@ def weekly_lines_figure(series: list[dict], *, title: str, y_title: str, suffix:
     data = [{"type": "scatter", "mode": "lines+markers", "name": s["name"], "x": s["x"], "y": [_clean(v) for v in s["y"]],
              "text": s.get("text"), "line": {"color": PALETTE[i % len(PALETTE)]},
              "marker": {"color": PALETTE[i % len(PALETTE)], "size": 8}, "connectgaps": True,
-             "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{y:.3s}}{suffix}<br>%{{text}}<extra></extra>",
+             "hovertext": [_WEEKLY_FORMAT.get(suffix, formatting.sig)(v) for v in s["y"]],
+             "hovertemplate": f"{s['name']}<br>week of %{{x|%d %b %Y}}<br>%{{hovertext}}<br>%{{text}}<extra></extra>",
              "meta": {"x": "week", "y": suffix}} for i, s in enumerate(series)]
     values = [v for s in series for v in s["y"]]
     return {"data": data, "layout": layout(title, xaxis=week_axis([w for s in series for w in s["x"]]),

@@ -96,6 +96,11 @@ def test_the_evidence_charts_keep_titles_and_legends_whole(browser_page, live_se
     assert len(entries) == len(recipes) + 1
     for e in entries:
         assert inside(e, svg), ("legend entry cut off", e["text"])
+    # a hover writes energy as the page does (1.4 mJ), not as plotly would (0.0014 J)
+    bar = boxes(page, "#chart-breakdown .trace.bars .point path")[0]  # the baseline's active part
+    page.mouse.move((bar["left"] + bar["right"]) / 2, (bar["top"] + bar["bottom"]) / 2)
+    page.wait_for_selector("#chart-breakdown .hoverlayer .hovertext", timeout=5_000)
+    assert "active 1.4 mJ" in page.locator("#chart-breakdown .hoverlayer").text_content()
     # the savings calculator, redrawn by the script, says "< 0.01" rather than "0.00"
     assert page.inner_text("[data-out=cost]").startswith("< 0.01 ")
     page.locator("#details-power").screenshot(path=str(SCREENSHOTS / "report-evidence-charts.png"))

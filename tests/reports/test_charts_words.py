@@ -313,3 +313,22 @@ def test_the_tables_verdict_words_follow_the_answers_rule(member_client, team):
     row = text_of(element_row(page, "prune-unstructured:0.5"))
     assert "inconclusive" in row and "no measurable difference" not in row.split("×", 1)[1].split("×", 1)[0]
     assert "holds 1 is no measurable difference" not in page
+
+
+def test_chart_hovers_write_figures_in_the_pages_units(member_client, team):
+    """A hover said "Energy per output token: 0.04862 J" (plotly's .4g) where the page writes
+    48.6 mJ: every hover is now written by the page's own formatters."""
+    audit = store(team, real_doc(GPT2))
+    page = page_of(member_client, audit.get_absolute_url())
+    figs = figures(page, "report-figures")
+    base = Measurement.objects.get(variant__audit=audit, variant__recipe="baseline", batch_size=1)
+    tokens = next(t for t in figs["chart-tokens"]["data"] if t["name"] == "baseline")
+    assert f"Energy per output token: {formatting.joules(base.energy_j_per_output_token)}" in tokens["hovertext"]
+    tradeoff = figs["chart-tradeoff"]["data"][0]
+    assert any(formatting.joules(base.energy_j_per_output_token) in h for h in tradeoff["hovertext"])
+    for chart, fig in figs.items():
+        for trace in fig["data"]:
+            template = trace.get("hovertemplate", "")
+            assert not re.search(r":\.\dg}(J| J)", template), (chart, template)
+            for text in trace.get("hovertext") or []:
+                assert not re.search(r"\d\.\d{4,}", text), (chart, text)
