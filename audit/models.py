@@ -213,6 +213,8 @@ class Audit(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="referenced_by_audits",
     )
     reference = models.JSONField(null=True, blank=True)
+    # where the engine's wall time went: windows, warm-up, the rest (workers/engine/profile_result.py)
+    run_timing = models.JSONField(null=True, blank=True)
     # Issue 22: the public, unguessable link of the audit's energy badge (/badges/a/<token>.svg),
     # None until a lead issues one; revoking clears it (the old link then answers 404).
     badge_token = models.CharField(max_length=64, null=True, blank=True, unique=True, default=None)

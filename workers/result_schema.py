@@ -121,6 +121,9 @@ class Boundary(Part):
 
 class Measurement(Part):
     batch_size: Positive32
+    warmup_calls: Optional[Count32] = None
+    warmup_s: Optional[Seconds] = None
+    warmup_stable: Optional[bool] = None
     input_shape: Annotated[dict[Key, _list(Count32, 16)], Field(max_length=MAX_MAP)] = {}
     # required in every schema (audit/services/results.py MEASUREMENT_FIELDS)
     latency_ms_mean: Ms
@@ -436,6 +439,18 @@ class Model(Part):
     detail: Optional[Text] = None
 
 
+class RunTiming(Part):
+    """Where the engine's wall time went (profile_result.run_timing)."""
+
+    wall_s: Optional[Seconds] = None
+    windows_s: Optional[Seconds] = None
+    warmup_s: Optional[Seconds] = None
+    warmup_calls: Optional[Count] = None
+    windows_share: Optional[_float(0.0, 1.5)] = None
+    windows_share_goal: Optional[Share] = None
+    warmups_unstable: Texts = []
+
+
 class Result(Part):
     """The audit-level parts; variants are checked one by one (one bad variant fails alone)."""
 
@@ -448,6 +463,7 @@ class Result(Part):
     drift: Optional[Drift] = None
     warnings: Texts = []
     sandbox: Optional[Sandbox] = None
+    run_timing: Optional[RunTiming] = None
 
 
 PairedVerdict = Literal["costs more", "costs less", "no measurable difference", "inconclusive"]

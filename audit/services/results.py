@@ -199,3 +199,4 @@ def apply_result_fields(audit: Audit, result: dict) -> None:
     audit.power_sweep = result.get("power_sweep")
     audit.frontier = result.get("frontier")
     audit.reference = result.get("reference")
+    audit.run_timing = result.get("run_timing")

@@ -126,7 +126,8 @@ def test_nvml_counter_gives_exact_joules_per_inference(monkeypatch):
     read = 3.0 * m["windows"] / m["iterations"]
     assert m["meter_overhead_s"] > 0
     assert 0.8 * read < m["energy_j_per_inference"] < read
-    assert len(n) == m["iterations"] + 10  # warm-up calls are not counted
+    assert len(n) == m["iterations"] + m["warmup_calls"]  # warm-up calls are not counted
+    assert m["warmup_stable"] is True  # a call that does the same thing every time is stable at once
 
 
 def test_measure_idle_returns_watts():
@@ -144,6 +145,11 @@ def test_helpers():
 def test_a_failing_call_stops_the_meter():
     class Tracking(ConstantMeter):
         ended = 0
+        begun = False
+
+        def begin(self):
+            Tracking.begun = True
+            return super().begin()
 
         def end(self):
             Tracking.ended += 1
@@ -151,9 +157,9 @@ def test_a_failing_call_stops_the_meter():
 
     calls = []
 
-    def flaky():
-        calls.append(1)
-        if len(calls) > 15:
+    def flaky():  # fails on the fifth call inside the first window, after the warm-up
+        calls.append(Tracking.begun)
+        if sum(calls) > 5:
             raise RuntimeError("boom")
 
     meter = Tracking(1.0)
@@ -178,3 +184,27 @@ def test_throughput_mode_synchronises_once_per_window_and_reports_means_only(lin
     with pytest.raises(ValueError, match="unknown timing mode"):
         t.measure(linear, batch_size=4, device="cpu", meter=ConstantMeter(20.0), idle_power_w=0.0,
                   options=dict(FAST, timing_mode="fast"))
+
+
+def test_warm_up_stops_when_the_call_time_is_stable_and_within_its_budget():
+    """Issue 20: ten fixed calls of a 3-second request spent most of an LM audit warming up. A
+    call that settles after two slow first calls stops warming a few calls later; one that never
+    settles stops at the budget, and says so."""
+    import time as clock
+
+    slow_then_steady = iter([0.08, 0.05] + [0.01] * 100)
+    sampler = timing.Sampler(lambda: clock.sleep(next(slow_then_steady)), batch_size=1, device="cpu",
+                             meter=ConstantMeter(10.0), idle_power_w=0.0, options={"window_s": 0.05})
+    sampler.warmup()
+    assert sampler.warmup_info["stable"] and sampler.warmup_info["calls"] <= 6
+
+    growing = iter([0.01 * 1.5 ** i for i in range(40)])
+    sampler = timing.Sampler(lambda: clock.sleep(next(growing)), batch_size=1, device="cpu",
+                             meter=ConstantMeter(10.0), idle_power_w=0.0, options={"window_s": 0.05,
+                                                                                 "warmup_iters": 30})
+    timing.WARMUP_BUDGET_MIN_S, saved = 0.5, timing.WARMUP_BUDGET_MIN_S
+    try:
+        sampler.warmup()
+    finally:
+        timing.WARMUP_BUDGET_MIN_S = saved
+    assert not sampler.warmup_info["stable"] and sampler.warmup_info["s"] < 2.0

@@ -39,6 +39,7 @@ def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
     }
     if run.reference is not None:
         result["reference"] = run.reference.section()
+    result["run_timing"] = run_timing(run)
     try:
         result["tradeoff"] = build_tradeoff(result, run.options)
     except Exception as exc:  # the measurements stand on their own; a summary bug must not lose them
@@ -53,6 +54,22 @@ def _stage_result(run: _Run, loaded: LoadedModel) -> dict:
         result["warnings"].append(f"the energy/latency frontier could not be built: {type(exc).__name__}: {exc}")
     result["quality"] = audit_quality(result)
     return result
+
+
+WINDOWS_SHARE_GOAL = 0.8
+
+
+def run_timing(run: _Run) -> dict:
+    """Where the run's wall time went: inside measurement windows (the serving scenario: its
+    steady windows), warming up, and the rest (loading, counting, idle power, evaluating,
+    ramp-up and drain). The goal is windows >= WINDOWS_SHARE_GOAL of the wall time."""
+    import time
+
+    wall = time.perf_counter() - run.started
+    t = run.timing
+    return {"wall_s": wall, "windows_s": t["windows_s"], "warmup_s": t["warmup_s"], "warmup_calls": t["warmup_calls"],
+            "windows_share": t["windows_s"] / wall if wall > 0 else None, "windows_share_goal": WINDOWS_SHARE_GOAL,
+            "warmups_unstable": t["warmups_unstable"][:50]}
 
 
 _CARBON_KEYS = ("region", "year", "kind", "licence", "source_url")

@@ -5,11 +5,14 @@ profile_result.py assembles the result document."""
 
 from __future__ import annotations
 
+import time
+
 from .errors import EngineError, FormatError
 from .counting import count_model, count_params
 from .loaders import LoadedModel
 from .profile_options import _resolve_scenario
 from .recipes import RECIPES, RecipeContext, spec_string
+from .rounds import new_timing as rounds_timing
 
 # Share of the progress bar each stage takes; measuring gets the rest.
 _PCT_LOADED = 5.0
@@ -121,6 +124,8 @@ class _Run:
         self.threads = None
         self.reference = None  # reference.Reference when the request names one
         self.scenario = {"kind": "forward", "prompt_tokens": None, "new_tokens": None, "backend": None}
+        self.started = time.perf_counter()
+        self.timing = rounds_timing()  # warm-up and window seconds, for the result's run_timing
 
 
 def _stage_reference(run: _Run, loaded: LoadedModel) -> None:
@@ -255,7 +260,7 @@ def _stage_measure(run: _Run, models: dict) -> None:
     run.drift = rounds.measure_paired(
         measured, variants, run.batch_sizes, make_workload=make_workload, device=run.device, meter=run.meter,
         idle_w=idle_w, options=run.options, report=run.report, pct_start=_PCT_IDLE, pct_end=run.pct_measured,
-        comparators=comparators)
+        comparators=comparators, timing=run.timing)
     _note_masked_pruning(run.variants)
     worst = (run.drift or {}).get("max_abs_rel_change")
     if worst is not None and worst > _DRIFT_WARNING:

@@ -149,15 +149,20 @@ class _Progress:
 
 
 def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_workload, device, meter, idle_w,
-                   options: dict, report, pct_start: float, pct_end: float, comparators=()) -> dict | None:
+                   options: dict, report, pct_start: float, pct_end: float, comparators=(),
+                   timing: dict | None = None) -> dict | None:
     """Measure every model at every batch size in paired rounds; fill each variant's
     ``measurements`` and ``comparison``; return the baseline's drift entry (None without one).
-    ``comparators``: keys of ``models`` measured like variants whose comparison is baseline / it."""
+    ``comparators``: keys of ``models`` measured like variants whose comparison is baseline / it.
+    ``timing``: where the seconds spent warming up and inside windows are added up (run_timing)."""
+    spent = timing if timing is not None else new_timing()
     base_k = next((k for k in sorted(models) if variants[k]["recipe"] == "baseline"), None)
     progress = _Progress(report, pct_start, pct_end, len(batch_sizes))
     drift_rows = []
     for i, bs in enumerate(batch_sizes):
-        subjects = _prepare(models, variants, bs, make_workload, device, meter, idle_w, options)
+        subjects = _prepare(models, variants, bs, make_workload, device, meter, idle_w, options,
+                            lambda k, text: progress.report("warm-up", progress.at(i, 0.0), text, k, batch_size=bs),
+                            spent)
         for s in subjects:
             s.inverse = s.k in comparators
         if not subjects:
@@ -170,6 +175,7 @@ def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_work
             if variants[s.k]["status"] != "succeeded":
                 continue
             measured = s.workload.summarize({name: sm.summary() for name, sm in s.samplers.items()})
+            spent["windows_s"] += sum(sm.spent_s for sm in s.samplers.values())
             # the paired baseline's last window closes the last round; it opens none
             measured["rounds"] = len(s.rounds) - 1 if paired and s is base else len(s.rounds)
             measured["quality_grade"], measured["quality_reasons"] = quality.grade_measurement(measured)
@@ -212,19 +218,32 @@ def _energy_key(measured: dict) -> str:
     return "energy_j_per_request" if measured.get("scenario") == "generation" else "energy_j_per_inference"
 
 
-def _prepare(models, variants, bs, make_workload, device, meter, idle_w, options) -> list[_Subject]:
+def new_timing() -> dict:
+    """What a run spends warming up and inside measurement windows (the result's run_timing)."""
+    return {"warmup_s": 0.0, "warmup_calls": 0, "windows_s": 0.0, "warmups_unstable": []}
+
+
+def _prepare(models, variants, bs, make_workload, device, meter, idle_w, options, warming, spent) -> list[_Subject]:
     subjects = []
     for k in sorted(models):
         doc = variants[k]
         if doc["status"] != "succeeded":
             continue
+        warming(k, f"warm-up: {doc['recipe']} at batch size {bs} (until its call time is stable)")
         try:
             workload = make_workload(models[k], bs)
             samplers = {name: timing.Sampler(fn, batch_size=bs, device=device, meter=meter, idle_power_w=idle_w,
                                              options=options)
                         for name, fn in workload.parts.items()}
-            for sampler in samplers.values():
+            for name, sampler in samplers.items():
                 sampler.warmup()
+                info = sampler.warmup_info
+                spent["warmup_s"] += info["s"]
+                spent["warmup_calls"] += info["calls"]
+                if not info["stable"]:
+                    phase = "" if workload.phases[name] == "forward" else f" ({workload.phases[name]})"
+                    spent["warmups_unstable"].append(f"{doc['recipe']} at batch size {bs}{phase}: "
+                                                      f"{info['calls']} calls in {info['s']:.1f} s")
         except Exception as exc:
             _fail_variant(doc, bs, exc)
             continue

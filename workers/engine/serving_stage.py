@@ -114,3 +114,5 @@ def stage_serve(run, models: dict, prompts: list, max_news: list, pct_idle: floa
     measure_serving_paired(models, run.variants, prompts, max_news, run.scenario["load_levels"], meter=run.meter,
                            device=run.device, slo=slo, options=options, report=run.report, pct_start=pct_idle,
                            pct_end=run.pct_measured)
+    for v in run.variants:  # the steady windows are this scenario's measurement windows
+        run.timing["windows_s"] += sum(f.get("steady_window_s") or 0.0 for f in v.get("serving") or [])

@@ -172,6 +172,25 @@ def _run_window_throughput(fn, sync, meter, window_s: float):
 
 TIMING_MODES = {"latency": _run_window, "throughput": _run_window_throughput}
 
+WARMUP_STABLE_CALLS = 3
+WARMUP_STABLE_SPREAD = 0.10
+WARMUP_MIN_S = 0.02
+WARMUP_RESOLUTION_S = 50e-6
+WARMUP_FAST_CAP_S = 0.2
+WARMUP_BUDGET_WINDOWS = 3
+WARMUP_BUDGET_MIN_S = 3.0
+
+
+def _stable(times: list[float]) -> bool:
+    """The last few call times within WARMUP_STABLE_SPREAD of their median."""
+    if len(times) < WARMUP_STABLE_CALLS:
+        return False
+    last = sorted(times[-WARMUP_STABLE_CALLS:])
+    median = last[len(last) // 2]
+    # within the spread, or apart by less than the clock and the scheduler can tell (microsecond calls)
+    return median > 0 and ((last[-1] - last[0]) / median <= WARMUP_STABLE_SPREAD
+                           or last[-1] - last[0] <= WARMUP_RESOLUTION_S)
+
 
 class Sampler:
     """Windows of repeated ``fn()`` calls for one (variant, batch size), accumulated so that
@@ -215,14 +234,37 @@ class Sampler:
         self.assumptions: dict | None = None
         self.domains_j: dict[str, float] = {}
         self.boundaries_j: dict[str, float] = {}  # device / host / facility joules (meters/boundary.py)
+        self.warmup_info: dict | None = None
         self._peak_memory = 0
         self.device_states: list[dict] = []  # one gpu_state.snapshot per window (NVML meters)
 
     def warmup(self) -> None:
+        """Call until the call time is stable: the last ``WARMUP_STABLE_CALLS`` within
+        ``WARMUP_STABLE_SPREAD`` of their median (or ``WARMUP_RESOLUTION_S`` apart), after at
+        least ``WARMUP_MIN_S``; short calls stop after ``WARMUP_FAST_CAP_S`` once ``warmup_iters`` are done, and none goes past the budget
+        (``WARMUP_BUDGET_WINDOWS`` windows, at least ``WARMUP_BUDGET_MIN_S``) once two calls are
+        done. ``warmup_info`` says how many calls and seconds it took and whether it was stable
+        (issue 20: a fixed ten calls of a 3-second request spent most of an LM audit warming up)."""
         _reset_peak_memory(self.device)
-        for _ in range(self.warmup_iters):
+        budget = max(WARMUP_BUDGET_WINDOWS * self.window_s, WARMUP_BUDGET_MIN_S)
+        started = time.perf_counter()
+        times: list[float] = []
+        while True:
+            t0 = time.perf_counter()
             self.fn()
             self.sync()
+            now = time.perf_counter()
+            times.append(now - t0)
+            elapsed = now - started
+            stable = _stable(times)
+            if elapsed >= WARMUP_MIN_S and stable:
+                break
+            if elapsed >= WARMUP_FAST_CAP_S and len(times) >= self.warmup_iters:
+                break  # many short calls whose spread is the host's noise, not a cold start
+            if elapsed >= budget and len(times) >= 2:
+                break
+        self.warmup_info = {"calls": len(times), "s": time.perf_counter() - started, "stable": stable,
+                            "last_call_ms": times[-1] * 1e3}
 
     def window(self) -> tuple[float, float]:
         """One window; returns its (mean ms per call, J per call)."""
@@ -392,6 +434,9 @@ def _summarize(s: Sampler) -> dict:
     return {
         "scenario": "forward",
         "iterations": n,
+        "warmup_calls": (s.warmup_info or {}).get("calls"),
+        "warmup_s": (s.warmup_info or {}).get("s"),
+        "warmup_stable": (s.warmup_info or {}).get("stable"),
         "windows": len(s.window_means),
         "window_s": s.window_s,
         "meter_resolution_s": meter_resolution_s,
