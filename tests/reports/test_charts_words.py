@@ -222,6 +222,7 @@ def test_a_generation_report_shows_ttft_tpot_p50_and_carbon_per_request(member_c
     co2 = _kpi(page, "co2e-per-1000")
     assert "CO₂e per 1,000 requests" in co2 and formatting.grams(base.co2e_g_per_inference * 1000 / batch) in co2
     assert "per 1,000 inferences" not in text_of(element(page, "kpis", "section"))
+    assert f"One query = one request served at batch size {batch} (energy per request" in text_of(page)
     # the table of every measurement has the p50s beside the p95s
     table = re.search(r'<table id="report-table">(.*?)</table>', page, re.S).group(1)
     header = [text_of(c) for c in re.findall(r"<th[^>]*>(.*?)</th>", table, re.S)]
