@@ -3,8 +3,11 @@ the compare page and a model's history printed to A4 and Letter PDFs, read back 
 (poppler-utils). Every variant's name and every column heading of every table must be in the
 PDF's text, every chart's title, axis titles and legend entries too, and no word may sit in the
 page's margin (the sign of something running off the page: Chromium drops what falls beyond
-the paper's edge and prints what falls short of it in the margin). On screen, at 1440 px, the
-variant table fits the window.
+the paper's edge and prints what falls short of it in the margin). Reports: every recipe of
+the digits MLP (notes with long tokens), a paired one, a language model (20 columns of
+measurements: a landscape page) and a serving one. Charts fit their boxes at A4's printable
+width with and without beforeprint. On screen, at 1440 px, the variant and serving tables fit
+the window, and the compare and history tables too.
 
 Predicates are written as functions ("() => ..."): the pages' CSP refuses eval."""
 import re
