@@ -60,10 +60,24 @@ def _engine_measurement(tmp_path, device="cpu", pue=1.2, pue_known=True, package
                            wh_per_1000_inferences=summary["energy_j_per_inference"] / 3.6)
 
 
-def _stored(team, tmp_path, pue=1.2, device="cpu", **kw):
+def _estimated_measurement(tmp_path, pue):
+    """A CPU audit's measurement on a host without powercap: the estimate (energy_assumptions too)."""
+    meter = select_meter("cpu", {"powercap_root": str(tmp_path / "no-powercap"), "pue": pue, "pue_known": True})
+    summary = timing.measure(lambda: sum(range(2000)), batch_size=1, device="cpu", meter=meter, idle_power_w=0.0,
+                             options={"window_s": 0.03, "time_cap_s": 0.15, "warmup_iters": 10, "pue": pue,
+                                      "grid_intensity_g_per_kwh": INTENSITY})
+    keep = {k: summary[k] for k in ("energy_method", "energy_estimated", "energy_uncertainty_rel",
+                                    "energy_j_per_inference", "energy_boundary", "energy_boundaries",
+                                    "co2e_boundary", "co2e_g_per_inference", "energy_assumptions")}
+    return measurement_doc(1, **keep, energy_j_per_sample=summary["energy_j_per_inference"],
+                           wh_per_1000_inferences=summary["energy_j_per_inference"] / 3.6)
+
+
+def _stored(team, tmp_path, pue=1.2, device="cpu", estimated=False, **kw):
     doc = result_doc()
     doc["device"] = device
-    doc["variants"][0]["measurements"] = [_engine_measurement(tmp_path, device=device, pue=pue, **kw)]
+    doc["variants"][0]["measurements"] = [_estimated_measurement(tmp_path, pue) if estimated else
+                                          _engine_measurement(tmp_path, device=device, pue=pue, **kw)]
     checked = result_schema.check_result(doc)
     options = {"grid_intensity_g_per_kwh": INTENSITY, "pue": pue, "pue_known": kw.get("pue_known", True),
                "carbon_source": "test"}
@@ -104,6 +118,18 @@ def test_report_names_the_headline_boundary_and_shows_the_others(team, tmp_path,
     assert 'data-boundary="facility" data-estimated="false"' in text
     basis = re.search(r'<p class="small muted" id="co2e-basis" data-boundary="facility">(.*?)</p>', text, re.S)
     assert basis and "host × PUE 1.5" in basis.group(1) and "400" in basis.group(1)
+
+
+def test_report_of_an_estimate_labels_every_boundary_and_states_its_interval(team, tmp_path, member_client):
+    audit = _stored(team, tmp_path, pue=1.1, estimated=True)
+    m = Measurement.objects.get(variant__audit=audit)
+    k1, k2 = m.energy_assumptions["uncertainty_k1"], m.energy_assumptions["uncertainty_k2"]
+    assert k1 > 1 and k2 > 1 and m.energy_boundaries["host"]["estimated"] is True
+    page = member_client.get(reverse("audit-detail", args=[audit.pk])).content.decode()
+    for name in ("device", "host", "facility"):
+        assert f'data-boundary="{name}" data-estimated="true"' in page
+    interval = re.search(r'<span class="muted small boundary-interval"[^>]*>(.*?)</span>', page)
+    assert interval and f"x/{k1:.2g} to ×{k2:.2g}" in interval.group(1)
 
 
 def test_report_of_an_older_result_says_it_has_no_host_figure(team, member_client):

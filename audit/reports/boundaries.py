@@ -49,7 +49,13 @@ def boundary_summary(m, options: dict | None = None) -> dict | None:
             "host_reading": figure.get("host_reading"), "pue": figure.get("pue"),
             "pue_known": figure.get("pue_known"),
             "times_device": j / float(m.energy_j_per_inference) if m.energy_j_per_inference else None,
+            "interval": None,
         })
+        assumptions = m.energy_assumptions or {}
+        k1, k2 = assumptions.get("uncertainty_k1"), assumptions.get("uncertainty_k2")
+        if name == "device" and finite(k1) and finite(k2) and k1 > 0:
+            # the estimate's own asymmetric interval (workers/engine/meters/cpu_table.estimate_bounds)
+            entries[-1]["interval"] = f"[{units.joules(j / k1)}, {units.joules(j * k2)}] (x/{k1:.2g} to ×{k2:.2g})"
     co2e_boundary = m.co2e_boundary or "device"
     intensity = options.get("grid_intensity_g_per_kwh")
     pue = options.get("pue")

@@ -127,7 +127,8 @@ def test_estimate_follows_load_not_a_constant_per_busy_cpu(genoa_vm, tmp_path):
     half = meter.package_w(0.5) - meter.package_w(0.0)
     assert half != pytest.approx((meter.package_w(1.0) - meter.package_w(0.0)) / 2, rel=0.01)  # a curve
     k1, k2 = meter.k1, meter.k2
-    assert meter.uncertainty_rel == pytest.approx((k2 - 1 / k1) / 2)
+    # the symmetric one-figure field: (1 + u) ** 1.96 is the geometric mean of k1 and k2
+    assert (1 + meter.uncertainty_rel) ** 1.96 == pytest.approx((k1 * k2) ** 0.5)
 
 
 @pytest.mark.parametrize("profile", sorted(cpu_table.load_profiles()))

@@ -97,7 +97,8 @@ class TdpEstimateMeter(Meter):
 
     Uncertainty: the interval [x / k1, x * k2] of ``cpu_table.estimate_bounds`` (the curve's
     error against the profiles, times the table's spread over the candidate rows when the
-    model name names none); ``uncertainty_rel`` is its half-width relative to x.
+    model name names none); ``uncertainty_rel`` is the one standard uncertainty whose
+    log-normal 95% interval has the same geometric width (``cpu_table.symmetric_rel``).
 
     Only this process's CPU time is counted, so other processes do not inflate it;
     they are measured (``other_processes_cpus``, from /proc/stat) and flag the
@@ -202,7 +203,8 @@ class TdpEstimateMeter(Meter):
                 f"x{cpu_table.model_error()[1]:.2f})"
                 + (f" times the spread of the {ident['candidates']} candidate rows' W per logical CPU around the "
                    f"median (x/{ident['k1_table']:.2f}, x{ident['k2_table']:.2f})" if ident["candidates"] > 1 else "")
-                + "; uncertainty_rel is the interval's half-width over x"),
+                + "; uncertainty_rel is the one standard uncertainty u whose log-normal 95% interval "
+                  "[x/(1+u)^1.96, x*(1+u)^1.96] is as wide (geometric mean of k1 and k2)"),
         }
 
     def end(self) -> Reading:

@@ -261,9 +261,11 @@ def estimate_bounds(ident: dict) -> tuple[float, float]:
 
 
 def symmetric_rel(k1: float, k2: float) -> float:
-    """The half-width of [x / k1, x * k2] relative to x: the one-figure uncertainty that the
-    older symmetric fields (energy_uncertainty_rel) carry beside the interval itself."""
-    return (k2 - 1.0 / k1) / 2.0
+    """The one-figure uncertainty the older symmetric field (``energy_uncertainty_rel``, one
+    standard uncertainty) carries beside the interval: the u whose log-normal 95% interval
+    [x/k, x*k], k = (1 + u) ** 1.96 (the rule budgets and verdicts read it by), has the
+    geometric mean width of [x/k1, x*k2], k = sqrt(k1 * k2)."""
+    return math.sqrt(k1 * k2) ** (1.0 / 1.96) - 1.0
 
 
 def finite(x) -> bool:
