@@ -197,3 +197,24 @@ def test_budget_boundary_is_one_of_the_three(team, lead):
     with pytest.raises(ValidationError, match="not an energy boundary"):
         budget_create(user=lead, team=team, name="x", max_j_per_inference=1.0, boundary="wall")
     assert budget_update(user=lead, budget=budget, boundary="").boundary == ""
+
+
+def test_budget_boundary_through_the_api_and_the_stored_results(team, lead, tmp_path):
+    from rest_framework.test import APIClient
+
+    from audit.models import Audit
+
+    audit = _stored(team, tmp_path, pue=2.0)  # 0.02 J device, 0.025 J host, 0.05 J facility
+    api = APIClient()
+    api.force_authenticate(user=lead)
+    created = api.post("/api/v1/budgets/", {"name": "wall", "boundary": "facility", "max_j_per_inference": 0.035},
+                       format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["boundary"] == "facility"
+    stored = Audit.objects.get(pk=audit.pk)
+    assert stored.budget_verdict == "fail"
+    assert stored.budget_results[0]["boundary"] == "facility" and stored.budget_results[0]["passed"] is False
+    api.patch(f"/api/v1/budgets/{created.json()['id']}/", {"boundary": "device"}, format="json")
+    assert Audit.objects.get(pk=audit.pk).budget_verdict == "pass"
+    bad = api.post("/api/v1/budgets/", {"name": "x", "boundary": "wall", "max_j_per_inference": 1}, format="json")
+    assert bad.status_code == 400 and "boundary" in bad.json()

@@ -222,6 +222,9 @@ class BudgetResultSerializer(serializers.Serializer):
     quality_grade = serializers.CharField(required=False, allow_blank=True, default="",
                                           help_text="the measurement's grade, shown beside the result; it decides nothing")
     estimated = serializers.BooleanField()
+    boundary = serializers.CharField(required=False, allow_null=True, default=None,
+                                     help_text="the energy boundary a J or Wh limit was read at: device, host or "
+                                               "facility (docs/ENGINE.md, \"Energy boundaries\"); null for other limits")
     not_applicable = serializers.BooleanField(required=False, default=False,
                                               help_text="true: a regression limit on an audit without a reference "
                                                         "version; shown, never a pass, no part in the verdict")
