@@ -10,7 +10,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(models.Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "grid_region", "grid_intensity_g_per_kwh", "pue")
+    list_display = ("name", "slug", "grid_region", "grid_intensity_g_per_kwh", "pue", "energy_boundary")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [MembershipInline]
 
