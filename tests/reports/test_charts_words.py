@@ -95,10 +95,11 @@ def test_the_week_charts_label_each_tick_once_on_a_monday(member_client, team, d
     for chart in ("chart-week-audits", "chart-week-energy", "chart-week-carbon"):
         fig = figs[chart]
         xaxis = fig["layout"]["xaxis"]
-        assert xaxis["type"] == "date" and xaxis["tickformat"] == "%d %b", chart
+        # the year joins the label only when the period spans two years
+        assert xaxis["type"] == "date" and xaxis["tickformat"] in ("%d %b", "%d %b %Y"), chart
         assert xaxis["dtick"] % WEEK_MS == 0 and xaxis["dtick"] >= WEEK_MS, chart
         ticks = _ticks(xaxis)
-        labels = [t.strftime("%d %b") for t in ticks]
+        labels = [t.strftime(xaxis["tickformat"]) for t in ticks]
         assert 1 <= len(ticks) <= max_ticks, (chart, labels)
         assert len(set(labels)) == len(labels), (chart, labels)
         assert all(t.weekday() == 0 for t in ticks), (chart, labels)
@@ -333,3 +334,12 @@ def test_chart_hovers_write_figures_in_the_pages_units(member_client, team):
             assert not re.search(r":\.\dg}(J| J)", template), (chart, template)
             for text in trace.get("hovertext") or []:
                 assert not re.search(r"\d\.\d{4,}", text), (chart, text)
+
+
+def test_a_period_across_new_year_labels_its_weeks_with_the_year():
+    from audit.reports.figures import week_axis
+
+    xaxis = week_axis(["2026-12-21", "2026-12-28", "2027-01-04"])
+    assert xaxis["tickformat"] == "%d %b %Y" and xaxis["dtick"] == WEEK_MS
+    labels = [t.strftime(xaxis["tickformat"]) for t in _ticks(xaxis)]
+    assert labels == ["21 Dec 2026", "28 Dec 2026", "04 Jan 2027"]
