@@ -161,3 +161,13 @@ def test_fake_powercap_host_following_a_measured_curve_validates_the_estimate(ge
         (zone / "energy_uj").write_text("0\n")
         # the counter (the truth) lies in [estimate / k1, estimate * k2]
         assert estimated / estimate.k1 <= measured <= estimated * estimate.k2, (profile, load, measured / estimated)
+
+
+def test_cli_prints_the_estimates_own_interval():
+    from workers.engine.cli import _fmt_energy
+
+    estimate = {"energy_j_per_inference": 0.0037, "energy_estimated": True, "energy_uncertainty_rel": 1.31,
+                "energy_method": "estimate-tdp", "energy_assumptions": {"uncertainty_k1": 4.56, "uncertainty_k2": 5.85}}
+    assert _fmt_energy(estimate) == "est. 0.0037 x/4.6-x5.8 (estimate-tdp)"
+    assert _fmt_energy({"energy_j_per_inference": 0.5, "energy_uncertainty_rel": 0.05, "energy_method": "rapl"}) \
+        == "0.5 ±5% (rapl)"

@@ -181,6 +181,10 @@ def _fmt_energy(m: dict) -> str:
     estimated = "est. " if m.get("energy_estimated") else ""
     rel = m.get("energy_uncertainty_rel")
     spread = f" ±{rel:.0%}" if rel is not None else ""
+    assumptions = m.get("energy_assumptions") or {}
+    k1, k2 = assumptions.get("uncertainty_k1"), assumptions.get("uncertainty_k2")
+    if k1 and k2:  # an estimate's own asymmetric interval [x/k1, x*k2] (meters/cpu_table.py)
+        spread = f" x/{k1:.2g}-x{k2:.2g}"
     return f"{estimated}{joules:.4g}{spread} ({m.get('energy_method', '?')})"
 
 
