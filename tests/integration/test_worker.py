@@ -53,6 +53,10 @@ def test_uploaded_model_is_audited_by_a_real_worker(client, member, start_worker
         assert m.energy_j_per_inference > 0
         assert m.energy_method in {"rapl", "estimate-tdp"}
         assert m.energy_j_per_sample == pytest.approx(m.energy_j_per_inference / m.batch_size)
+        # every boundary stored (issue 23): device is the headline, host adds DRAM, facility x PUE
+        assert m.energy_boundary == "device" and set(m.energy_boundaries) == {"device", "host", "facility"}
+        assert m.energy_boundaries["host"]["j_per_inference"] >= m.energy_j_per_inference
+        assert m.co2e_boundary in {"host", "facility"}
     assert final.fingerprint  # the hardware it ran on is stored with the result
 
     page = client.get(final.get_absolute_url()).content.decode()
