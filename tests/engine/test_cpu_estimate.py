@@ -171,3 +171,15 @@ def test_cli_prints_the_estimates_own_interval():
     assert _fmt_energy(estimate) == "est. 0.0037 x/4.6-x5.8 (estimate-tdp)"
     assert _fmt_energy({"energy_j_per_inference": 0.5, "energy_uncertainty_rel": 0.05, "energy_method": "rapl"}) \
         == "0.5 ±5% (rapl)"
+
+
+def test_the_sandboxed_child_sees_the_deployments_cpu_settings(tmp_path):
+    """The settings the estimate and the host boundary read reach the engine child; secrets do not."""
+    from workers.engine.launch import child_env
+
+    base = {"AUDIT_CLOUD_INSTANCE_TYPE": "m7a.2xlarge", "AUDIT_CPU_TDP_W": "360", "AUDIT_CPU_IDLE_W": "40",
+            "AUDIT_POWERCAP_ROOT": "/srv/powercap", "DATABASE_URL": "postgres://x"}
+    env = child_env(str(tmp_path), base)
+    assert {k: env[k] for k in ("AUDIT_CLOUD_INSTANCE_TYPE", "AUDIT_CPU_TDP_W", "AUDIT_CPU_IDLE_W",
+                                "AUDIT_POWERCAP_ROOT")} == {k: v for k, v in base.items() if k.startswith("AUDIT_")}
+    assert "DATABASE_URL" not in env
