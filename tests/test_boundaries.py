@@ -218,3 +218,17 @@ def test_budget_boundary_through_the_api_and_the_stored_results(team, lead, tmp_
     assert Audit.objects.get(pk=audit.pk).budget_verdict == "pass"
     bad = api.post("/api/v1/budgets/", {"name": "x", "boundary": "wall", "max_j_per_inference": 1}, format="json")
     assert bad.status_code == 400 and "boundary" in bad.json()
+
+
+def test_savings_calculator_counts_the_host_boundary_times_pue(team, tmp_path, member_client):
+    """Its yearly energy x PUE is the facility figure the grams rest on, and it says so."""
+    audit = _stored(team, tmp_path, pue=1.4)
+    m = Measurement.objects.get(variant__audit=audit)
+    page = member_client.get(reverse("audit-detail", args=[audit.pk])).content.decode()
+    basis = re.search(r'<span id="savings-energy-basis">(.*?)</span>', page)
+    assert basis and basis.group(1).startswith("Host energy")
+    kwh = float(re.search(r'<dd data-out="kwh">([0-9.]+) kWh</dd>', page).group(1))
+    host_j_per_sample = m.energy_boundaries["host"]["j_per_inference"] / m.batch_size
+    assert kwh == pytest.approx(host_j_per_sample * 1_000_000 * 365 / 3.6e6 * 1.4, rel=0.01)
+    older = member_client.get(reverse("audit-detail", args=[finished_audit(team).pk])).content.decode()
+    assert '<span id="savings-energy-basis">Device energy</span>' in older

@@ -72,6 +72,16 @@ def boundary_summary(m, options: dict | None = None) -> dict | None:
     }
 
 
+def host_ratio(m) -> float | None:
+    """host J / device J of a measurement (None where it recorded no host figure): what scales a
+    device figure to the host boundary, e.g. for the savings calculator's yearly energy."""
+    figure = m.boundary_figure("host") if m is not None else None
+    j = figure.get("j_per_inference") if figure else None
+    if not finite(j) or not finite(m.energy_j_per_inference) or m.energy_j_per_inference <= 0:
+        return None
+    return float(j) / float(m.energy_j_per_inference)
+
+
 def compare_boundary_differences(summaries: list[dict]) -> list[str]:
     """The compare page's warnings when its energy axis would put figures of different
     boundaries together: a headline at another boundary, or "device" figures that cover a GPU in

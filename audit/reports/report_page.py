@@ -9,6 +9,7 @@ from django.conf import settings
 
 from ..models import Audit
 from . import figures
+from .boundaries import host_ratio
 from .quantities import QUANTITIES, Quantity
 from .decision import Verdict, paired_verdict
 from .kpis import kpis
@@ -128,12 +129,17 @@ def _savings_section(audit: Audit, ctx: dict, queries_per_day) -> dict:
     qpd = queries_per_day if finite(queries_per_day) and queries_per_day >= 0 else DEFAULT_QUERIES_PER_DAY
     measured = [r for r in rows if r.ref]
 
+    # Energy at the host boundary (device + its share of CPU and DRAM, issue 23) where every row
+    # recorded it, so that x PUE is the facility figure the grams rest on; else the device's.
+    on_host = bool(measured) and all(host_ratio(r.ref) is not None for r in measured)
+
     def j_per_query(r: VariantRow) -> float | None:
         # With paired rounds, a variant's energy is the baseline's times its paired ratio: the
         # ratio is robust to the drift that makes two absolute figures disagree.
+        scale = host_ratio(r.ref) if on_host else 1.0
         if r.comparison and baseline and finite(r.comparison.get("energy_ratio")) and finite(baseline.ref.energy_j_per_sample):
-            return baseline.ref.energy_j_per_sample * r.comparison["energy_ratio"]
-        return r.ref.energy_j_per_sample if finite(r.ref.energy_j_per_sample) else None
+            return baseline.ref.energy_j_per_sample * r.comparison["energy_ratio"] * scale
+        return r.ref.energy_j_per_sample * scale if finite(r.ref.energy_j_per_sample) else None
 
     savings_variants = [
         {"key": r.key, "j_per_query": j_per_query(r), "recommended": r.is_recommended, "baseline": r.is_baseline}
@@ -150,6 +156,7 @@ def _savings_section(audit: Audit, ctx: dict, queries_per_day) -> dict:
     fp, base_fp = footprint(chosen), footprint(baseline)
     return {"savings": {
         "queries_per_day": qpd, "pue": pue, "grid": grid, "price": price,
+        "energy_basis": ("Host energy (device + its share of CPU and DRAM)" if on_host else "Device energy"),
         "currency": settings.ELECTRICITY_CURRENCY, "footprint": fp, "baseline_footprint": base_fp,
         "chosen": chosen.key if chosen else None,
         "saved_kwh": (base_fp.kwh_per_year - fp.kwh_per_year) if fp and base_fp else None,
