@@ -183,3 +183,13 @@ def test_the_sandboxed_child_sees_the_deployments_cpu_settings(tmp_path):
     assert {k: env[k] for k in ("AUDIT_CLOUD_INSTANCE_TYPE", "AUDIT_CPU_TDP_W", "AUDIT_CPU_IDLE_W",
                                 "AUDIT_POWERCAP_ROOT")} == {k: v for k, v in base.items() if k.startswith("AUDIT_")}
     assert "DATABASE_URL" not in env
+
+
+def test_a_vms_topology_does_not_halve_an_intel_parts_threads():
+    """Intel rows carry cores only: threads per core come from the OS on bare metal, but a guest's
+    one-thread-per-core view is the hypervisor's, so SMT-2 (the part's) is used there."""
+    name = "Intel(R) Xeon(R) Platinum 8480+"
+    vm = {"model_name": name, "hypervisor": True, "threads_per_core": 1, "cores_per_package": 2}
+    metal = {"model_name": name, "hypervisor": False, "threads_per_core": 1, "cores_per_package": 56}
+    assert cpu_table.identify({}, vm)["threads"] == 112
+    assert cpu_table.identify({}, metal)["threads"] == 56  # SMT off on this machine: the OS says so

@@ -96,8 +96,9 @@ def match_row(model_name: str) -> tuple[str, float] | None:
 
 def _threads_of(spec: dict | None, name: str, host: dict) -> tuple[int | None, str]:
     """Logical CPUs of one package of the row: the table's threads, else its cores (or the model
-    name's "N-Core") x threads per core (the OS's, else 2)."""
-    tpc = host.get("threads_per_core") or DEFAULT_THREADS_PER_CORE
+    name's "N-Core") x threads per core: the OS's on bare metal, else 2 (a VM's topology is the
+    hypervisor's, not the part's: a guest often sees one thread per core on an SMT-2 part)."""
+    tpc = (host.get("threads_per_core") if not host.get("hypervisor") else None) or DEFAULT_THREADS_PER_CORE
     if spec and spec.get("threads"):
         return spec["threads"], "threads from cpu_specs.csv"
     if spec and spec.get("cores"):
