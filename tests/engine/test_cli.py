@@ -92,7 +92,7 @@ def test_every_audit_option_is_a_cli_flag_of_the_same_name():
         assert o.name in flags and flag in flags[o.name].option_strings, f"no CLI flag {flag} for option {o.name}"
         if o.choices:
             assert set(flags[o.name].choices) == set(o.choices)
-    samples = {int: "4", float: "0.5"}
+    samples = {int: "4", float: "0.5", list: "1,4"}
     argv = ["profile", "model.onnx"]
     for o in OPTIONS:
         flag = "--" + o.name.replace("_", "-")
@@ -103,6 +103,8 @@ def test_every_audit_option_is_a_cli_flag_of_the_same_name():
     options = _options(build_parser().parse_args(argv))
     assert set(options) >= {o.name for o in OPTIONS}, {o.name for o in OPTIONS} - set(options)
     assert options["rounds"] == 4 and options["slo_ttft_ms_p95"] == 0.5 and options["min_fidelity"] == 0.5
+    assert options["load_levels"] == [{"concurrency": 1}, {"concurrency": 4}, {"request_rate": 1.0},
+                                      {"request_rate": 4.0}]
 
 
 def test_profile_against_a_reference_prints_one_verdict_line_per_batch_size(mlp_safetensors, tmp_path, capsys):

@@ -320,7 +320,7 @@ _OPTION_FLAGS = {
     "generation_backend": "generation_backend",
     "timing_mode": "timing_mode", "rounds": "rounds", "latency_target_ms_p95": "latency_target_ms_p95",
     "slo_ttft_ms_p95": "slo_ttft_ms_p95", "slo_tpot_ms_p95": "slo_tpot_ms_p95",
-    "power_limit_sweep": "power_limit_sweep",
+    "power_limit_sweep": "power_limit_sweep", "concurrency": "concurrency", "request_rate": "request_rate",
     "min_fidelity": "min_fidelity", "max_kl_divergence": "max_kl_divergence",
     "max_perplexity_increase_rel": "max_perplexity_increase_rel",
     "max_metric_increase_rel": "max_metric_increase_rel", "min_saving": "min_saving",
