@@ -142,6 +142,18 @@ def test_host_without_powercap_is_estimated_and_labelled(nvml, tmp_path):
     assert b["host_cpu"] > 0 and b["host"] == pytest.approx(b["device"] + b["host_cpu"] + b["host_dram"])
 
 
+def test_a_run_on_a_measured_gpu_with_an_estimated_host_says_which_figures_are_estimates(nvml, tmp_path):
+    from workers.engine.profile_stages import _Run, meter_warnings
+
+    nvml([fake.FakeGPU("GPU-aaaa", energy_step_mj=2500)])
+    run = _Run(options={"input_overrides": {}}, device="cuda", seq_len=None, batch_sizes=[1], report=None,
+               pct_measured=95.0)
+    run.meter = _gpu_meter(tmp_path / "absent")
+    meter_warnings(run)
+    assert run.warnings == ["the device's energy is measured (nvml-counter); the host's CPU and DRAM share is "
+                            "estimated (powercap-absent), so the host and facility figures are estimates"]
+
+
 def test_unreadable_powercap_is_labelled_unreadable(nvml, tmp_path):
     nvml([fake.FakeGPU("GPU-aaaa", energy_step_mj=2500)])
     zone = tmp_path / "intel-rapl:0"

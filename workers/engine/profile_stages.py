@@ -233,10 +233,7 @@ def _stage_measure(run: _Run, models: dict) -> None:
     idle_s = float(run.options.get("idle_s") or 0.0)
     run.report("idle-baseline", _PCT_COUNTED, f"measuring idle power for {idle_s:g} s")
     idle_w = timing.measure_idle(run.meter, idle_s)
-    if getattr(run.meter, "estimated", False):
-        run.warnings.append(
-            f"energy figures are estimates ({run.meter.method}); no hardware energy counter was readable"
-        )
+    meter_warnings(run)
     ref = run.reference
     if run.scenario["kind"] == "generation":
         from .generation import prompt_warning
@@ -268,6 +265,20 @@ def _stage_measure(run: _Run, models: dict) -> None:
             f"the baseline moved by up to {worst:.0%} between its first and last round (thermal state or "
             "other load); absolute figures are uncertain by about that much, the paired ratios much less"
         )
+
+
+def meter_warnings(run: _Run) -> None:
+    """Say which energy figures are estimates: all of them without a counter; on a measured
+    device, the host and facility boundaries when the host's CPU and DRAM could not be read."""
+    meter = run.meter
+    if getattr(meter, "estimated", False):
+        run.warnings.append(f"energy figures are estimates ({meter.method}); no hardware energy counter was readable")
+        return
+    describe = getattr(meter, "describe", None)
+    host = (describe() if callable(describe) else {}).get("host") or {}
+    if host.get("host_estimated"):
+        run.warnings.append(f"the device's energy is measured ({meter.method}); the host's CPU and DRAM share is "
+                            f"estimated ({host.get('host_reading')}), so the host and facility figures are estimates")
 
 
 def _stage_evaluate(run: _Run, loaded: LoadedModel, models: dict, eval_data):

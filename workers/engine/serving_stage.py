@@ -99,6 +99,7 @@ def stage_serve(run, models: dict, prompts: list, max_news: list, pct_idle: floa
     """Idle power, then every variant at every load level in paired rounds."""
     from . import timing
     from .meters import select_meter
+    from .profile_stages import meter_warnings
     from .serving_figures import Slo
     from .serving_rounds import measure_serving_paired
 
@@ -106,9 +107,7 @@ def stage_serve(run, models: dict, prompts: list, max_news: list, pct_idle: floa
     idle_s = float(run.options.get("idle_s") or 0.0)
     run.report("idle-baseline", pct_idle, f"measuring idle power for {idle_s:g} s")
     idle_w = timing.measure_idle(run.meter, idle_s)
-    if getattr(run.meter, "estimated", False):
-        run.warnings.append(f"energy figures are estimates ({run.meter.method}); no hardware energy counter "
-                            "was readable")
+    meter_warnings(run)
     slo = Slo(ttft_ms=run.options.get("slo_ttft_ms_p95"), tpot_ms=run.options.get("slo_tpot_ms_p95"))
     options = {**run.options, "idle_power_w": idle_w}
     measure_serving_paired(models, run.variants, prompts, max_news, run.scenario["load_levels"], meter=run.meter,
