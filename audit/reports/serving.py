@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..models import Audit
 from . import figures
+from .formatting import joules, millis
 from .tradeoff import finite
 
 LATENCY_CHARTS = (("chart-serving-ttft", "ttft", "Time to first token", "ttft_ms"),
@@ -106,7 +107,10 @@ def _figures(rows: list[dict], slo: dict, estimated: bool) -> dict:
             data.append({"type": "scatter", "mode": "lines+markers", "name": recipe, "x": [r["load"] for r in rs],
                          "y": [figures._clean(r["level"].get(f"{name}_ms_p95")) for r in rs],
                          "line": {"color": color}, "marker": {"color": color, "size": 8},
-                         "hovertemplate": f"{recipe}<br>%{{x}}<br>{name.upper()} p95 %{{y:.3g}} ms<extra></extra>"})
+                         # each point's words in the page's units (formatting.millis), not plotly's
+                         "hovertext": [f"{recipe} · {r['load']}<br>{name.upper()} p95 "
+                                       f"{millis(r['level'].get(f'{name}_ms_p95'))}" for r in rs],
+                         "hovertemplate": "%{hovertext}<extra></extra>"})
         values = [y for t in data for y in t["y"] if finite(y)]
         target = slo.get(slo_key)
         shapes, notes = [], []
@@ -142,8 +146,9 @@ def _frontier_figure(by_variant: dict, slo: dict, estimated: bool) -> dict:
                      "y": [p[1] for p in pts], "text": [p[2].replace("concurrency ", "c=") for p in pts],
                      "textposition": "top center", "cliponaxis": False,
                      "marker": {"color": color, "size": 10},
-                     "hovertemplate": f"{recipe} · %{{text}}<br>TPOT p95 %{{x:.3g}} ms<br>%{{y:.3g}} J per output token"
-                                      "<extra></extra>"})
+                     "hovertext": [f"{recipe} · {p[2]}<br>TPOT p95 {millis(p[0])}<br>{joules(p[1])} per output token"
+                                   for p in pts],
+                     "hovertemplate": "%{hovertext}<extra></extra>"})
     if not data:
         return figures.empty_figure(title, "No level has both figures.")
     shapes, notes = [], []

@@ -70,6 +70,9 @@ def test_serving_report_shows_every_figure_per_variant_and_level(member_client, 
     figs = json.loads(figures_in(page, "report-figures"))
     for chart in ("chart-serving-frontier", "chart-serving-ttft", "chart-serving-tpot", "chart-serving-itl"):
         assert chart in figs and f'id="{chart}"' in page
+    # hovers in the page's units: "2.74 mJ per output token", never plotly's "0.00274 J"
+    frontier_hovers = [h for trace in figs["chart-serving-frontier"]["data"] for h in trace["hovertext"]]
+    assert all(" mJ per output token" in h or " µJ per output token" in h for h in frontier_hovers)
 
 
 def test_serving_report_names_the_nearest_miss_and_draws_the_slo(member_client, team):
