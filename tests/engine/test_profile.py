@@ -21,6 +21,8 @@ MEASUREMENT_FIELDS = {
     "window_means_ms", "window_energy_j", "quality_grade", "quality_reasons",
     # issue 23: the boundaries (meters/boundary.py)
     "energy_boundary", "energy_boundaries", "co2e_boundary",
+    # issue 20: how long it warmed up, and whether the call time settled
+    "warmup_calls", "warmup_s", "warmup_stable",
 }
 VARIANT_FIELDS = {"recipe", "recipe_params", "status", "error", "params", "nonzero_params", "size_bytes", "flops",
                   "macs", "layer_profile", "measurements", "comparison", "evaluation", "notes",
