@@ -215,6 +215,8 @@ class Audit(models.Model):
     reference = models.JSONField(null=True, blank=True)
     # where the engine's wall time went: windows, warm-up, the rest (workers/engine/profile_result.py)
     run_timing = models.JSONField(null=True, blank=True)
+    # when the engine expects its measuring to end (its progress events' eta_s, from measured times)
+    measuring_ends_at = models.DateTimeField(null=True, blank=True)
     # Issue 22: the public, unguessable link of the audit's energy badge (/badges/a/<token>.svg),
     # None until a lead issues one; revoking clears it (the old link then answers 404).
     badge_token = models.CharField(max_length=64, null=True, blank=True, unique=True, default=None)

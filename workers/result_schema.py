@@ -606,6 +606,7 @@ class Progress(Part):
     phase: Optional[Literal["forward", "prefill", "decode", "serving"]] = None
     round: Optional[Count32] = None
     n_rounds: Optional[Count32] = None
+    eta_s: Optional[Seconds] = None
 
 
 MAX_PROGRESS_MESSAGE = 300  # the audit's progress_message column

@@ -158,7 +158,10 @@ def _progress_fields(event: dict, step: list) -> dict:
     percent = event.get("percent")
     if percent is not None:
         percent = (step[0] + percent / 100.0) / step[1] * 100.0
-    return {"stage": stage_text(event), "percent": percent, "message": event.get("message") or None}
+    fields = {"stage": stage_text(event), "percent": percent, "message": event.get("message") or None}
+    if event.get("eta_s") is not None and step[1] == 1:  # a sweep's later steps are not in the engine's plan
+        fields["eta_s"] = event["eta_s"]
+    return fields
 
 
 def run_engine_for_audit(*, audit_id: int, attempt: int, request: dict) -> dict:

@@ -15,7 +15,7 @@ _LEGACY = re.compile(r"^(?P<name>.*?)\s*\((?P<k>\d+)/(?P<n>\d+)\)\s*$")
 _VARIANT = re.compile(r"^variant (?P<k>\d+) of (?P<n>\d+)$")
 _BATCH = re.compile(r"^batch (?P<b>\d+)$")
 _ROUND = re.compile(r"^round (?P<r>\d+)/(?P<n>\d+)$")
-PHASES = ("prefill", "decode")
+PHASES = ("prefill", "decode", "serving")
 
 
 def parse_stage(stage: str) -> dict:
@@ -74,8 +74,13 @@ def progress_info(audit: Audit, *, now=None) -> dict:
         where.append(f"round {info['round']} of {info['n_rounds']}")
     info["where"] = " · ".join(where)
     info["hardware"] = running_hardware(audit) if audit.worker_hostname and not audit.is_finished else ""
-    info["eta_s"] = None
-    if audit.status == Audit.Status.RUNNING and audit.started_at and 1.0 <= audit.progress < 100.0:
-        elapsed = ((now or timezone.now()) - audit.started_at).total_seconds()
+    info["eta_s"], info["eta_basis"] = None, ""
+    now = now or timezone.now()
+    ends = getattr(audit, "measuring_ends_at", None)
+    if audit.status == Audit.Status.RUNNING and ends is not None and info["stage"] in ("measuring", "warm-up"):
+        # the engine's own estimate, from the windows and warm-ups it has measured
+        info["eta_s"], info["eta_basis"] = max(0.0, (ends - now).total_seconds()), "measuring"
+    elif audit.status == Audit.Status.RUNNING and audit.started_at and 1.0 <= audit.progress < 100.0:
+        elapsed = (now - audit.started_at).total_seconds()
         info["eta_s"] = max(0.0, elapsed * (100.0 - audit.progress) / audit.progress)
     return info

@@ -231,6 +231,7 @@ def audit_claim(*, audit_id: int, hostname: str) -> Claim:
                 stage="starting",
                 progress=0.0,
                 progress_message="",
+                measuring_ends_at=None,
                 error="",
             )
         )
@@ -270,7 +271,7 @@ def _running(audit_id: int, attempt: int):
 
 
 def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, percent: float | None = None,
-                   message: str | None = None) -> bool:
+                   message: str | None = None, eta_s: float | None = None) -> bool:
     """Record progress and a heartbeat. False when this attempt no longer owns the audit
     (cancelled, requeued or taken over): the caller must stop.
 
@@ -281,6 +282,8 @@ def audit_progress(*, audit_id: int, attempt: int, stage: str | None = None, per
         fields["stage"] = hide_storage_paths(stage)[:60]
     if message is not None:
         fields["progress_message"] = hide_storage_paths(message)[:300]
+    if eta_s is not None:  # the engine's estimate of the measuring left, as a time the page counts down to
+        fields["measuring_ends_at"] = fields["heartbeat_at"] + timedelta(seconds=max(0.0, float(eta_s)))
     if percent is not None:
         fields["progress"] = Greatest(F("progress"), Value(max(0.0, min(100.0, float(percent)))))
     return _running(audit_id, attempt).update(**fields) == 1

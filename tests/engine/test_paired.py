@@ -172,6 +172,15 @@ def test_every_measurement_and_the_audit_carry_a_grade(mlp_safetensors):
     assert percents == sorted(percents)
     # the baseline is not measured a second time at the end: one schedule of rounds per batch size
     assert base["measurements"][0]["windows"] == int8["measurements"][0]["windows"] + 1  # + the closing window
+    # the stage says warm-up while warming, and from the first window on the events carry the
+    # measuring left, from the windows measured: the first batch size's estimate holds the second's
+    assert any(e["stage"] == "warm-up" and e["batch_size"] == 4 for e in events)
+    etas = [(e["batch_size"], e["eta_s"]) for e in measuring if e.get("eta_s") is not None]
+    window = FAST["window_s"]
+    first = [eta for bs, eta in etas if bs == 1]
+    assert first and first[0] > 4 * window  # rounds of two subjects at two batch sizes are still due
+    assert etas[-1][1] < first[0] and etas[-1][1] < 4 * window * 3  # near the end, little is left
+    assert doc["run_timing"]["windows_s"] > 0 and doc["run_timing"]["warmup_calls"] > 0
 
 
 def _gen_variant(recipe, rows, fidelity=1.0):

@@ -59,6 +59,9 @@ def test_a_serving_audit_measures_every_figure_at_each_level_for_each_model(buil
     assert workload["requests"] == len(lines) and workload["flops_per_request"] > workload["flops_per_output_token"] > 0
     # the stage says warm-up while the first pass of each level warms the manager up
     assert any(e["stage"] == "warm-up" and "serving baseline at concurrency" in e["message"] for e in events)
+    # once a pass has been timed, the events say how long the serving has left
+    serving = [e for e in events if e.get("phase") == "serving"]
+    assert serving[0]["eta_s"] is None and serving[-1]["eta_s"] is not None and serving[-1]["eta_s"] > 0
 
 
 def test_variants_are_paired_with_the_baseline_at_each_level_and_the_answer_names_one(tmp_path):

@@ -215,6 +215,27 @@ def test_progress_names_variant_batch_phase_and_the_claiming_workers_hardware(me
     assert 'id="report-hardware">NVIDIA H200<' in page and "unknown hardware" not in page
 
 
+def test_the_eta_counts_down_to_the_engines_own_estimate_of_the_measuring_left(member_client, team):
+    """Issue 20: an ETA from progress percentages said 1 h 16 min with 11 min left; the engine's
+    estimate from the windows it has measured is what the page shows while it measures."""
+    audit = make_audit(team)
+    claim = services.audit_claim(audit_id=audit.pk, hostname="w1")
+    event = {"stage": "measuring", "percent": 20.0, "variant": 0, "n_variants": 2, "batch_size": 1, "round": 1,
+             "n_rounds": 3}
+    services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, stage=stage_text(event), percent=20,
+                            eta_s=600.0)
+    partial = member_client.get(reverse("audit-progress", args=[audit.pk])).content.decode()
+    assert "about 10 min of measuring left" in partial or "about 9 min of measuring left" in partial
+    # evaluating, after the measuring: back to the percentage's extrapolation, without the engine's words
+    services.audit_progress(audit_id=audit.pk, attempt=claim.attempt, stage="evaluating", percent=95)
+    partial = member_client.get(reverse("audit-progress", args=[audit.pk])).content.decode()
+    assert "of measuring left" not in partial
+    # a new attempt forgets the old estimate
+    Audit.objects.filter(pk=audit.pk).update(status=Audit.Status.QUEUED)
+    services.audit_claim(audit_id=audit.pk, hostname="w2")
+    assert Audit.objects.get(pk=audit.pk).measuring_ends_at is None
+
+
 def test_history_draws_the_chosen_figure(member_client, team):
     v1 = make_version(team, name="hist3", label="v1")
     stored_audit(team, [variant_doc("baseline", energy=0.004, accuracy=0.9)], model_version=v1)

@@ -34,7 +34,7 @@ class _Progress:
         self.percent = 0.0
 
     def __call__(self, stage: str, percent: float, message: str, variant: int = 0, *, batch_size=None,
-                 phase=None, round_no=None, n_rounds=None) -> None:
+                 phase=None, round_no=None, n_rounds=None, eta_s=None) -> None:
         self.percent = max(self.percent, max(0.0, min(100.0, percent)))
         if self.callback is None:
             return
@@ -50,6 +50,8 @@ class _Progress:
                 "phase": phase,
                 "round": round_no,
                 "n_rounds": n_rounds,
+                # seconds of measuring left, from the windows and warm-ups measured so far
+                "eta_s": None if eta_s is None else round(float(eta_s), 1),
             }
         )
 

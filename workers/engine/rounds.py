@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 
 from . import quality, sequential, timing
@@ -138,14 +139,33 @@ def stop_reason(entry: dict, target_rel_ci: float) -> str | None:
 
 
 class _Progress:
-    """Monotonic percentages over the whole schedule, whatever round it stops at."""
+    """Monotonic percentages over the whole schedule, whatever round it stops at, and the time
+    the measuring has left, from what it has measured so far (``eta_s``)."""
 
     def __init__(self, report, pct_start, pct_end, n_batch_sizes):
         self.report, self.start, self.end, self.n = report, pct_start, pct_end, max(n_batch_sizes, 1)
+        self.window_s: list[float] = []  # how long each window took, measured
+        self.warmup_s: list[float] = []  # how long each subject took to warm up at one batch size
+        self.rounds_used: list[int] = []  # rounds each finished batch size took
 
     def at(self, bs_index, fraction):
         share = (self.end - self.start) / self.n
         return self.start + share * (bs_index + min(max(fraction, 0.0), 1.0))
+
+    def eta_s(self, bs_index: int, r: int, j: int, n: int, parts: int, min_rounds: int) -> float | None:
+        """Seconds of measuring left: the windows still due at this batch size and at the later
+        ones, each as long as the windows measured so far, and the later batch sizes' warm-ups as
+        long as those measured. Rounds a batch size will take: as many as the finished ones took
+        (at least the minimum, plus the closing window); a comparison that is decided early ends
+        sooner. None before the first window."""
+        if not self.window_s:
+            return None
+        window = statistics.fmean(self.window_s[-50:])
+        rounds = max([min_rounds] + self.rounds_used) + 1
+        here = max(0, (rounds - r) * n - j) * parts * window
+        warm = statistics.fmean(self.warmup_s) * n if self.warmup_s else 0.0
+        later = (self.n - bs_index - 1) * (rounds * n * parts * window + warm)
+        return here + later
 
 
 def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_workload, device, meter, idle_w,
@@ -162,7 +182,7 @@ def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_work
     for i, bs in enumerate(batch_sizes):
         subjects = _prepare(models, variants, bs, make_workload, device, meter, idle_w, options,
                             lambda k, text: progress.report("warm-up", progress.at(i, 0.0), text, k, batch_size=bs),
-                            spent)
+                            spent, progress.warmup_s)
         for s in subjects:
             s.inverse = s.k in comparators
         if not subjects:
@@ -186,6 +206,7 @@ def measure_paired(models: dict, variants: list, batch_sizes: list, *, make_work
                                 schedule, stopped.get(s.k), bs))
         if paired and base.rounds:
             drift_rows.append(_drift_row(bs, base.rounds[0], base.rounds[-1]))
+        progress.rounds_used.append(max(len(s.rounds) for s in subjects))
     report("measuring", pct_end, "measurements finished", 0)
     if base_k is None or not drift_rows:
         return None
@@ -223,7 +244,8 @@ def new_timing() -> dict:
     return {"warmup_s": 0.0, "warmup_calls": 0, "windows_s": 0.0, "warmups_unstable": []}
 
 
-def _prepare(models, variants, bs, make_workload, device, meter, idle_w, options, warming, spent) -> list[_Subject]:
+def _prepare(models, variants, bs, make_workload, device, meter, idle_w, options, warming, spent,
+             warmed: list) -> list[_Subject]:
     subjects = []
     for k in sorted(models):
         doc = variants[k]
@@ -238,6 +260,7 @@ def _prepare(models, variants, bs, make_workload, device, meter, idle_w, options
             for name, sampler in samplers.items():
                 sampler.warmup()
                 info = sampler.warmup_info
+                warmed.append(info["s"])
                 spent["warmup_s"] += info["s"]
                 spent["warmup_calls"] += info["calls"]
                 if not info["stable"]:
@@ -337,12 +360,15 @@ def _measure(s: _Subject, variants, bs, bs_index, r, j, n, schedule: _Schedule, 
             (f"round {r + 1}" if r < schedule.max_rounds else "closing window") + f": {doc['recipe']} at batch size {bs}"
             + ("" if s.workload.phases[name] == "forward" else f" ({s.workload.phases[name]})"),
             s.k, batch_size=bs, phase=s.workload.phases[name], round_no=min(r + 1, schedule.max_rounds),
-            n_rounds=schedule.max_rounds)
+            n_rounds=schedule.max_rounds,
+            eta_s=progress.eta_s(bs_index, r, j, n, len(s.samplers), schedule.min_rounds))
+        started = time.perf_counter()
         try:
             window = [sampler.window() for _ in range(WINDOWS_PER_ROUND)]
         except Exception as exc:
             _fail_variant(doc, bs, exc)
             return False
+        progress.window_s.append((time.perf_counter() - started) / WINDOWS_PER_ROUND)
         if name == s.workload.primary:
             s.rounds.append((statistics.fmean(w[0] for w in window), statistics.fmean(w[1] for w in window)))
     return True

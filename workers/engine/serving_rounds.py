@@ -24,6 +24,7 @@ which the steady window excludes anyway.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from . import quality, rounds, sequential
@@ -69,13 +70,15 @@ def measure_serving_paired(models: dict, variants: list, prompts, max_news, leve
     min_rounds, max_rounds = _rounds_bounds(options)
     plan = sequential.Plan.for_run(device=device, options=options, min_rounds=min_rounds, max_rounds=max_rounds)
     span = (pct_end - pct_start) / max(len(levels), 1)
+    eta = _Eta(len(levels), min_rounds)
     for i, level in enumerate(levels):
         subjects = [_Subject(k, models[k]) for k in sorted(models)
                     if variants[k]["status"] == "succeeded"]
         base = next((s for s in subjects if s.k == base_k), None)
-        progress = _LevelProgress(report, pct_start + span * i, span, len(subjects), max_rounds, level)
+        progress = _LevelProgress(report, pct_start + span * i, span, len(subjects), max_rounds, level, eta, i)
         stopped = _run_level(subjects, base, variants, level, plan, min_rounds, max_rounds, prompts, max_news,
                              meter, slo, options, progress)
+        eta.level_done(max((len(s.passes) for s in subjects), default=0))
         base_doc = None
         for s in sorted(subjects, key=lambda s: s is not base):
             if variants[s.k]["status"] != "succeeded" or not s.passes:
@@ -118,17 +121,46 @@ def _comparison(s, base, level, plan, stopped_because, doc, base_doc, recipe) ->
     return entry
 
 
+class _Eta:
+    """Seconds of serving left, from the passes measured so far: the passes still due at this
+    level and the later ones (as many rounds as the finished levels took, at least the minimum
+    plus the closing pass), each as long as this level's passes so far, or the last level's."""
+
+    def __init__(self, n_levels: int, min_rounds: int):
+        self.n_levels, self.min_rounds = n_levels, min_rounds
+        self.current: list[float] = []
+        self.last: list[float] = []
+        self.rounds_used: list[int] = []
+
+    def passed(self, seconds: float) -> None:
+        self.current.append(seconds)
+
+    def level_done(self, rounds: int) -> None:
+        self.rounds_used.append(rounds)
+        self.last, self.current = self.current or self.last, []
+
+    def seconds(self, level_index: int, r: int, j: int, n: int) -> float | None:
+        known = self.current or self.last
+        if not known:
+            return None
+        one = sum(known) / len(known)
+        rounds = max([self.min_rounds + 1] + self.rounds_used)
+        return (max(0, (rounds - r) * n - j) + (self.n_levels - level_index - 1) * rounds * n) * one
+
+
 class _LevelProgress:
-    def __init__(self, report, start, span, n_subjects, max_rounds, level):
+    def __init__(self, report, start, span, n_subjects, max_rounds, level, eta: _Eta, level_index: int):
         self.report, self.start, self.span = report, start, span
         self.n, self.max_rounds, self.level = max(n_subjects, 1), max_rounds, level
+        self.eta, self.level_index = eta, level_index
 
     def __call__(self, r: int, j: int, s: _Subject, recipe: str, warm: bool) -> None:
         fraction = min(1.0, (r * self.n + j) / ((self.max_rounds + 1) * self.n))
         what = "warm-up and " if warm else ""
         self.report("warm-up" if warm else "measuring", self.start + self.span * fraction,
                     f"round {min(r + 1, self.max_rounds)}: {what}serving {recipe} at {level_label(self.level)}",
-                    s.k, phase="serving", round_no=min(r + 1, self.max_rounds), n_rounds=self.max_rounds)
+                    s.k, phase="serving", round_no=min(r + 1, self.max_rounds), n_rounds=self.max_rounds,
+                    eta_s=self.eta.seconds(self.level_index, r, j, self.n))
 
 
 def _serve(s: _Subject, variants, level, prompts, max_news, meter, slo, options, progress, r, j) -> bool:
@@ -136,6 +168,7 @@ def _serve(s: _Subject, variants, level, prompts, max_news, meter, slo, options,
     if doc["status"] != "succeeded":
         return False
     progress(r, j, s, doc["recipe"], warm=not s.passes)
+    started = time.perf_counter()
     try:
         one, info = serve_pass(s.model.module, prompts, max_news, level, meter=meter, options=options,
                                warm=None if not s.passes else 0)
@@ -144,6 +177,7 @@ def _serve(s: _Subject, variants, level, prompts, max_news, meter, slo, options,
         message = str(exc) if getattr(exc, "user_facing", False) else f"{type(exc).__name__}: {exc}"
         doc["error"] = f"serving at {level_label(level)} failed: {message}"
         return False
+    progress.eta.passed(time.perf_counter() - started)
     s.passes.append(one)
     s.infos.append(info)
     figures = level_document(level, [one], [info], slo=slo, meter=meter, options=options)
