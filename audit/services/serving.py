@@ -14,7 +14,7 @@ import zipfile
 from django.core.exceptions import ValidationError
 
 from workers.engine.formats import _hf_root
-from workers.engine.workload import WorkloadError, context_positions, parse_workload
+from workers.engine.workload import MAX_BYTES, WorkloadError, context_positions, parse_workload
 
 from ..models import Dataset, ModelVersion, Task
 
@@ -63,7 +63,7 @@ def check_serving(model_version: ModelVersion, dataset: Dataset | None, measurem
         return
     key, positions = context
     try:
-        requests = parse_workload(dataset.file.read().decode("utf-8"))
+        requests = parse_workload(dataset.file.read(MAX_BYTES + 1).decode("utf-8"))
     except (WorkloadError, UnicodeDecodeError) as exc:
         raise ValidationError(f"the workload {dataset.name} cannot be served: {exc}") from None
     finally:

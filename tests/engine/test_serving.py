@@ -91,6 +91,7 @@ def _mixed_workload(n=14, with_text=False):
     ('{"prompt_tokens": [1, -2], "max_new_tokens": 4}', "line 1: prompt_tokens must be a positive length"),
     ('[1, 2]', "line 1: a request is a JSON object"),
     ('{"prompt": "a", "max_new_tokens": 4, "temperature": 1}', "line 1: unknown field(s) temperature"),
+    ('{"prompt": "' + "a" * (64 * 1024 * 1024) + '", "max_new_tokens": 4}', "the workload is over 64 MiB"),
 ])
 def test_bad_workloads_are_refused_with_their_line_and_reason(text, reason):
     with pytest.raises(WorkloadError, match="^" + reason.replace("(", r"\(").replace(")", r"\)")):

@@ -35,6 +35,7 @@ DATA = Path(__file__).resolve().parent / "data"
 CORPUS_PATH = DATA / "serving_corpus.txt"
 DEFAULT_WORKLOAD_PATH = DATA / "serving_workload.jsonl"
 MAX_REQUESTS = 100_000
+MAX_BYTES = 64 * 1024 * 1024  # a workload, whole: 100,000 requests of ~600 characters
 MAX_NEW_TOKENS = 4096
 DEFAULT_SEED = 0
 DEFAULT_REQUESTS = 64
@@ -99,6 +100,8 @@ def _parse_line(number: int, line: str) -> WorkloadRequest:
 
 def parse_workload(text: str) -> list[WorkloadRequest]:
     """The requests of a JSONL workload; WorkloadError (line number and reason) on anything else."""
+    if len(text) > MAX_BYTES:
+        raise WorkloadError(f"the workload is over {MAX_BYTES // (1024 * 1024)} MiB; split it or shorten its prompts")
     requests = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
