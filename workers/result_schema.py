@@ -324,6 +324,14 @@ class ServingLevel(Part):
     requests_detail_truncated: Optional[bool] = None
 
 
+class ServingFailure(Part):
+    """A load level a variant could not be served at, and why (its other levels stand)."""
+
+    concurrency: Optional[Positive32] = None
+    request_rate: Level = None
+    error: Annotated[str, Field(max_length=2 * MAX_TEXT)] = ""
+
+
 class ServingComparison(Comparison):
     """A variant against the baseline at one load level, in paired rounds."""
 
@@ -353,6 +361,7 @@ class Variant(Part):
     baseline_dtype: Optional[Annotated[Token, Field(max_length=20)]] = None
     serving: Optional[_list(ServingLevel, 64)] = None
     serving_comparison: Optional[_list(ServingComparison, 64)] = None
+    serving_failed: Optional[_list(ServingFailure, 64)] = None
 
 
 class LengthStats(Part):

@@ -55,6 +55,9 @@ def serving_context(audit: Audit, variants) -> dict:
         levels = sorted((v.details or {}).get("serving") or [], key=_level_sort)
         if not levels:
             failed.append({"recipe": v.recipe, "status": v.status, "error": v.error})
+        else:  # the levels it could not be served at, each with why
+            failed += [{"recipe": v.recipe, "status": f"failed at {level_text(f)}", "error": f.get("error")}
+                       for f in (v.details or {}).get("serving_failed") or []]
         for f in levels:
             row = {"recipe": v.recipe, "level": f, "load": level_text(f), "pair": _pair(v, f)}
             row["is_cheapest"], row["is_nearest"] = is_marked(row, cheapest), is_marked(row, nearest)
@@ -115,8 +118,10 @@ def _figures(rows: list[dict], slo: dict, estimated: bool) -> dict:
         target = slo.get(slo_key)
         shapes, notes = [], []
         if target is not None:
-            shape, note = _slo_line(target, horizontal=True,
-                                    label=f"{'TPOT' if slo_key == 'tpot_ms' else 'TTFT'} target {target:g} ms")
+            label = f"{'TPOT' if slo_key == 'tpot_ms' else 'TTFT'} target {target:g} ms"
+            if name == "itl":
+                label += " (for comparison: ITL is not judged)"
+            shape, note = _slo_line(target, horizontal=True, label=label)
             shapes.append(shape)
             notes.append(note)
             values.append(target)

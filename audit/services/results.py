@@ -126,7 +126,7 @@ def evaluation_from_result(variant: Variant, doc: dict) -> Evaluation:
 VARIANT_DETAIL_KEYS = ("dtype", "stored_dtype", "baseline_dtype")
 # A serving audit's figures per load level and its paired comparisons per level (result_schema
 # ServingLevel, ServingComparison): kept whole in the variant's details.
-SERVING_KEYS = ("serving", "serving_comparison")
+SERVING_KEYS = ("serving", "serving_comparison", "serving_failed")
 
 
 def with_checked_reference(result: dict) -> dict:

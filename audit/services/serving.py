@@ -14,7 +14,8 @@ import zipfile
 from django.core.exceptions import ValidationError
 
 from workers.engine.formats import _hf_root
-from workers.engine.workload import MAX_BYTES, WorkloadError, context_positions, parse_workload
+from workers.engine.workload import (DEFAULT_REQUESTS, MAX_BYTES, WorkloadError, context_positions,
+                                     parse_workload)
 
 from ..models import Dataset, ModelVersion, Task
 
@@ -55,6 +56,8 @@ def check_serving(model_version: ModelVersion, dataset: Dataset | None, measurem
     if measurement.get("scenario") in ("forward", "generation"):
         raise ValidationError(f"the {measurement['scenario']} scenario and a serving workload or load levels "
                               "exclude each other: choose the scenario serving (or auto).")
+    _check_levels(measurement.get("load_levels") or [], dataset.n_samples if is_workload(dataset) else DEFAULT_REQUESTS,
+                  dataset.name if is_workload(dataset) else "the shipped default workload")
     if not is_workload(dataset):
         return
     config = model_config(model_version)
@@ -77,3 +80,15 @@ def check_serving(model_version: ModelVersion, dataset: Dataset | None, measurem
                 f"the workload {dataset.name} does not fit {model_version.asset.name}: line {r.line} asks for "
                 f"{prompt}{r.max_new_tokens} new tokens = {tokens} positions, over the model's context of "
                 f"{positions} ({key} in config.json).")
+
+
+def _check_levels(levels: list[dict], n: int, name: str) -> None:
+    """A closed-loop level needs its ramp-up and its drain (as many requests as the concurrency
+    each) and a steady window between them; the engine checks the same (serving._check_level)."""
+    from workers.engine.serving import DEFAULT_OPTIONS, _check_level, _ramp
+
+    for level in levels:
+        try:
+            _check_level(level, n, _ramp(level, n, DEFAULT_OPTIONS))
+        except WorkloadError as exc:
+            raise ValidationError(f"{name} holds {n} requests: {exc}") from None

@@ -73,6 +73,14 @@ def _workload(team, lines) -> Dataset:
 def test_the_api_takes_concurrency_and_request_rate_and_the_worker_serves_the_workload(api, team, no_dispatch):
     version = _lm_version(team)
     dataset = _workload(team, [{"prompt_tokens": 20, "max_new_tokens": 16}, {"prompt": "hello", "max_new_tokens": 8}])
+    # two requests cannot hold a concurrency of 4: its ramp-up and drain leave no steady window
+    response = api.post("/api/v1/audits/", {"model_version": version.pk, "dataset": dataset.pk,
+                                            "concurrency": [1, 4]}, format="json")
+    assert response.status_code == 400
+    assert "give at least 8 requests" in json.dumps(response.json())
+    Dataset.objects.all().delete()
+    dataset = _workload(team, [{"prompt_tokens": 20, "max_new_tokens": 16}, {"prompt": "hello", "max_new_tokens": 8}]
+                        * 20)
     response = api.post("/api/v1/audits/", {"model_version": version.pk, "dataset": dataset.pk,
                                             "concurrency": [1, 4, 16], "request_rate": [2.5],
                                             "slo_tpot_ms_p95": 50}, format="json")

@@ -209,3 +209,13 @@ def test_an_open_loop_request_rate_is_served_and_too_few_requests_for_a_concurre
     assert level["goodput_requests_per_s"] == 0 and level["energy_j_per_good_token"] is None
     with pytest.raises(WorkloadError, match="12 requests are too few for concurrency 8"):
         measure_serving(model, None, requests, load_levels=[{"concurrency": 8}], meter=TdpEstimateMeter({}))
+
+
+def test_workload_lines_are_split_at_newlines_only_and_oversized_numbers_are_refused_with_their_line():
+    # U+2028 is legal inside a JSON string; splitting on it cut the line in two
+    [request] = parse_workload(json.dumps({"prompt": "one\u2028two", "max_new_tokens": 3}, ensure_ascii=False))
+    assert request.prompt == "one\u2028two"
+    with pytest.raises(WorkloadError, match="line 2: not valid JSON"):
+        parse_workload('{"prompt": "a", "max_new_tokens": 4}\n{"prompt_tokens": 1' + "0" * 5000 + ', "max_new_tokens": 4}')
+    with pytest.raises(WorkloadError, match="line 1: a prompt of more than 32768 tokens is over the cap"):
+        parse_workload('{"prompt_tokens": 1000000000, "max_new_tokens": 4}')

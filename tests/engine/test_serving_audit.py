@@ -134,7 +134,7 @@ def test_the_cheapest_within_the_slo_needs_its_paired_saving_over_the_baseline_a
     answer = serving_answer(doc, slo={"tpot_ms": 10.0})
     # int8 at concurrency 8 is lowest, but its paired interval holds 1: the baseline at 8 stands
     assert (answer["cheapest"]["recipe"], answer["cheapest"]["concurrency"]) == ("baseline", 8)
-    assert answer["evidence"]["fallback_from"] == "int8" and "so the baseline stands" in answer["reason"]
+    assert answer["evidence"]["passed_over"][0]["recipe"] == "int8" and "so it is not the answer" in answer["reason"]
     # with the saving shown by the paired rounds, int8 at 8 is the answer
     doc["variants"][1]["serving_comparison"][1] = _pair(8, [0.86, 0.93], "lower")
     answer = serving_answer(doc, slo={"tpot_ms": 10.0})
@@ -143,6 +143,25 @@ def test_the_cheapest_within_the_slo_needs_its_paired_saving_over_the_baseline_a
     # a tighter TPOT target: concurrency 8 misses it, concurrency 1 is the answer
     answer = serving_answer(doc, slo={"tpot_ms": 6.0})
     assert (answer["cheapest"]["recipe"], answer["cheapest"]["concurrency"]) == ("int8", 1)
+
+
+def test_a_variant_passed_over_for_want_of_paired_evidence_does_not_hide_one_that_has_it():
+    doc = _doc([("baseline", [_level(4, 0.13, 5.0)], []),
+                ("fp16", [_level(4, 0.10, 5.0)], [_pair(4, [0.60, 1.30], "inconclusive")]),
+                ("int8", [_level(4, 0.11, 5.0)], [_pair(4, [0.80, 0.88], "lower")])])
+    answer = serving_answer(doc, slo={"tpot_ms": 10.0})
+    assert answer["cheapest"]["recipe"] == "int8"
+    assert "fp16 at concurrency 4 measured lower but no saving" in answer["reason"]
+    assert "x0.80-x0.88, lower" in answer["reason"]
+
+
+def test_a_level_the_baseline_could_not_serve_is_answered_unpaired_and_says_so():
+    doc = _doc([("baseline", [_level(1, 0.010, 5.0)], []),
+                ("int8", [_level(1, 0.009, 5.0), _level(64, 0.002, 8.0)], [_pair(1, [0.85, 1.05], "inconclusive")])])
+    answer = serving_answer(doc, slo={"tpot_ms": 10.0})
+    assert (answer["cheapest"]["recipe"], answer["cheapest"]["concurrency"]) == ("int8", 64)
+    assert answer["evidence"]["unpaired"] and "not paired: the baseline was not measured at this level" in \
+        answer["reason"]
 
 
 def test_with_no_configuration_within_the_slo_the_nearest_is_named_with_its_miss():
@@ -178,3 +197,31 @@ def test_a_variant_that_breaks_a_quality_constraint_is_excluded_with_the_reason(
     assert answer["cheapest"]["recipe"] == "baseline"
     assert answer["excluded"] and answer["excluded"][0]["recipe"] == "int4" and "excluded by a constraint: int4" in \
         answer["reason"]
+
+
+def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch):
+    """A pass that fails (out of memory at the highest concurrency, a timeout) fails that level for
+    that variant: its other levels, and the baseline's paired evidence there, stand."""
+    from workers.engine import serving_rounds
+
+    real = serving_rounds.serve_pass
+
+    def failing(module, prompts, max_news, level, **kwargs):
+        if level == {"concurrency": 4} and str(next(module.parameters()).dtype) == "torch.float16":
+            raise MemoryError("out of memory at concurrency 4")
+        return real(module, prompts, max_news, level, **kwargs)
+
+    monkeypatch.setattr(serving_rounds, "serve_pass", failing)
+    folder = _save(_gpt2(), tmp_path)
+    path, _ = _workload(tmp_path)
+    result = profile_model(folder, workload=str(path), recipes=["baseline", "fp16"],
+                           options={"load_levels": [{"concurrency": 1}, {"concurrency": 4}], "idle_s": 0.05,
+                                    "rounds": 1, "serving_max_rounds": 1, "slo_tpot_ms_p95": 1e6})
+    checked = check_result(result)
+    base, fp16 = checked["variants"]
+    assert fp16["status"] == "succeeded" and [lv["concurrency"] for lv in fp16["serving"]] == [1]
+    assert fp16["serving_failed"][0]["concurrency"] == 4
+    assert "serving at concurrency 4 failed: MemoryError: out of memory at concurrency 4" in \
+        fp16["serving_failed"][0]["error"]
+    assert [lv["concurrency"] for lv in base["serving"]] == [1, 4]
+    assert [c["concurrency"] for c in fp16["serving_comparison"]] == [1]

@@ -72,7 +72,7 @@ def inspect_dataset(path) -> DatasetInfo:
     if not lines:
         raise FormatError("The dataset has no rows.")
     if lines[0].lstrip().startswith("{"):
-        if _is_workload(lines[0]):
+        if _is_workload(next(line for line in text.split("\n") if line.strip())):
             return _inspect_workload(text)
         return _inspect_jsonl(lines)
     if _looks_like_csv(lines[0], text):
@@ -85,8 +85,8 @@ def _is_workload(first_line: str) -> bool:
     ``max_new_tokens``."""
     try:
         row = json.loads(first_line)
-    except json.JSONDecodeError:
-        return False
+    except ValueError:  # JSONDecodeError, or an integer of more digits than Python parses
+        return '"max_new_tokens"' in first_line
     return isinstance(row, dict) and "max_new_tokens" in row
 
 

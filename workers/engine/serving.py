@@ -37,6 +37,7 @@ DEFAULT_OPTIONS = {
     "ramp_requests": None,      # None: the concurrency (closed loop), 10% of the requests (open loop)
     "warmup_requests": None,    # None: min(4, requests)
     "level_timeout_s": 600.0,
+    "max_in_flight": 256,       # open loop: the batch holds at most this many; later arrivals queue
     "idle_power_w": None,       # given: the result also holds the window's active energy
 }
 
@@ -87,6 +88,7 @@ class LoadGenerator:
         self.manager, self.prompts, self.max_news = manager, prompts, max_news
         self.meter, self.ramp = meter, ramp
         self.deadline = time.perf_counter() + timeout_s
+        self.timeout_s = timeout_s
         self.clocks: dict[int, RequestClock] = {}
         self.completed = 0
         self.window_start = self.window_end = None
@@ -105,8 +107,9 @@ class LoadGenerator:
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for one completed request and record it; whether one came."""
         if time.perf_counter() > self.deadline:
-            raise ServingError(f"the level did not finish in time: {self.completed} of {len(self.clocks)} "
-                               "submitted requests completed")
+            raise ServingError(f"the level did not finish within its {self.timeout_s:g} s limit (level_timeout_s): "
+                               f"{self.completed} of {len(self.clocks)} submitted requests completed; serve fewer "
+                               "or shorter requests, or lower the load")
         result = self.manager.get_result(timeout=timeout)
         if result is None:
             if not self.manager.is_running():
@@ -216,16 +219,20 @@ def serve_pass(model, prompts, max_news, level: dict, *, meter, options: dict, w
     n = len(prompts)
     ramp = _ramp(level, n, options)
     _check_level(level, n, ramp)
-    in_flight = level.get("concurrency") or n
+    # closed loop: the concurrency; open loop: every request may be in flight, up to the cap (the
+    # paged cache is sized for them up front)
+    in_flight = level.get("concurrency") or min(n, int(options["max_in_flight"]))
     if warm is None:
         warm = options["warmup_requests"]
         warm = min(4, n) if warm is None else int(warm)
     manager = open_manager(model, prompts, max_news, in_flight, options)
     attention = getattr(model.config, "_attn_implementation", None)  # as continuous batching set it
     try:
+        warm_started = time.perf_counter()
         if warm:
             warmup = LoadGenerator(manager, prompts[:warm], max_news[:warm], timeout_s=options["level_timeout_s"])
             warmup.closed_loop(min(warm, in_flight))
+        warmup_s = time.perf_counter() - warm_started
         driver = LoadGenerator(manager, prompts, max_news, meter=meter, ramp=ramp,
                                timeout_s=options["level_timeout_s"])
         if "concurrency" in level:
@@ -238,13 +245,14 @@ def serve_pass(model, prompts, max_news, level: dict, *, meter, options: dict, w
         raise ServingError(f"no steady window at {level_label(level)}: the ramp-up ({ramp} requests) did not "
                            "complete before the drain began; serve more requests or lower the load")
     clocks = [driver.clocks[i] for i in range(n)]
-    info = {"ramp_requests": ramp, "warmup_requests": warm, "attention": attention,
+    info = {"ramp_requests": ramp, "warmup_requests": warm, "warmup_s": warmup_s, "attention": attention,
             "flags": list(driver.reading.flags), "avg_power_w": driver.reading.avg_power_w}
     return Pass(clocks, driver.window_start, driver.window_end, driver.reading.energy_j), info
 
 
 def level_document(level: dict, passes: list, infos: list[dict], *, slo: Slo, meter, options: dict) -> dict:
     """The figures of one level over its passes, with how they were measured."""
+    options = {**DEFAULT_OPTIONS, **(options or {})}
     figures = pooled_figures(passes, slo=slo, idle_power_w=options.get("idle_power_w"))
     key = level_key(level)
     figures = {key: level[key], **figures}
@@ -256,7 +264,8 @@ def level_document(level: dict, passes: list, infos: list[dict], *, slo: Slo, me
                     "energy_uncertainty_rel": meter.uncertainty_rel,
                     "avg_power_w": sum(powers) / len(powers) if powers else None, "attention": infos[0]["attention"],
                     "backend": BACKEND, "backend_version": backend_version(),
-                    "scheduler": "fifo", "decoding": "greedy, EOS ignored, exactly max_new_tokens per request"})
+                    "scheduler": "fifo", "decoding": "greedy, EOS ignored, exactly max_new_tokens per request",
+                    "page_size": int(options["page_size"]), "max_batch_tokens": int(options["max_batch_tokens"])})
     return figures
 
 

@@ -70,6 +70,8 @@ def misses(cfg: dict, slo: dict) -> list[dict]:
         if target is None:
             continue
         value = cfg.get(key)
+        if value is None and key == "tpot_ms_p95":
+            continue  # one-token requests have no TPOT: they meet its target (serving_figures.Slo.met)
         if not _finite(value) or value > target:
             out.append({"target": name, "figure": value, "limit": target,
                         "over": value / target if _finite(value) and target > 0 else None})
@@ -80,6 +82,12 @@ def _paired(result: dict, recipe: str, level: dict) -> dict | None:
     v = next((v for v in result.get("variants", []) if v.get("recipe") == recipe), None)
     key, value = next(iter(level.items()))
     return next((c for c in (v or {}).get("serving_comparison") or [] if c.get(key) == value), None)
+
+
+def _baseline_measured(result: dict, level: dict) -> bool:
+    base = next((v for v in result.get("variants", []) if v.get("recipe") == "baseline"), None)
+    key, value = next(iter(level.items()))
+    return any(f.get(key) == value for f in (base or {}).get("serving") or [])
 
 
 def _slo_text(slo: dict) -> str:
@@ -127,18 +135,45 @@ def serving_answer(result: dict, *, slo: dict | None = None, constraints=None) -
             answer["reason"] = f"no configuration could be judged{tail}"
             return answer
         by = ", ".join(f"{m['target']} p95 {m['figure']:.4g} ms against {m['limit']:g} ms (x{m['over']:.2f})"
-                       for m in nearest["misses"] if m["over"] is not None)
+                       if m["over"] is not None else f"{m['target']} p95 not measured (no request completed)"
+                       for m in nearest["misses"])
         answer["reason"] = (f"no configuration meets {target}; the nearest is {nearest['recipe']} at "
                             f"{level_text(level_of(nearest))}, which misses by {by}{tail}")
         return answer
-    best = meeting[0]
+    best, passed_over = _choose(result, meeting)
     answer["evidence"], note = _evidence(result, best, meeting)
-    if answer["evidence"] and answer["evidence"]["fallback"]:
-        best = answer["evidence"]["fallback"]
+    if passed_over:
+        first = passed_over[0]
+        ci = first.get("energy_ratio_ci95")
+        shown = f" (paired energy ratio x{ci[0]:.2f}-x{ci[1]:.2f})" if ci else ""
+        more = f" and {len(passed_over) - 1} more" if len(passed_over) > 1 else ""
+        answer["evidence"]["passed_over"] = passed_over
+        note = (f"; {first['recipe']} at {level_text(level_of(first))}{more} measured lower but no saving over "
+                f"the baseline at that level is shown by the paired rounds{shown}, so it is not the answer") + note
     answer["cheapest"] = best
     answer["reason"] = (f"cheapest meeting {target}: {best['recipe']} at {level_text(level_of(best))}, "
                         f"{best['energy_j_per_output_token']:.4g} J per output token{note}{tail}")
     return answer
+
+
+def _choose(result: dict, meeting: list[dict]) -> tuple[dict, list[dict]]:
+    """The cheapest configuration that may be claimed, and those passed over on the way: a
+    variant whose baseline at the same level also meets the SLO is claimed only with a paired
+    "lower" verdict there; the baseline, or a variant whose level the baseline does not meet (or
+    was not measured at: said in the evidence), stands on its own figures."""
+    passed_over = []
+    for cfg in meeting:
+        if cfg["recipe"] == "baseline":
+            return cfg, passed_over
+        level = level_of(cfg)
+        base_here = any(c["recipe"] == "baseline" and level_of(c) == level for c in meeting)
+        paired = _paired(result, cfg["recipe"], level)
+        if not base_here or (paired is not None and paired.get("verdict") == "lower"):
+            return cfg, passed_over
+        passed_over.append({"recipe": cfg["recipe"], **level,
+                            "energy_ratio_ci95": (paired or {}).get("energy_ratio_ci95"),
+                            "verdict": (paired or {}).get("verdict")})
+    return meeting[0], passed_over  # not reached: the baseline meets wherever a variant was passed over
 
 
 def _distinct(excluded: list[dict]) -> list[dict]:
@@ -150,30 +185,24 @@ def _distinct(excluded: list[dict]) -> list[dict]:
     return out
 
 
-def _evidence(result: dict, best: dict, meeting: list[dict]) -> tuple[dict | None, str]:
-    """What the cheapest's lead rests on: against the baseline at its level (paired), and
-    against the runner-up (paired at one level, the rounds' spread across levels)."""
+def _evidence(result: dict, best: dict, meeting: list[dict]) -> tuple[dict, str]:
+    """What the answer's lead rests on: against the baseline at its level (paired), and against
+    the runner-up (paired at one level, the rounds' spread across levels)."""
     level = level_of(best)
-    evidence, note = {"fallback": None}, ""
+    evidence, note = {}, ""
     if best["recipe"] != "baseline":
-        base_here = next((c for c in meeting if c["recipe"] == "baseline" and level_of(c) == level), None)
         paired = _paired(result, best["recipe"], level)
-        if paired is not None:
-            evidence.update(energy_ratio_ci95=paired.get("energy_ratio_ci95"), verdict=paired.get("verdict"),
-                            rounds=paired.get("rounds"))
-        if base_here is not None and (paired is None or paired.get("verdict") != "lower"):
-            ci = (paired or {}).get("energy_ratio_ci95")
-            shown = f" (paired energy ratio x{ci[0]:.2f}-x{ci[1]:.2f})" if ci else ""
-            evidence["fallback"] = base_here
-            evidence["fallback_from"] = best["recipe"]
-            return evidence, (f"; {best['recipe']} measured lower at this level but its saving is not shown by "
-                              f"the paired rounds{shown}, so the baseline stands")
-        ci = (paired or {}).get("energy_ratio_ci95")
-        if ci:
-            note = (f"; against the baseline at this level (paired): x{ci[0]:.2f}-x{ci[1]:.2f}, "
-                    f"{paired.get('verdict')}")
-    others = [c for c in meeting if c is not best and not (c["recipe"] == "baseline" and level_of(c) == level
-                                                           and best["recipe"] != "baseline")]
+        if paired is not None and paired.get("energy_ratio_ci95"):
+            ci = paired["energy_ratio_ci95"]
+            evidence.update(energy_ratio_ci95=ci, verdict=paired.get("verdict"), rounds=paired.get("rounds"))
+            note = f"; against the baseline at this level (paired): x{ci[0]:.2f}-x{ci[1]:.2f}, {paired.get('verdict')}"
+        elif not _baseline_measured(result, level):
+            evidence["unpaired"] = "the baseline was not measured at this level"
+            note = "; not paired: the baseline was not measured at this level"
+        else:
+            note = "; the baseline does not meet the targets at this level"
+    others = [c for c in meeting[meeting.index(best) + 1:]
+              if not (c["recipe"] == "baseline" and level_of(c) == level and best["recipe"] != "baseline")]
     if others:
         runner = others[0]
         close = within_uncertainty(best["energy_j_per_output_token"], best["energy_within_run_rel"],

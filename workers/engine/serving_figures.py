@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 PERCENTILES = (50, 95, 99)
 MAX_DETAIL = 1024  # requests whose detail the result keeps (the first ones of the last pass)
+MAX_TOKEN_TIMES = 32  # of those, requests whose every token time is kept (a result stays small)
 FEW_REQUESTS = 5  # fewer completed requests than this in the window: its percentiles are flagged
 
 
@@ -195,6 +196,8 @@ def pooled_figures(passes: list[Pass], *, slo: Slo, idle_power_w: float | None =
         figures["active_energy_j_window"] = max(0.0, energy_j - idle_power_w * duration)
     detail = request_detail(passes[-1], slo)
     figures["requests"] = detail[:MAX_DETAIL]  # a result stays small whatever the workload's size
+    for request in figures["requests"][MAX_TOKEN_TIMES:]:
+        request["token_ms_from_arrival"] = []
     figures["requests_detail_truncated"] = len(detail) > MAX_DETAIL
     figures["requests_window_energy_j"] = passes[-1].energy_j
     return figures

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 
 CHECK_TOLERANCE = 0.01
+FIT_MAX_TOKENS = 2048
 
 
 def _count(fn) -> int:
@@ -77,7 +78,9 @@ def workload_flops(model, prompts: list[list[int]], max_news: list[int], *, cont
     """``flops_per_request`` (mean over the workload), ``flops_per_output_token`` and the method."""
     vocab = int(getattr(model.config, "vocab_size", 2))
     longest = max(len(p) + n for p, n in zip(prompts, max_news))
-    top = max(16, min(longest, context or longest))
+    # counted at lengths up to FIT_MAX_TOKENS (an uncached forward pass over the whole context can
+    # run out of memory); the form is exact, so longer requests are extrapolated from it
+    top = max(16, min(longest, context or longest, FIT_MAX_TOKENS))
     x1, x2, x3, x4 = max(2, top // 8), max(4, top // 4), max(8, top // 2), top
     if not x1 < x2 < x3 < x4:
         x1, x2, x3, x4 = 2, 4, 8, 16

@@ -16,8 +16,9 @@ t-interval on the log ratios, widened for the looks and the between-run spread,
 when it is decided or precise, or at ``serving_max_rounds``. Each subject's figures at a level
 pool all its passes (``serving_figures.pooled_figures``).
 
-A variant whose pass fails (the manager fails, a request comes back short, the level times out)
-fails with the level named; the others go on. The first pass of each subject at each level
+A variant whose pass fails (the manager fails, a request comes back short, the level times out,
+memory runs out) fails at that level only (``serving_failed``: the level and why); its other
+levels and the other variants go on. A variant no level could serve has failed. The first pass of each subject at each level
 serves ``warmup_requests`` requests first (not measured); later passes rely on the ramp-up,
 which the steady window excludes anyway.
 """
@@ -42,6 +43,7 @@ class _Subject:
     infos: list = field(default_factory=list)
     rounds: list = field(default_factory=list)  # (latency ms, J per output token) per pass
     inverse: bool = False
+    failed: str | None = None  # why its pass at this level failed: the level fails, not the variant
 
 
 def round_value(figures: dict) -> tuple[float, float]:
@@ -63,14 +65,18 @@ def _rounds_bounds(options: dict) -> tuple[int, int]:
 
 
 def measure_serving_paired(models: dict, variants: list, prompts, max_news, levels: list[dict], *, meter,
-                           device: str, slo: Slo, options: dict, report, pct_start: float, pct_end: float) -> None:
+                           device: str, slo: Slo, options: dict, report, pct_start: float, pct_end: float,
+                           timing: dict | None = None) -> None:
     """Serve every model at every level in paired rounds; fill each variant's ``serving`` (one
-    figures dict per level) and ``serving_comparison`` (one paired entry per level)."""
+    figures dict per level) and ``serving_comparison`` (one paired entry per level). ``timing``:
+    where the warm-up requests' seconds and the steady windows' seconds are added up."""
+    timing = timing if timing is not None else {"warmup_s": 0.0, "warmup_calls": 0, "windows_s": 0.0}
     base_k = next((k for k in sorted(models) if variants[k]["recipe"] == "baseline"), None)
     min_rounds, max_rounds = _rounds_bounds(options)
     plan = sequential.Plan.for_run(device=device, options=options, min_rounds=min_rounds, max_rounds=max_rounds)
     span = (pct_end - pct_start) / max(len(levels), 1)
     eta = _Eta(len(levels), min_rounds)
+    eta.timing = timing
     for i, level in enumerate(levels):
         subjects = [_Subject(k, models[k]) for k in sorted(models)
                     if variants[k]["status"] == "succeeded"]
@@ -81,7 +87,11 @@ def measure_serving_paired(models: dict, variants: list, prompts, max_news, leve
         eta.level_done(max((len(s.passes) for s in subjects), default=0))
         base_doc = None
         for s in sorted(subjects, key=lambda s: s is not base):
-            if variants[s.k]["status"] != "succeeded" or not s.passes:
+            if s.failed is not None:
+                key = level_key(level)
+                variants[s.k].setdefault("serving_failed", []).append({key: level[key], "error": s.failed[:2000]})
+                continue
+            if not s.passes:
                 continue
             doc = level_document(level, s.passes, s.infos, slo=slo, meter=meter, options=options)
             doc["device"] = device
@@ -95,6 +105,11 @@ def measure_serving_paired(models: dict, variants: list, prompts, max_news, leve
             elif base is not None and base_doc is not None:
                 variants[s.k].setdefault("serving_comparison", []).append(
                     _comparison(s, base, level, plan, stopped.get(s.k), doc, base_doc, variants[s.k]["recipe"]))
+    for k in models:  # a variant that no level could serve has failed, with every level's reason
+        doc = variants[k]
+        if doc["status"] == "succeeded" and not doc.get("serving") and doc.get("serving_failed"):
+            doc["status"] = "failed"
+            doc["error"] = "; ".join(f["error"] for f in doc["serving_failed"])[:8000]
     report("measuring", pct_end, "serving measurements finished", 0)
 
 
@@ -111,7 +126,8 @@ def _grade(doc: dict) -> tuple[str, list[str]]:
 def _comparison(s, base, level, plan, stopped_because, doc, base_doc, recipe) -> dict:
     n = min(len(s.rounds), len(base.rounds))
     closing = base.rounds[n] if n < len(base.rounds) else None
-    vetoes = [f"{recipe}: {f}" for f in doc["flags"] if f.startswith("few-")]
+    vetoes = ([f"baseline: {f}" for f in base_doc["flags"] if f.startswith("few-")]
+              + [f"{recipe}: {f}" for f in doc["flags"] if f.startswith("few-")])
     entry = rounds.compare(base.rounds[:n], closing, s.rounds[:n], plan, vetoes, inverse=s.inverse)
     entry["stopped_because"] = stopped_because
     entry["quality_grade"], entry["quality_reasons"] = quality.grade_ratio(
@@ -165,19 +181,21 @@ class _LevelProgress:
 
 def _serve(s: _Subject, variants, level, prompts, max_news, meter, slo, options, progress, r, j) -> bool:
     doc = variants[s.k]
-    if doc["status"] != "succeeded":
+    if doc["status"] != "succeeded" or s.failed is not None:
         return False
     progress(r, j, s, doc["recipe"], warm=not s.passes)
     started = time.perf_counter()
     try:
         one, info = serve_pass(s.model.module, prompts, max_news, level, meter=meter, options=options,
                                warm=None if not s.passes else 0)
-    except Exception as exc:  # the variant fails; the others go on
-        doc["status"] = "failed"
+    except Exception as exc:  # this level fails for this variant; its other levels and the others go on
         message = str(exc) if getattr(exc, "user_facing", False) else f"{type(exc).__name__}: {exc}"
-        doc["error"] = f"serving at {level_label(level)} failed: {message}"
+        s.failed = f"serving at {level_label(level)} failed: {message}"
         return False
     progress.eta.passed(time.perf_counter() - started)
+    progress.eta.timing["warmup_s"] += info.get("warmup_s") or 0.0
+    progress.eta.timing["warmup_calls"] += info.get("warmup_requests") or 0
+    progress.eta.timing["windows_s"] += one.end - one.start
     s.passes.append(one)
     s.infos.append(info)
     figures = level_document(level, [one], [info], slo=slo, meter=meter, options=options)
@@ -199,7 +217,7 @@ def _run_level(subjects, base, variants, level, plan, min_rounds, max_rounds, pr
     for r in range(max_rounds + 1):
         if not _serve(base, variants, *args, r, 0):
             return stopped  # without the baseline nothing more can be paired
-        open_ = [s for s in open_ if variants[s.k]["status"] == "succeeded"]
+        open_ = [s for s in open_ if s.failed is None]
         if r >= min_rounds:
             for s in list(open_):
                 entry = rounds.compare(base.rounds[:r], base.rounds[r], s.rounds[:r], plan, inverse=s.inverse)

@@ -66,6 +66,11 @@ def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]
     prompts = prompt_ids(requests, loaded.config, tokenizer, seed=int(options.get("serving_seed") or 0))
     max_news = [r.max_new_tokens for r in requests]
     levels = load_levels(options)
+    from .serving import DEFAULT_OPTIONS as SERVING_DEFAULTS, _check_level, _ramp
+
+    merged = {**SERVING_DEFAULTS, **options}
+    for level in levels:  # before anything is measured: a level the workload is too small for
+        _check_level(level, len(prompts), _ramp(level, len(prompts), merged))
     about["prompt_tokens"] = _token_stats([len(p) for p in prompts])
     about["tokenized_with"] = "the model's tokenizer" if tokenizer is not None else "no tokenizer (token ids given)"
     about.update(_flops(loaded, prompts, max_news))
@@ -112,6 +117,4 @@ def stage_serve(run, models: dict, prompts: list, max_news: list, pct_idle: floa
     options = {**run.options, "idle_power_w": idle_w}
     measure_serving_paired(models, run.variants, prompts, max_news, run.scenario["load_levels"], meter=run.meter,
                            device=run.device, slo=slo, options=options, report=run.report, pct_start=pct_idle,
-                           pct_end=run.pct_measured)
-    for v in run.variants:  # the steady windows are this scenario's measurement windows
-        run.timing["windows_s"] += sum(f.get("steady_window_s") or 0.0 for f in v.get("serving") or [])
+                           pct_end=run.pct_measured, timing=run.timing)  # windows: the steady windows

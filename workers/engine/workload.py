@@ -37,6 +37,7 @@ DEFAULT_WORKLOAD_PATH = DATA / "serving_workload.jsonl"
 MAX_REQUESTS = 100_000
 MAX_BYTES = 64 * 1024 * 1024  # a workload, whole: 100,000 requests of ~600 characters
 MAX_NEW_TOKENS = 4096
+MAX_PROMPT_TOKENS = 32768  # the web's cap on a prompt (audit/services/options.py)
 DEFAULT_SEED = 0
 DEFAULT_REQUESTS = 64
 # (median, sigma of the natural log, min, max): the documented length distributions of the default.
@@ -70,6 +71,8 @@ def _parse_line(number: int, line: str) -> WorkloadRequest:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise WorkloadError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python parses
+        raise WorkloadError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(row, dict):
         raise WorkloadError(f"{where}: a request is a JSON object, got {type(row).__name__}")
     unknown = sorted(set(row) - {"prompt", "prompt_tokens", "max_new_tokens"})
@@ -89,6 +92,8 @@ def _parse_line(number: int, line: str) -> WorkloadRequest:
             raise WorkloadError(f"{where}: prompt must be non-empty text")
         return WorkloadRequest(number, new, prompt=text)
     tokens = row["prompt_tokens"]
+    if _positive_int(tokens) and tokens > MAX_PROMPT_TOKENS or isinstance(tokens, list) and len(tokens) > MAX_PROMPT_TOKENS:
+        raise WorkloadError(f"{where}: a prompt of more than {MAX_PROMPT_TOKENS} tokens is over the cap")
     if _positive_int(tokens):
         return WorkloadRequest(number, new, prompt_length=tokens)
     if isinstance(tokens, list) and tokens and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
@@ -100,10 +105,12 @@ def _parse_line(number: int, line: str) -> WorkloadRequest:
 
 def parse_workload(text: str) -> list[WorkloadRequest]:
     """The requests of a JSONL workload; WorkloadError (line number and reason) on anything else."""
-    if len(text) > MAX_BYTES:
+    if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise WorkloadError(f"the workload is over {MAX_BYTES // (1024 * 1024)} MiB; split it or shorten its prompts")
     requests = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # lines end at "\n" only: U+2028 and its kin are legal inside a JSON string
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         requests.append(_parse_line(number, line))
