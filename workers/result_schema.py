@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError, model_serializer
 
 from workers.engine import SCHEMA_VERSION
 
@@ -117,6 +117,11 @@ class Boundary(Part):
     pue_source: Optional[Text] = None
     uncertainty_rel: Optional[Rel] = None
     host_uncertainty_rel: Optional[Rel] = None
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler):
+        """Stored as the engine gave it: a device boundary gains no empty share, rule or PUE keys."""
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class Measurement(Part):

@@ -129,7 +129,7 @@ def test_recipe_that_does_not_apply_or_fails(mlp_safetensors, monkeypatch):
 def test_carbon_settings_flow_into_the_document(mlp_safetensors):
     options = dict(m.FAST_OPTIONS, grid_intensity_g_per_kwh=100.0, pue=1.5, carbon_source="team setting")
     doc = profile_model(mlp_safetensors, options=options)
-    assert doc["carbon"] == {"intensity_g_per_kwh": 100.0, "pue": 1.5, "source": "team setting"}
+    assert doc["carbon"] == {"intensity_g_per_kwh": 100.0, "pue": 1.5, "source": "team setting", "pue_known": True}
     x = doc["variants"][0]["measurements"][0]
     # a PUE was set: the grams rest on the facility figure, host (package + DRAM) x PUE
     b = x["energy_boundaries"]

@@ -187,7 +187,9 @@ def test_what_the_worker_knows_is_the_worker_s_word_not_the_child_s(audit, hosti
     assert audit.carbon == {"intensity_g_per_kwh": options["grid_intensity_g_per_kwh"], "pue": options["pue"],
                             "source": options["carbon_source"], "region": options["carbon_region"],
                             "year": options["carbon_year"], "kind": options["carbon_kind"],
-                            "licence": options["carbon_licence"], "source_url": options["carbon_source_url"]}
+                            "licence": options["carbon_licence"], "source_url": options["carbon_source_url"],
+                            # whether the PUE was set, from the audit's options (issue 23)
+                            "pue_known": bool(options.get("pue_known", options["pue"] != 1.0))}
     assert audit.power_sweep is None and audit.engine_version == ENGINE_VERSION
     assert audit.quality_grade == "D"  # derived again from the measurements' own grades
     assert all(e["recommended"] != "fp16" for e in audit.tradeoff["per_batch_size"])

@@ -80,6 +80,8 @@ def _carbon(options: dict) -> dict:
         "intensity_g_per_kwh": float(options["grid_intensity_g_per_kwh"]),
         "pue": float(options["pue"]),
         "source": str(options["carbon_source"]),
+        # whether a PUE was set (the grams then rest on the facility figure), as the worker says it
+        "pue_known": bool(options.get("pue_known", float(options.get("pue") or 1.0) != 1.0)),
     }
     for key in _CARBON_KEYS:
         if options.get(f"carbon_{key}") is not None:

@@ -359,6 +359,9 @@ def _boundaries(s: Sampler, n: int) -> dict:
     out = {}
     for name in ("device", "host", "facility"):
         out[name] = {"j_per_inference": s.boundaries_j.get(name, 0.0) / n, **basis[name]}
+    # host x PUE per inference, computed as the worker computes it again (carbon.boundary_co2e),
+    # so an honest result passes through the worker unchanged to the last bit
+    out["facility"]["j_per_inference"] = out["host"]["j_per_inference"] * float(basis["facility"]["pue"])
     out["host"]["cpu_j_per_inference"] = s.boundaries_j.get("host_cpu", 0.0) / n
     out["host"]["dram_j_per_inference"] = s.boundaries_j.get("host_dram", 0.0) / n
     # one standard uncertainty of each figure: the device meter's; the host's adds the host
