@@ -386,6 +386,7 @@ class Workload(Part):
     max_new_tokens: Optional[LengthStats] = None
     prompt_tokens: Optional[LengthStats] = None
     tokenized_with: Optional[Name] = None
+    lengths_note: Optional[Text] = None
     flops_per_request: Optional[Count] = None
     flops_per_output_token: Optional[Count] = None
     flops_method: Optional[Text] = None

@@ -225,3 +225,32 @@ def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch
         fp16["serving_failed"][0]["error"]
     assert [lv["concurrency"] for lv in base["serving"]] == [1, 4]
     assert [c["concurrency"] for c in fp16["serving_comparison"]] == [1]
+
+
+def test_load_levels_without_a_workload_serve_the_shipped_default_even_without_a_tokenizer(tmp_path):
+    from workers.engine.serving_stage import serving_scenario
+    from workers.engine.loaders import load_model
+
+    loaded = load_model(_save(_gpt2(), tmp_path), "auto", {}, "cpu")  # 48 positions, no tokenizer
+    try:
+        from workers.engine.errors import LoadError
+
+        # the default's longest prompts do not fit 48 positions: refused with the line, not "no tokenizer"
+        with pytest.raises(LoadError, match="do not fit the model's context"):
+            serving_scenario(loaded, None, {"load_levels": [{"concurrency": 1}]})
+    finally:
+        loaded.close()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    big = LlamaForCausalLM(LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048))
+    folder = tmp_path / "llama-2k"
+    big.save_pretrained(folder)
+    loaded = load_model(folder, "auto", {}, "cpu")
+    try:
+        scenario, prompts, news = serving_scenario(loaded, None, {"load_levels": [{"concurrency": 1}]})
+    finally:
+        loaded.close()
+    assert scenario["workload"]["requests"] == 64 == len(prompts)
+    assert "no tokenizer" in scenario["workload"]["lengths_note"]
+    assert scenario["workload"]["prompt_tokens"]["max"] > scenario["workload"]["prompt_tokens"]["min"]

@@ -18,6 +18,9 @@ from .workload import DEFAULT_WORKLOAD_PATH, WorkloadError, length_statistics, l
 
 DEFAULT_LEVELS = ({"concurrency": 1}, {"concurrency": 4})
 BUILTIN_DEFAULT = "builtin:default"
+# English prose in a BPE vocabulary (GPT-2, Llama): about 3/4 of a word per token (OpenAI's
+# tokenizer guide), used only to serve the shipped default to a model that brings no tokenizer
+TOKENS_PER_WORD = 4 / 3
 
 
 def wants_serving(workload, options: dict) -> bool:
@@ -63,6 +66,10 @@ def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]
                         "serves the static-batch generation scenario only (yet)")
     requests, about = _read(workload)
     tokenizer, _ = generation._load_tokenizer(loaded.source_dir)
+    if tokenizer is None and about["source"].startswith("the shipped default"):
+        requests = [_as_length(r) for r in requests]
+        about["lengths_note"] = (f"the model has no tokenizer: each text prompt of the shipped default was served as "
+                                 f"{TOKENS_PER_WORD:.3g} tokens per word of it, cut from the corpus")
     prompts = prompt_ids(requests, loaded.config, tokenizer, seed=int(options.get("serving_seed") or 0))
     max_news = [r.max_new_tokens for r in requests]
     levels = load_levels(options)
@@ -92,6 +99,15 @@ def _flops(loaded, prompts, max_news) -> dict:
     except Exception as exc:  # noqa: BLE001 - the measurements do not need the count
         return {"flops_per_request": None, "flops_per_output_token": None,
                 "flops_method": f"the FLOP count failed: {type(exc).__name__}: {exc}"[:500]}
+
+
+def _as_length(request):
+    """A text request of the shipped default as a prompt length, for a model without a tokenizer."""
+    from dataclasses import replace
+
+    if request.prompt is None:
+        return request
+    return replace(request, prompt=None, prompt_length=max(1, round(len(request.prompt.split()) * TOKENS_PER_WORD)))
 
 
 def _token_stats(values: list[int]) -> dict:
