@@ -1,4 +1,4 @@
-"""The serving engine (workers/engine/serving.py) against a plain closed loop over the same backend.
+"""The serving engine (workers/engine/serving/load.py) against a plain closed loop over the same backend.
 
 Builds a GPT-2-style causal LM from a config (default: 4 layers, hidden 256, vocab 8000, 512
 positions; no download), and a workload of the shipped default's lengths read as tokens (prompt
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workers.engine import serving  # noqa: E402
 from workers.engine.meters import TdpEstimateMeter  # noqa: E402
-from workers.engine.serving_figures import Slo  # noqa: E402
-from workers.engine.workload import load_workload, parse_workload  # noqa: E402
+from workers.engine.serving.figures import Slo  # noqa: E402
+from workers.engine.serving.workload import load_workload, parse_workload  # noqa: E402
 
 
 def build_model(layers: int, hidden: int, vocab: int, positions: int):
@@ -131,7 +131,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model = build_model(args.layers, args.hidden, args.vocab, args.positions)
     requests = bench_workload(args.requests, args.max_new, args.positions)
-    from workers.engine.workload import prompt_ids
+    from workers.engine.serving.workload import prompt_ids
 
     prompts = prompt_ids(requests, model.config.to_dict())
     news = [r.max_new_tokens for r in requests]

@@ -270,7 +270,7 @@ class ServingRequest(Part):
 
 
 class ServingLevel(Part):
-    """A variant's figures at one load level (serving_figures.py names them; docs/ENGINE.md)."""
+    """A variant's figures at one load level (serving/figures.py names them; docs/ENGINE.md)."""
 
     concurrency: Optional[Positive32] = None
     request_rate: Level = None

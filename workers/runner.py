@@ -24,7 +24,7 @@ ENGINE_OPTION_KEYS = (
     "carbon_region", "carbon_year", "carbon_kind", "carbon_licence", "carbon_source_url", "carbon_warning",
     # the measurement method (timing.py, rounds.py) and the generation scenario (generation.py)
     "timing_mode", "rounds", "scenario", "prompt_tokens", "new_tokens", "generation_backend",
-    # serving a workload at load levels (workers/engine/serving_stage.py)
+    # serving a workload at load levels (workers/engine/serving/stage.py)
     "load_levels", "serving_max_rounds",
     # the latency targets the trade-off judges against, and the GPU sweep (workers/power.py)
     "latency_target_ms_p95", "slo_ttft_ms_p95", "slo_tpot_ms_p95",
@@ -82,7 +82,7 @@ def build_engine_request(audit: Audit) -> dict:
         "seq_len": spec.get("seq_len"),
         "recipes": audit.options.get("recipes", ["baseline"]),
         "dataset": audit.dataset.file.path if audit.dataset and not is_workload else None,
-        # a dataset of kind workload is served, not evaluated on (workers/engine/serving_stage.py)
+        # a dataset of kind workload is served, not evaluated on (workers/engine/serving/stage.py)
         "workload": audit.dataset.file.path if is_workload else None,
         "options": options,
         "reference": reference_request(audit),

@@ -4,7 +4,7 @@ variant and level with the paired ratio to the baseline at that level, the answe
 TTFT, TPOT and ITL p95 per level, with the SLO's targets drawn as lines.
 
 Every number is the engine's figure as stored (workers/result_schema.py ServingLevel); the
-answer is the one the worker derived (workers/engine/serving_answer.py), so the page and the API
+answer is the one the worker derived (workers/engine/serving/answer.py), so the page and the API
 cannot disagree.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 MAX_NEW_TOKENS = 1024
 MAX_PROMPT_TOKENS = 32768
 SCENARIOS = ("auto", "forward", "generation", "serving")
-MAX_LOAD_LEVELS = 8  # of each kind (the engine takes 16 in all: workers/engine/serving_stage.py)
+MAX_LOAD_LEVELS = 8  # of each kind (the engine takes 16 in all: workers/engine/serving/stage.py)
 TIMING_MODES = ("latency", "throughput")
 
 
@@ -126,7 +126,7 @@ def clean_engine_options(values: dict) -> dict:
         raise ValidationError(errors)
     levels = ([{"concurrency": c} for c in out.get("concurrency", [])]
               + [{"request_rate": r} for r in out.get("request_rate", [])])
-    if levels:  # what the engine reads (workers/engine/serving_stage.py load_levels)
+    if levels:  # what the engine reads (workers/engine/serving/stage.py load_levels)
         out["load_levels"] = levels
     return out
 

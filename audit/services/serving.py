@@ -14,7 +14,7 @@ import zipfile
 from django.core.exceptions import ValidationError
 
 from workers.engine.formats import _hf_root
-from workers.engine.workload import (DEFAULT_REQUESTS, MAX_BYTES, WorkloadError, context_positions,
+from workers.engine.serving.workload import (DEFAULT_REQUESTS, MAX_BYTES, WorkloadError, context_positions,
                                      parse_workload)
 
 from ..models import Dataset, ModelVersion, Task
@@ -85,7 +85,7 @@ def check_serving(model_version: ModelVersion, dataset: Dataset | None, measurem
 def _check_levels(levels: list[dict], n: int, name: str) -> None:
     """A closed-loop level needs its ramp-up and its drain (as many requests as the concurrency
     each) and a steady window between them; the engine checks the same (serving._check_level)."""
-    from workers.engine.serving import DEFAULT_OPTIONS, _check_level, _ramp
+    from workers.engine.serving.load import DEFAULT_OPTIONS, _check_level, _ramp
 
     for level in levels:
         try:

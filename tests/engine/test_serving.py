@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from workers.engine import workload as wl
+from workers.engine.serving import workload as wl
 from workers.engine.meters import TdpEstimateMeter
 from workers.engine.serving import measure_serving
-from workers.engine.serving_figures import RequestClock, Slo, level_figures
-from workers.engine.workload import WorkloadError, parse_workload, prompt_ids
+from workers.engine.serving.figures import RequestClock, Slo, level_figures
+from workers.engine.serving.workload import WorkloadError, parse_workload, prompt_ids
 
 FIGURES = [f"{name}_ms_p{q}" for name in ("ttft", "tpot", "itl", "e2e") for q in (50, 95, 99)] + [
     "requests_per_s", "output_tokens_per_s", "energy_j_per_output_token", "energy_j_per_request",
@@ -121,7 +121,7 @@ def test_a_workload_too_long_for_the_models_context_is_refused_with_the_line():
 
 def test_the_shipped_default_workload_has_its_documented_length_distribution():
     assert wl.DEFAULT_WORKLOAD_PATH.read_text() == wl.build_default_workload(), "regenerate: python -m " \
-                                                                                "workers.engine.workload"
+                                                                                "workers.engine.serving.workload"
     stats = wl.length_statistics(wl.load_workload())
     # the figures stated in workers/engine/data/README.md
     assert stats == {"requests": 64,

@@ -8,8 +8,8 @@ import pytest
 
 from workers.engine.errors import LoadError
 from workers.engine.profile import profile_model
-from workers.engine.serving_answer import serving_answer
-from workers.engine.serving_flops import _prefill_and_decode, workload_flops
+from workers.engine.serving.answer import serving_answer
+from workers.engine.serving.flops import _prefill_and_decode, workload_flops
 from workers.result_schema import check_result
 
 from .test_serving import _gpt2, _llama, _qwen2
@@ -202,7 +202,7 @@ def test_a_variant_that_breaks_a_quality_constraint_is_excluded_with_the_reason(
 def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch):
     """A pass that fails (out of memory at the highest concurrency, a timeout) fails that level for
     that variant: its other levels, and the baseline's paired evidence there, stand."""
-    from workers.engine import serving_rounds
+    from workers.engine.serving import rounds as serving_rounds
 
     real = serving_rounds.serve_pass
 
@@ -228,7 +228,7 @@ def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch
 
 
 def test_load_levels_without_a_workload_serve_the_shipped_default_even_without_a_tokenizer(tmp_path):
-    from workers.engine.serving_stage import serving_scenario
+    from workers.engine.serving.stage import serving_scenario
     from workers.engine.loaders import load_model
 
     loaded = load_model(_save(_gpt2(), tmp_path), "auto", {}, "cpu")  # 48 positions, no tokenizer

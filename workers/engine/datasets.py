@@ -91,7 +91,7 @@ def _is_workload(first_line: str) -> bool:
 
 
 def _inspect_workload(text: str) -> DatasetInfo:
-    from .workload import WorkloadError, length_statistics, parse_workload
+    from .serving.workload import WorkloadError, length_statistics, parse_workload
 
     try:
         requests = parse_workload(text)

@@ -30,7 +30,7 @@ from .profile_stages import (_PCT_IDLE, _PCT_LOADED, _PCT_MEASURED_WITH_EVAL, _P
                              _stage_measure, _stage_reference, _stage_variants)
 from .profile_result import _stage_result
 from .recipes import RECIPES, Recipe, recipe
-from .serving_stage import serving_scenario, stage_serve, wants_serving
+from .serving.stage import serving_scenario, stage_serve, wants_serving
 
 __all__ = ["RECIPES", "Recipe", "recipe", "profile_model", "run_request", "DEFAULT_OPTIONS"]
 
@@ -62,7 +62,7 @@ def profile_model(
     or a ``builtin:`` name; ``reference`` another version to compare the baseline with
     (``reference.py``); ``workload`` a serving workload (JSONL file or ``builtin:default``): with
     it, or with ``load_levels`` in the options, a language model is measured serving that workload
-    at each load level (``serving_stage.py``). Raises FormatError / LoadError when the model cannot be detected or
+    at each load level (``serving/stage.py``). Raises FormatError / LoadError when the model cannot be detected or
     loaded or the dataset does not fit it; a variant or reference that fails later is reported
     in the document instead.
     """

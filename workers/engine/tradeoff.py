@@ -23,7 +23,7 @@ from .constraints import (CONSTRAINT_OPTIONS, DEFAULT_EQUIVALENCE_MARGIN, DEFAUL
                           DEFAULT_MAX_METRIC_INCREASE_REL, DEFAULT_MIN_SAVING, LOWER, OPEN, SAME, constraints_for,
                           describe, failures, fidelity_kind, figures_of, paired_verdict)
 from .quality import combine, grade_drift
-from .serving_answer import level_of, level_text, serving_answer
+from .serving.answer import level_of, level_text, serving_answer
 from .slo import cheapest_within_slo  # noqa: F401 - part of this module's interface
 
 J_PER_KWH = 3.6e6

@@ -14,7 +14,7 @@ gives ``energy_ratio_ci95`` and ``latency_ratio_ci95`` per level from ``rounds.c
 t-interval on the log ratios, widened for the looks and the between-run spread,
 ``sequential.py``) and the verdicts. A comparison stops after ``rounds`` rounds (the minimum)
 when it is decided or precise, or at ``serving_max_rounds``. Each subject's figures at a level
-pool all its passes (``serving_figures.pooled_figures``).
+pool all its passes (``figures.pooled_figures``).
 
 A variant whose pass fails (the manager fails, a request comes back short, the level times out,
 memory runs out) fails at that level only (``serving_failed``: the level and why); its other
@@ -28,9 +28,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import quality, rounds, sequential
-from .serving import level_key, level_label, level_document, serve_pass
-from .serving_figures import Slo
+from .. import quality, rounds, sequential
+from .load import level_document, level_key, level_label, serve_pass
+from .figures import Slo
 
 DEFAULT_MAX_ROUNDS = 6
 

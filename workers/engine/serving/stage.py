@@ -5,7 +5,7 @@ static-batch generation rounds when the request names a workload or load levels.
   source, hash and length statistics), the load levels, the SLO, the backend and its version;
   refuses (WorkloadError, LoadError) a workload the model cannot serve, before anything is built.
 - ``stage_serve``: idle power, then every variant at every level in paired rounds
-  (``serving_rounds.py``).
+  (``rounds.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .errors import LoadError
+from ..errors import LoadError
 from .workload import DEFAULT_WORKLOAD_PATH, WorkloadError, length_statistics, load_workload, prompt_ids
 
 DEFAULT_LEVELS = ({"concurrency": 1}, {"concurrency": 4})
@@ -54,8 +54,8 @@ def _read(workload) -> tuple[list, dict]:
 
 def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]:
     """(the scenario entry, each request's prompt ids, each request's max_new_tokens)."""
-    from . import generation
-    from .serving import BACKEND, backend_version
+    from .. import generation
+    from .load import BACKEND, backend_version
 
     if loaded.task != "text-generation" or not generation.is_generative(loaded):
         raise LoadError(f"the serving scenario needs a decoder-only text-generation model; this one is "
@@ -73,7 +73,7 @@ def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]
     prompts = prompt_ids(requests, loaded.config, tokenizer, seed=int(options.get("serving_seed") or 0))
     max_news = [r.max_new_tokens for r in requests]
     levels = load_levels(options)
-    from .serving import DEFAULT_OPTIONS as SERVING_DEFAULTS, _check_level, _ramp
+    from .load import DEFAULT_OPTIONS as SERVING_DEFAULTS, _check_level, _ramp
 
     merged = {**SERVING_DEFAULTS, **options}
     for level in levels:  # before anything is measured: a level the workload is too small for
@@ -89,7 +89,7 @@ def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]
 
 
 def _flops(loaded, prompts, max_news) -> dict:
-    from .serving_flops import workload_flops
+    from .flops import workload_flops
     from .workload import context_positions
 
     context = context_positions(loaded.config)
@@ -118,11 +118,11 @@ def _token_stats(values: list[int]) -> dict:
 
 def stage_serve(run, models: dict, prompts: list, max_news: list, pct_idle: float) -> None:
     """Idle power, then every variant at every load level in paired rounds."""
-    from . import timing
-    from .meters import select_meter
-    from .profile_stages import meter_warnings
-    from .serving_figures import Slo
-    from .serving_rounds import measure_serving_paired
+    from .. import timing
+    from ..meters import select_meter
+    from ..profile_stages import meter_warnings
+    from .figures import Slo
+    from .rounds import measure_serving_paired
 
     run.meter = select_meter(run.device, run.options)
     idle_s = float(run.options.get("idle_s") or 0.0)

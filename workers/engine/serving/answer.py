@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import statistics
 
-from .constraints import describe, failures, figures_of
-from .frontier import pareto, within_uncertainty
-from .sequential import t_quantile
+from ..constraints import describe, failures, figures_of
+from ..frontier import pareto, within_uncertainty
+from ..sequential import t_quantile
 
 TARGETS = (("ttft_ms_p95", "ttft_ms", "TTFT"), ("tpot_ms_p95", "tpot_ms", "TPOT"))
 
@@ -71,7 +71,7 @@ def misses(cfg: dict, slo: dict) -> list[dict]:
             continue
         value = cfg.get(key)
         if value is None and key == "tpot_ms_p95":
-            continue  # one-token requests have no TPOT: they meet its target (serving_figures.Slo.met)
+            continue  # one-token requests have no TPOT: they meet its target (figures.Slo.met)
         if not _finite(value) or value > target:
             out.append({"target": name, "figure": value, "limit": target,
                         "over": value / target if _finite(value) and target > 0 else None})

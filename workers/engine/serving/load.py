@@ -12,8 +12,8 @@ Requests go in workload order. Each is added with ``eos_token_id=-1`` (EOS ignor
 ``max_new_tokens``; a request that comes back with any other number of tokens fails the level.
 transformers stamps every output token (``record_timestamps``, ``time.perf_counter`` in its
 generation thread, when the token is on the host); the arrival is stamped here just before
-``add_request``. The meter is begun and ended at the steady window's edges (serving_figures.py
-says how they are chosen); the figures come from ``serving_figures.level_figures``.
+``add_request``. The meter is begun and ended at the steady window's edges (figures.py
+says how they are chosen); the figures come from ``figures.level_figures``.
 
 Before each level, ``warmup_requests`` requests (the workload's first ones) are served by the
 same manager and not measured: the first forward passes allocate the paged cache's tensors.
@@ -25,7 +25,7 @@ import math
 import random
 import time
 
-from .serving_figures import Pass, RequestClock, Slo, pooled_figures
+from .figures import Pass, RequestClock, Slo, pooled_figures
 from .workload import WorkloadError
 
 BACKEND = "transformers-continuous-batching"
@@ -270,7 +270,7 @@ def level_document(level: dict, passes: list, infos: list[dict], *, slo: Slo, me
 
 
 def serve_level(model, prompts, max_news, level: dict, *, slo: Slo, meter, options: dict) -> dict:
-    """Serve the whole workload once at ``level`` and return its figures (serving_figures)."""
+    """Serve the whole workload once at ``level`` and return its figures (figures.py)."""
     options = {**DEFAULT_OPTIONS, **(options or {})}
     one, info = serve_pass(model, prompts, max_news, level, meter=meter, options=options)
     return level_document(level, [one], [info], slo=slo, meter=meter, options=options)

@@ -28,7 +28,7 @@ FIT_MAX_TOKENS = 2048
 def _count(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .flops import _extra_torch_formulas
+    from ..flops import _extra_torch_formulas
 
     with FlopCounterMode(display=False, custom_mapping=_extra_torch_formulas()) as counter:
         fn()

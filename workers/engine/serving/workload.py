@@ -29,9 +29,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LoadError
+from ..errors import LoadError
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS_PATH = DATA / "serving_corpus.txt"
 DEFAULT_WORKLOAD_PATH = DATA / "serving_workload.jsonl"
 MAX_REQUESTS = 100_000
@@ -233,6 +233,6 @@ def length_statistics(requests: list[WorkloadRequest]) -> dict:
                                                                                          for r in requests])}
 
 
-if __name__ == "__main__":  # regenerate the shipped default: python -m workers.engine.workload
+if __name__ == "__main__":  # regenerate the shipped default: python -m workers.engine.serving.workload
     DEFAULT_WORKLOAD_PATH.write_text(build_default_workload(), encoding="utf-8")
     print(json.dumps(length_statistics(load_workload()), indent=1))
