@@ -1,23 +1,15 @@
 """AMD GPUs through amdsmi's energy counter, behind the same meter interface (a fake amdsmi)."""
-import importlib.util
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from workers.engine.meters import BoundaryMeter, MeterError, select_meter
 
-
-def _sibling(name):
-    spec = importlib.util.spec_from_file_location(f"_audit_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .siblings import sibling
 
 
-fake = _sibling("fake_amdsmi")
+fake = sibling("fake_amdsmi")
 
 
 @pytest.fixture

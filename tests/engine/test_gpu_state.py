@@ -1,23 +1,15 @@
 """Device-state snapshots against the fake NVML, and the energy/latency frontier math."""
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from workers.engine import gpu_state
 from workers.engine.frontier import build_frontier, pareto, power_limit_steps
 
-
-def _sibling(name):
-    spec = importlib.util.spec_from_file_location(f"_audit_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .siblings import sibling
 
 
-fake = _sibling("fake_pynvml")
+fake = sibling("fake_pynvml")
 
 
 # ------------------------------------------------------------------ snapshot

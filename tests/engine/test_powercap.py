@@ -1,6 +1,5 @@
 """Device, host and facility boundaries: a fake NVML and a fake powercap tree whose counters the
 tests move (workers/engine/meters/boundary.py, powercap.py)."""
-import importlib.util
 import os
 import sys
 import time
@@ -11,16 +10,10 @@ import pytest
 from workers.engine import carbon, timing
 from workers.engine.meters import BoundaryMeter, select_meter
 
-
-def _sibling(name):
-    spec = importlib.util.spec_from_file_location(f"_audit_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .siblings import sibling
 
 
-fake = _sibling("fake_pynvml")
+fake = sibling("fake_pynvml")
 
 
 class Powercap:
