@@ -254,3 +254,29 @@ def test_load_levels_without_a_workload_serve_the_shipped_default_even_without_a
     assert scenario["workload"]["requests"] == 64 == len(prompts)
     assert "no tokenizer" in scenario["workload"]["lengths_note"]
     assert scenario["workload"]["prompt_tokens"]["max"] > scenario["workload"]["prompt_tokens"]["min"]
+
+
+def test_a_level_the_baseline_cannot_be_served_at_is_measured_unpaired_for_the_others(tmp_path, monkeypatch):
+    from workers.engine.serving import rounds as serving_rounds
+
+    real = serving_rounds.serve_pass
+
+    def failing(module, prompts, max_news, level, **kwargs):
+        if level == {"concurrency": 4} and str(next(module.parameters()).dtype) == "torch.float32":
+            raise MemoryError("out of memory at concurrency 4")
+        return real(module, prompts, max_news, level, **kwargs)
+
+    monkeypatch.setattr(serving_rounds, "serve_pass", failing)
+    folder = _save(_gpt2(), tmp_path)
+    path, _ = _workload(tmp_path)
+    result = profile_model(folder, workload=str(path), recipes=["baseline", "fp16"],
+                           options={"load_levels": [{"concurrency": 1}, {"concurrency": 4}], "idle_s": 0.05,
+                                    "rounds": 1, "serving_max_rounds": 1, "slo_tpot_ms_p95": 1e6})
+    base, fp16 = result["variants"]
+    assert base["status"] == "succeeded" and base["serving_failed"][0]["concurrency"] == 4
+    assert [lv["concurrency"] for lv in fp16["serving"]] == [1, 4]
+    assert [c["concurrency"] for c in fp16["serving_comparison"]] == [1]  # nothing to pair with at 4
+    # the answer weighs fp16 at 4 too (how it words an unpaired level: the test on given figures above)
+    answer = result["tradeoff"]["serving"]
+    assert ("fp16", 4) in {(c["recipe"], c.get("concurrency")) for c in answer["configurations"]}
+

@@ -216,6 +216,10 @@ def _run_level(subjects, base, variants, level, plan, min_rounds, max_rounds, pr
     open_, stopped = list(others), {}
     for r in range(max_rounds + 1):
         if not _serve(base, variants, *args, r, 0):
+            if r == 0:  # the baseline cannot be served at this level: the others are measured unpaired
+                for unpaired in range(min_rounds):
+                    for j, s in enumerate(open_, start=1):
+                        _serve(s, variants, *args, unpaired, j)
             return stopped  # without the baseline nothing more can be paired
         open_ = [s for s in open_ if s.failed is None]
         if r >= min_rounds:
