@@ -6,7 +6,7 @@ import pytest
 
 from workers.engine.meters import BoundaryMeter, MeterError, select_meter
 
-from .siblings import sibling
+from tests.engine.siblings import sibling
 
 
 fake = sibling("fake_amdsmi")

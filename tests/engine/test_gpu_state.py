@@ -6,7 +6,7 @@ import pytest
 from workers.engine import gpu_state
 from workers.engine.frontier import build_frontier, pareto, power_limit_steps
 
-from .siblings import sibling
+from tests.engine.siblings import sibling
 
 
 fake = sibling("fake_pynvml")

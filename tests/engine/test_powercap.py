@@ -10,7 +10,7 @@ import pytest
 from workers.engine import carbon, timing
 from workers.engine.meters import BoundaryMeter, select_meter
 
-from .siblings import sibling
+from tests.engine.siblings import sibling
 
 
 fake = sibling("fake_pynvml")
