@@ -199,15 +199,15 @@ def test_a_variant_that_breaks_a_quality_constraint_is_excluded_with_the_reason(
         answer["reason"]
 
 
-def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch):
-    """A pass that fails (out of memory at the highest concurrency, a timeout) fails that level for
-    that variant: its other levels, and the baseline's paired evidence there, stand."""
+def _served_failing_at_4(tmp_path, monkeypatch, dtype: str) -> dict:
+    """Baseline and fp16 on a tiny GPT-2 at concurrency 1 and 4, where every pass of the model in
+    ``dtype`` at concurrency 4 runs out of memory."""
     from workers.engine.serving import rounds as serving_rounds
 
     real = serving_rounds.serve_pass
 
     def failing(module, prompts, max_news, level, **kwargs):
-        if level == {"concurrency": 4} and str(next(module.parameters()).dtype) == "torch.float16":
+        if level == {"concurrency": 4} and str(next(module.parameters()).dtype) == dtype:
             raise MemoryError("out of memory at concurrency 4")
         return real(module, prompts, max_news, level, **kwargs)
 
@@ -217,6 +217,13 @@ def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch
     result = profile_model(folder, workload=str(path), recipes=["baseline", "fp16"],
                            options={"load_levels": [{"concurrency": 1}, {"concurrency": 4}], "idle_s": 0.05,
                                     "rounds": 1, "serving_max_rounds": 1, "slo_tpot_ms_p95": 1e6})
+    return result
+
+
+def test_a_level_a_variant_cannot_be_served_at_fails_alone(tmp_path, monkeypatch):
+    """A pass that fails (out of memory at the highest concurrency, a timeout) fails that level for
+    that variant: its other levels, and the baseline's paired evidence there, stand."""
+    result = _served_failing_at_4(tmp_path, monkeypatch, "torch.float16")
     checked = check_result(result)
     base, fp16 = checked["variants"]
     assert fp16["status"] == "succeeded" and [lv["concurrency"] for lv in fp16["serving"]] == [1]
@@ -257,21 +264,7 @@ def test_load_levels_without_a_workload_serve_the_shipped_default_even_without_a
 
 
 def test_a_level_the_baseline_cannot_be_served_at_is_measured_unpaired_for_the_others(tmp_path, monkeypatch):
-    from workers.engine.serving import rounds as serving_rounds
-
-    real = serving_rounds.serve_pass
-
-    def failing(module, prompts, max_news, level, **kwargs):
-        if level == {"concurrency": 4} and str(next(module.parameters()).dtype) == "torch.float32":
-            raise MemoryError("out of memory at concurrency 4")
-        return real(module, prompts, max_news, level, **kwargs)
-
-    monkeypatch.setattr(serving_rounds, "serve_pass", failing)
-    folder = _save(_gpt2(), tmp_path)
-    path, _ = _workload(tmp_path)
-    result = profile_model(folder, workload=str(path), recipes=["baseline", "fp16"],
-                           options={"load_levels": [{"concurrency": 1}, {"concurrency": 4}], "idle_s": 0.05,
-                                    "rounds": 1, "serving_max_rounds": 1, "slo_tpot_ms_p95": 1e6})
+    result = _served_failing_at_4(tmp_path, monkeypatch, "torch.float32")
     base, fp16 = result["variants"]
     assert base["status"] == "succeeded" and base["serving_failed"][0]["concurrency"] == 4
     assert [lv["concurrency"] for lv in fp16["serving"]] == [1, 4]
