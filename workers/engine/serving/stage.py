@@ -55,7 +55,7 @@ def _read(workload) -> tuple[list, dict]:
 def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]:
     """(the scenario entry, each request's prompt ids, each request's max_new_tokens)."""
     from .. import generation
-    from .load import BACKEND, backend_version
+    from .load import BACKEND, DEFAULT_OPTIONS as SERVING_DEFAULTS, _check_level, _ramp, backend_version
 
     if loaded.task != "text-generation" or not generation.is_generative(loaded):
         raise LoadError(f"the serving scenario needs a decoder-only text-generation model; this one is "
@@ -73,13 +73,11 @@ def serving_scenario(loaded, workload, options: dict) -> tuple[dict, list, list]
     prompts = prompt_ids(requests, loaded.config, tokenizer, seed=int(options.get("serving_seed") or 0))
     max_news = [r.max_new_tokens for r in requests]
     levels = load_levels(options)
-    from .load import DEFAULT_OPTIONS as SERVING_DEFAULTS, _check_level, _ramp
-
     merged = {**SERVING_DEFAULTS, **options}
     for level in levels:  # before anything is measured: a level the workload is too small for
         _check_level(level, len(prompts), _ramp(level, len(prompts), merged))
     about["prompt_tokens"] = _token_stats([len(p) for p in prompts])
-    about["tokenized_with"] = "the model's tokenizer" if tokenizer is not None else "no tokenizer (token ids given)"
+    about["tokenized_with"] = "the model's tokenizer" if tokenizer is not None else "no tokenizer (prompts as token ids or lengths)"
     about.update(_flops(loaded, prompts, max_news))
     scenario = {"kind": "serving", "prompt_tokens": None, "new_tokens": None, "backend": BACKEND,
                 "backend_version": backend_version(), "workload": about, "load_levels": levels,
